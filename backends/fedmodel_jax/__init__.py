@@ -1,0 +1,1 @@
+"""fedmodel backend for jax."""

@@ -1,0 +1,1 @@
+"""fedmodel conformance suite (placeholder until the suite lands)."""

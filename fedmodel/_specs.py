@@ -1,0 +1,163 @@
+"""Tensor specs: the shape and dtype a model accepts, over nested structures.
+
+A spec tree is any nesting of dicts, tuples, lists and namedtuples whose leaves are
+:class:`TensorSpec`. A value tree is compatible with it when both have the same leaf paths
+(sequences match by index, so a list may stand for a tuple) and every leaf has a compatible
+shape (``None`` dimensions are free) and exactly the same dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedmodel import _tree
+from fedmodel._errors import SpecError
+
+__all__ = ["TensorSpec", "check_spec", "dtype_name", "is_compatible", "shape_of", "spec_like"]
+
+
+def dtype_name(dtype: Any) -> str:
+    """The framework-neutral name of a dtype: ``"float32"``, ``"int64"``, ``"bfloat16"``...
+
+    Accepts numpy dtypes and type objects, strings, ``torch.dtype``, ``tf.DType`` and JAX dtypes.
+
+    >>> dtype_name("float32"), dtype_name(np.int64)
+    ('float32', 'int64')
+    """
+    as_numpy = getattr(dtype, "as_numpy_dtype", None)  # tf.DType
+    if as_numpy is not None:
+        dtype = as_numpy
+    try:
+        return str(np.dtype(dtype).name)
+    except TypeError:
+        return str(dtype).rsplit(".", 1)[-1]  # torch.float32 -> float32
+
+
+def shape_of(value: Any) -> tuple[int | None, ...]:
+    """The shape of an array-like of any framework, as a tuple of ints."""
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        return tuple(np.shape(value))
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def _dtype_of(value: Any) -> str:
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(value).dtype
+    return dtype_name(dtype)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape and dtype of one tensor; ``None`` dimensions are free (typically the batch).
+
+    A frozen dataclass, so :mod:`optree` treats it as a leaf of a spec tree.
+
+    >>> spec = TensorSpec((None, 64), "float32", name="pixels")
+    >>> spec.is_compatible_with(np.zeros((8, 64), np.float32))
+    True
+    """
+
+    shape: tuple[int | None, ...]
+    dtype: str
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            shape = tuple(None if d is None else int(d) for d in self.shape)
+        except TypeError as exc:
+            raise TypeError(f"TensorSpec shape must be a sequence of int or None, got {self.shape!r}") from exc
+        if any(d is not None and d < 0 for d in shape):
+            raise ValueError(f"TensorSpec shape has a negative dimension: {shape}")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+
+    def mismatch(self, value: Any) -> str | None:
+        """Why ``value`` is not compatible with this spec, or ``None`` when it is."""
+        if not (hasattr(value, "shape") and hasattr(value, "dtype")) and not isinstance(
+            value, (int, float, bool, np.generic, list)
+        ):
+            return f"expected an array of shape {self.shape} and dtype {self.dtype}, got {type(value).__name__}"
+        shape = shape_of(value)
+        dtype = _dtype_of(value)
+        if len(shape) != len(self.shape) or any(
+            want is not None and got != want for want, got in zip(self.shape, shape, strict=False)
+        ):
+            return f"expected shape {_fmt_shape(self.shape)}, got {_fmt_shape(shape)}"
+        if dtype != self.dtype:
+            return f"expected dtype {self.dtype}, got {dtype}"
+        return None
+
+    def is_compatible_with(self, value: Any) -> bool:
+        """True when ``value`` (an array of any framework) has a matching shape and dtype."""
+        return self.mismatch(value) is None
+
+
+def _fmt_shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _is_spec(x: Any) -> bool:
+    return isinstance(x, TensorSpec)
+
+
+def check_spec(spec: Any, value: Any, *, what: str = "batch") -> None:
+    """Raise :class:`SpecError` unless ``value`` matches the spec tree ``spec``.
+
+    The message names the path (``x/pixels``), the expected and the actual shape or dtype.
+
+    >>> check_spec({"x": TensorSpec((None, 2), "float32")}, {"x": np.zeros((1, 3), np.float32)})
+    Traceback (most recent call last):
+    ...
+    fedmodel._errors.SpecError: batch at 'x': expected shape (None, 2), got (1, 3)
+    """
+    spec_paths, spec_leaves, _ = _tree.flatten_with_paths(spec, is_leaf=_is_spec)
+    try:
+        value_paths, value_leaves, _ = _tree.flatten_with_paths(value)
+    except Exception as exc:  # optree refuses some exotic containers
+        raise SpecError(f"{what} cannot be read as a nested structure: {exc}") from exc
+    for path, leaf in zip(spec_paths, spec_leaves, strict=True):
+        if not isinstance(leaf, TensorSpec):
+            raise TypeError(f"input_spec at {path!r} is {type(leaf).__name__}, not a fedmodel.TensorSpec")
+    by_path = dict(zip(value_paths, value_leaves, strict=True))
+    missing = [p for p in spec_paths if p not in by_path]
+    extra = sorted(set(value_paths) - set(spec_paths))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if extra:
+            parts.append(f"unexpected {extra}")
+        raise SpecError(
+            f"{what} structure does not match the spec: " + ", ".join(parts) + f" (spec paths: {spec_paths})"
+        )
+    for path, leaf in zip(spec_paths, spec_leaves, strict=True):
+        reason = leaf.mismatch(by_path[path])
+        if reason is not None:
+            raise SpecError(f"{what} at {path!r}: {reason}")
+
+
+def is_compatible(spec: Any, value: Any) -> bool:
+    """True when :func:`check_spec` would accept ``value``."""
+    try:
+        check_spec(spec, value)
+    except SpecError:
+        return False
+    return True
+
+
+def spec_like(value: Any, *, batch_dim_free: bool = True) -> Any:
+    """A spec tree describing ``value``; the leading dimension is left free by default."""
+
+    def leaf(v: Any) -> TensorSpec:
+        shape = shape_of(v)
+        if batch_dim_free and shape:
+            shape = (None, *shape[1:])
+        return TensorSpec(shape, _dtype_of(v))
+
+    return _tree.map_structure(leaf, value)
