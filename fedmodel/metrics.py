@@ -22,12 +22,14 @@ from fedmodel import _tree
 from fedmodel._errors import AggregationError
 
 __all__ = [
+    "STANDARD_METRICS",
     "Aggregator",
     "Sum",
     "SumThenFinalize",
     "WeightedMean",
     "identity",
     "ratio",
+    "standard_output_computation",
     "to_numpy_report",
 ]
 
@@ -200,3 +202,18 @@ class WeightedMean(_Streaming):
             if name != self.weight_key:
                 out[name] = _tree.map_structure(lambda a: _unwrap(a / total if total else a * np.nan), value)
         return out
+
+
+STANDARD_METRICS = ("loss", "accuracy", "num_examples")
+"""The report every built-in model of every backend gives: ``loss`` and ``accuracy`` as
+``(total, count)`` pairs (the sum of per-example losses, the number of correct predictions, and the
+number of examples), and ``num_examples`` as a count."""
+
+
+def standard_output_computation() -> SumThenFinalize:
+    """The aggregator of :data:`STANDARD_METRICS`: sums, then ``loss`` and ``accuracy`` as ratios.
+
+    >>> standard_output_computation()([{"loss": (2.0, 4), "accuracy": (3, 4), "num_examples": 4}])
+    {'loss': 0.5, 'accuracy': 0.75, 'num_examples': 4}
+    """
+    return SumThenFinalize({"loss": ratio, "accuracy": ratio})

@@ -21,7 +21,7 @@ import numpy as np
 from fedmodel._batch import check_batch, split_batch
 from fedmodel._contract import BatchOutput
 from fedmodel._specs import TensorSpec, check_spec
-from fedmodel.metrics import SumThenFinalize, ratio
+from fedmodel.metrics import SumThenFinalize, standard_output_computation
 from fedmodel.optimizers import SGD, Adam, OptimizerSpec
 
 __all__ = ["NUMPY_BACKEND", "NumpyBackend", "NumpyOptimizer", "SoftmaxRegression", "Variable"]
@@ -140,7 +140,7 @@ class SoftmaxRegression:
     @property
     def federated_output_computation(self) -> SumThenFinalize:
         """Sum over clients, then ``loss = Σloss_sum / Σcount``, ``accuracy = Σcorrect / Σcount``."""
-        return SumThenFinalize({"loss": ratio, "accuracy": ratio})
+        return standard_output_computation()
 
     def reset_metrics(self) -> None:
         """Zero the three accumulators."""
