@@ -7,6 +7,7 @@ whole session; a missing torch is fine (its tests skip with a reason).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -17,17 +18,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-try:  # the order matters: torch first, then TensorFlow
+with contextlib.suppress(ImportError):  # the order matters: torch first, then TensorFlow
     import torch  # noqa: F401
-except ImportError:  # pragma: no cover - CI installs every framework
-    pass
 
 
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     """Every test starts from the same seeds for Python's and numpy's global generators."""
     random.seed(0)
-    np.random.seed(0)  # noqa: NPY002 - legacy global seed for third-party code that uses it
+    np.random.seed(0)
 
 
 @pytest.fixture

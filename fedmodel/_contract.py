@@ -169,5 +169,6 @@ def check_protocol(obj: Any) -> list[str]:
             sig.bind(*args, **kwargs)
         except TypeError as exc:
             wanted = ", ".join(["batch"] * len(args) + [f"{k}={v!r}" for k, v in kwargs.items()])
-            problems.append(f"{name}{sig} cannot be called as {name}({wanted}): {exc}")
+            params = ", ".join(sig.parameters)
+            problems.append(f"{name}({params}) cannot be called as {name}({wanted}): {exc}")
     return problems

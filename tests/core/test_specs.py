@@ -1,0 +1,98 @@
+"""TensorSpec and nested spec compatibility, with the error messages users read."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+import pytest
+
+from fedmodel import SpecError, TensorSpec, check_batch, check_spec, dtype_name, is_compatible, spec_like
+
+Pair = namedtuple("Pair", ["image", "mask"])
+
+
+def test_none_dimension_is_free_and_fixed_dimensions_are_checked() -> None:
+    spec = TensorSpec((None, 3), "float32")
+    assert spec.is_compatible_with(np.zeros((1, 3), np.float32))
+    assert spec.is_compatible_with(np.zeros((100, 3), np.float32))
+    assert not spec.is_compatible_with(np.zeros((1, 4), np.float32))
+    assert not spec.is_compatible_with(np.zeros((3,), np.float32))
+
+
+def test_dtype_must_match_exactly() -> None:
+    spec = TensorSpec((None,), np.int64)
+    assert spec.dtype == "int64"
+    assert not spec.is_compatible_with(np.zeros(2, np.int32))
+    assert spec.mismatch(np.zeros(2, np.int32)) == "expected dtype int64, got int32"
+
+
+def test_spec_is_a_leaf_not_a_tuple_of_fields() -> None:
+    spec = {"x": TensorSpec((2,), "float32"), "y": TensorSpec((), "int64")}
+    check_spec(spec, {"x": np.zeros(2, np.float32), "y": np.int64(3)})
+
+
+def test_nested_dicts_tuples_lists_and_namedtuples() -> None:
+    image, mask = TensorSpec((None, 4), "float32"), TensorSpec((None,), "bool")
+    spec = {"x": Pair(image, [mask]), "y": TensorSpec((None,), "int64")}
+    good = {"x": Pair(np.zeros((2, 4), np.float32), [np.ones(2, bool)]), "y": np.zeros(2, np.int64)}
+    check_spec(spec, good)
+    # sequences match by index: a plain tuple may stand for the namedtuple
+    check_spec(spec, {"x": (good["x"].image, (good["x"].mask[0],)), "y": good["y"]})
+    assert is_compatible(spec, good)
+
+
+def test_error_names_the_path_expected_and_actual_shape() -> None:
+    spec = {"x": {"pixels": TensorSpec((None, 64), "float32")}, "y": TensorSpec((None,), "int64")}
+    with pytest.raises(SpecError, match=r"batch at 'x/pixels': expected shape \(None, 64\), got \(8, 63\)"):
+        check_spec(spec, {"x": {"pixels": np.zeros((8, 63), np.float32)}, "y": np.zeros(8, np.int64)})
+
+
+def test_error_names_missing_and_unexpected_paths() -> None:
+    spec = {"x": TensorSpec((None,), "float32"), "y": TensorSpec((None,), "int64")}
+    with pytest.raises(SpecError, match=r"missing \['y'\].*unexpected \['z'\]"):
+        check_spec(spec, {"x": np.zeros(1, np.float32), "z": np.zeros(1, np.int64)})
+
+
+def test_non_array_leaf_is_a_spec_error() -> None:
+    with pytest.raises(SpecError, match="got str"):
+        check_spec(TensorSpec((None,), "float32"), "not an array")
+
+
+def test_a_spec_tree_with_a_non_spec_leaf_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"not a fedmodel\.TensorSpec"):
+        check_spec({"x": (None, 3)}, {"x": np.zeros(3)})
+
+
+def test_check_batch_accepts_either_convention_on_either_side() -> None:
+    spec = (TensorSpec((None, 2), "float32"), TensorSpec((None,), "int64"))
+    x, y = np.zeros((3, 2), np.float32), np.zeros(3, np.int64)
+    assert check_batch(spec, {"x": x, "y": y})[0] is x
+    assert check_batch({"x": spec[0], "y": spec[1]}, (x, y))[1] is y
+    with pytest.raises(SpecError, match="at 'y': expected dtype int64, got float64"):
+        check_batch(spec, (x, np.zeros(3)))
+    with pytest.raises(SpecError, match=r"pair"):
+        check_batch(spec, x)
+
+
+def test_dtype_names_are_framework_neutral() -> None:
+    assert dtype_name(np.float32) == "float32"
+    assert dtype_name("int64") == "int64"
+
+    class FakeTorchDtype:
+        def __str__(self) -> str:
+            return "torch.bfloat16"
+
+    assert dtype_name(FakeTorchDtype()) == "bfloat16"
+
+
+def test_spec_like_frees_the_batch_dimension() -> None:
+    spec = spec_like({"x": np.zeros((5, 2), np.float32), "y": np.zeros(5, np.int64)})
+    assert spec == {"x": TensorSpec((None, 2), "float32"), "y": TensorSpec((None,), "int64")}
+
+
+def test_invalid_spec_construction() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        TensorSpec((-1,), "float32")
+    with pytest.raises(TypeError, match="sequence of int or None"):
+        TensorSpec(3, "float32")  # type: ignore[arg-type]
