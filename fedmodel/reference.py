@@ -192,7 +192,7 @@ class NumpyOptimizer:
                     self.slots[0] = [spec.momentum * b + g for b, g in zip(self.slots[0], grads, strict=True)]
                 bufs = self.slots[0]
                 grads = [g + spec.momentum * b for g, b in zip(grads, bufs, strict=True)] if spec.nesterov else bufs
-            return [(p - spec.learning_rate * g).astype(p.dtype) for p, g in zip(params, grads, strict=True)]
+            return [np.asarray(p - spec.learning_rate * g, dtype=p.dtype) for p, g in zip(params, grads, strict=True)]
         if isinstance(spec, Adam):
             if not self.slots:
                 self.slots = [[np.zeros_like(g) for g in grads], [np.zeros_like(g) for g in grads]]
@@ -203,7 +203,7 @@ class NumpyOptimizer:
                 v[i] = spec.beta2 * v[i] + (1 - spec.beta2) * g * g
                 m_hat = m[i] / (1 - spec.beta1**self.step)
                 v_hat = v[i] / (1 - spec.beta2**self.step)
-                out.append((p - spec.learning_rate * m_hat / (np.sqrt(v_hat) + spec.epsilon)).astype(p.dtype))
+                out.append(np.asarray(p - spec.learning_rate * m_hat / (np.sqrt(v_hat) + spec.epsilon), dtype=p.dtype))
             return out
         raise TypeError(f"the numpy backend has no optimizer for {type(spec).__name__}")
 
@@ -219,7 +219,7 @@ class NumpyBackend:
 
     def read_variables(self, variables: Sequence[Variable], *, copy: bool = True) -> list[np.ndarray]:
         """Copies, or the boxed arrays themselves with ``copy=False``."""
-        return [v.value.copy() if copy else v.value.view() for v in variables]
+        return [np.array(v.value, copy=True) if copy else np.asarray(v.value).view() for v in variables]
 
     def write_variables(self, variables: Sequence[Variable], values: Sequence[np.ndarray]) -> None:
         """Copy each value into a new array (earlier read-only views stay valid)."""
