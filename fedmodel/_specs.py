@@ -83,8 +83,11 @@ class TensorSpec:
             value, (int, float, bool, np.generic, list)
         ):
             return f"expected an array of shape {self.shape} and dtype {self.dtype}, got {type(value).__name__}"
-        shape = shape_of(value)
-        dtype = _dtype_of(value)
+        try:
+            shape = shape_of(value)
+            dtype = _dtype_of(value)
+        except (TypeError, ValueError) as exc:
+            return f"expected an array of shape {self.shape} and dtype {self.dtype}, got {type(value).__name__} ({exc})"
         if len(shape) != len(self.shape) or any(
             want is not None and got != want for want, got in zip(self.shape, shape, strict=False)
         ):
