@@ -8,6 +8,7 @@ shape (``None`` dimensions are free) and exactly the same dtype.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,21 @@ def dtype_name(dtype: Any) -> str:
     >>> dtype_name("float32"), dtype_name(np.int64)
     ('float32', 'int64')
     """
+    try:
+        return _DTYPE_NAMES[dtype]
+    except (KeyError, TypeError):  # TypeError: an unhashable dtype-like
+        pass
+    name = _dtype_name_uncached(dtype)
+    if len(_DTYPE_NAMES) < 4096:
+        with contextlib.suppress(TypeError):
+            _DTYPE_NAMES[dtype] = name
+    return name
+
+
+_DTYPE_NAMES: dict[Any, str] = {}  # numpy's dtype.name costs microseconds: every batch check asks
+
+
+def _dtype_name_uncached(dtype: Any) -> str:
     as_numpy = getattr(dtype, "as_numpy_dtype", None)  # tf.DType
     if as_numpy is not None:
         dtype = as_numpy
@@ -96,6 +112,19 @@ class TensorSpec:
             return f"expected dtype {self.dtype}, got {dtype}"
         return None
 
+    def _quick_ok(self, value: Any) -> bool:
+        """The common case without building a message: an array of the right shape and dtype."""
+        shape = getattr(value, "shape", None)
+        dtype = getattr(value, "dtype", None)
+        if shape is None or dtype is None or dtype_name(dtype) != self.dtype:
+            return False
+        try:
+            if len(shape) != len(self.shape):
+                return False
+            return all(want is None or want == got for want, got in zip(self.shape, shape, strict=True))
+        except TypeError:
+            return False
+
     def is_compatible_with(self, value: Any) -> bool:
         """True when ``value`` (an array of any framework) has a matching shape and dtype."""
         return self.mismatch(value) is None
@@ -112,23 +141,55 @@ def _is_spec(x: Any) -> bool:
 def check_spec(spec: Any, value: Any, *, what: str = "batch") -> None:
     """Raise :class:`SpecError` unless ``value`` matches the spec tree ``spec``.
 
-    The message names the path (``x/pixels``), the expected and the actual shape or dtype.
+    The message names the path (``x/pixels``), the expected and the actual shape or dtype. The
+    spec's flattening and the leaf order of each value structure seen are cached, so a check on
+    the hot path costs a flatten and one comparison per leaf.
 
     >>> check_spec({"x": TensorSpec((None, 2), "float32")}, {"x": np.zeros((1, 3), np.float32)})
     Traceback (most recent call last):
     ...
     fedmodel._errors.SpecError: batch at 'x': expected shape (None, 2), got (1, 3)
     """
-    spec_paths, spec_leaves, _ = _tree.flatten_with_paths(spec, is_leaf=_is_spec)
+    spec_paths, spec_leaves = _spec_plan(spec)
     try:
-        value_paths, value_leaves, _ = _tree.flatten_with_paths(value)
+        value_leaves, value_treedef = _tree.flatten(value)
     except Exception as exc:  # optree refuses some exotic containers
         raise SpecError(f"{what} cannot be read as a nested structure: {exc}") from exc
-    for path, leaf in zip(spec_paths, spec_leaves, strict=True):
+    order = _ORDERS.get((id(spec), value_treedef))
+    if order is None:
+        order = _leaf_order(spec, spec_paths, value_treedef, what)
+    for path, leaf, index in zip(spec_paths, spec_leaves, order, strict=True):
+        value_leaf = value_leaves[index]
+        if not leaf._quick_ok(value_leaf):
+            reason = leaf.mismatch(value_leaf)
+            if reason is not None:
+                raise SpecError(f"{what} at {path!r}: {reason}")
+
+
+_PLANS: dict[int, tuple[Any, list[str], list[TensorSpec]]] = {}
+_ORDERS: dict[tuple[int, Any], tuple[int, ...]] = {}
+_CACHE_LIMIT = 256
+
+
+def _spec_plan(spec: Any) -> tuple[list[str], list[TensorSpec]]:
+    cached = _PLANS.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1], cached[2]
+    paths, leaves, _ = _tree.flatten_with_paths(spec, is_leaf=_is_spec)
+    for path, leaf in zip(paths, leaves, strict=True):
         if not isinstance(leaf, TensorSpec):
             raise TypeError(f"input_spec at {path!r} is {type(leaf).__name__}, not a fedmodel.TensorSpec")
-    by_path = dict(zip(value_paths, value_leaves, strict=True))
-    missing = [p for p in spec_paths if p not in by_path]
+    if len(_PLANS) >= _CACHE_LIMIT:
+        _PLANS.clear()
+        _ORDERS.clear()
+    _PLANS[id(spec)] = (spec, paths, leaves)  # the strong reference keeps id(spec) from being reused
+    return paths, leaves
+
+
+def _leaf_order(spec: Any, spec_paths: list[str], value_treedef: Any, what: str) -> tuple[int, ...]:
+    value_paths = [_tree.path_str(p) for p in value_treedef.paths()]
+    index = {p: i for i, p in enumerate(value_paths)}
+    missing = [p for p in spec_paths if p not in index]
     extra = sorted(set(value_paths) - set(spec_paths))
     if missing or extra:
         parts = []
@@ -136,13 +197,12 @@ def check_spec(spec: Any, value: Any, *, what: str = "batch") -> None:
             parts.append(f"missing {missing}")
         if extra:
             parts.append(f"unexpected {extra}")
-        raise SpecError(
-            f"{what} structure does not match the spec: " + ", ".join(parts) + f" (spec paths: {spec_paths})"
-        )
-    for path, leaf in zip(spec_paths, spec_leaves, strict=True):
-        reason = leaf.mismatch(by_path[path])
-        if reason is not None:
-            raise SpecError(f"{what} at {path!r}: {reason}")
+        detail = ", ".join(parts)
+        raise SpecError(f"{what} structure does not match the spec: {detail} (spec paths: {spec_paths})")
+    order = tuple(index[p] for p in spec_paths)
+    if len(_ORDERS) < _CACHE_LIMIT * 4:
+        _ORDERS[(id(spec), value_treedef)] = order
+    return order
 
 
 def is_compatible(spec: Any, value: Any) -> bool:
