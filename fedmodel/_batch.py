@@ -36,5 +36,6 @@ def check_batch(input_spec: Any, batch: Any) -> tuple[Any, Any]:
     """
     spec_x, spec_y = split_batch(input_spec)
     x, y = split_batch(batch)
-    check_spec({"x": spec_x, "y": spec_y}, {"x": x, "y": y})
+    check_spec(spec_x, x, prefix="x")
+    check_spec(spec_y, y, prefix="y")
     return x, y

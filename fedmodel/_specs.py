@@ -138,7 +138,7 @@ def _is_spec(x: Any) -> bool:
     return isinstance(x, TensorSpec)
 
 
-def check_spec(spec: Any, value: Any, *, what: str = "batch") -> None:
+def check_spec(spec: Any, value: Any, *, what: str = "batch", prefix: str = "") -> None:
     """Raise :class:`SpecError` unless ``value`` matches the spec tree ``spec``.
 
     The message names the path (``x/pixels``), the expected and the actual shape or dtype. The
@@ -149,6 +149,8 @@ def check_spec(spec: Any, value: Any, *, what: str = "batch") -> None:
     Traceback (most recent call last):
     ...
     fedmodel._errors.SpecError: batch at 'x': expected shape (None, 2), got (1, 3)
+
+    ``prefix`` is prepended to every path in messages (``check_batch`` checks ``x`` and ``y`` apart).
     """
     spec_paths, spec_leaves = _spec_plan(spec)
     try:
@@ -157,13 +159,13 @@ def check_spec(spec: Any, value: Any, *, what: str = "batch") -> None:
         raise SpecError(f"{what} cannot be read as a nested structure: {exc}") from exc
     order = _ORDERS.get((id(spec), value_treedef))
     if order is None:
-        order = _leaf_order(spec, spec_paths, value_treedef, what)
+        order = _leaf_order(spec, spec_paths, value_treedef, what, prefix)
     for path, leaf, index in zip(spec_paths, spec_leaves, order, strict=True):
         value_leaf = value_leaves[index]
         if not leaf._quick_ok(value_leaf):
             reason = leaf.mismatch(value_leaf)
             if reason is not None:
-                raise SpecError(f"{what} at {path!r}: {reason}")
+                raise SpecError(f"{what} at {_join(prefix, path)!r}: {reason}")
 
 
 _PLANS: dict[int, tuple[Any, list[str], list[TensorSpec]]] = {}
@@ -186,7 +188,13 @@ def _spec_plan(spec: Any) -> tuple[list[str], list[TensorSpec]]:
     return paths, leaves
 
 
-def _leaf_order(spec: Any, spec_paths: list[str], value_treedef: Any, what: str) -> tuple[int, ...]:
+def _join(prefix: str, path: str) -> str:
+    if not prefix:
+        return path
+    return prefix if path == "<root>" else f"{prefix}/{path}"
+
+
+def _leaf_order(spec: Any, spec_paths: list[str], value_treedef: Any, what: str, prefix: str) -> tuple[int, ...]:
     value_paths = [_tree.path_str(p) for p in value_treedef.paths()]
     index = {p: i for i, p in enumerate(value_paths)}
     missing = [p for p in spec_paths if p not in index]
@@ -194,11 +202,13 @@ def _leaf_order(spec: Any, spec_paths: list[str], value_treedef: Any, what: str)
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"missing {missing}")
+            parts.append(f"missing {[_join(prefix, p) for p in missing]}")
         if extra:
-            parts.append(f"unexpected {extra}")
+            parts.append(f"unexpected {[_join(prefix, p) for p in extra]}")
         detail = ", ".join(parts)
-        raise SpecError(f"{what} structure does not match the spec: {detail} (spec paths: {spec_paths})")
+        raise SpecError(
+            f"{what} structure does not match the spec: {detail} (spec paths: {[_join(prefix, p) for p in spec_paths]})"
+        )
     order = tuple(index[p] for p in spec_paths)
     if len(_ORDERS) < _CACHE_LIMIT * 4:
         _ORDERS[(id(spec), value_treedef)] = order
