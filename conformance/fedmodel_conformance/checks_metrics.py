@@ -1,0 +1,149 @@
+"""Checks of the metrics: accumulation over batches, pure reports, reset, and federated aggregation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+import fedmodel
+from fedmodel_conformance._core import (
+    Case,
+    CheckFailure,
+    CheckSkipped,
+    Snapshot,
+    close,
+    concat_batches,
+    exclusive_groups,
+    fresh,
+    make_batch,
+    register,
+    report_as_numpy,
+    repro,
+    seed_for,
+)
+
+__all__: list[str] = []
+
+RTOL = 1e-4  # float32 frameworks sum per-batch losses in float32: only the last digits may differ
+
+
+def _same_weights(case: Case, count: int) -> tuple[list[Any], fedmodel.Backend]:
+    """``count`` fresh models holding the first one's weights (a factory need not be seeded)."""
+    first, backend = fresh(case)
+    models = [first]
+    weights = fedmodel.get_weights(first, backend=backend)
+    for _ in range(count - 1):
+        model, _ = fresh(case)
+        fedmodel.assign_weights(model, weights, backend=backend)
+        models.append(model)
+    return models, backend
+
+
+def _finalized(model: Any, reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return dict(model.federated_output_computation(reports))
+
+
+def _compare(clause: str, where: str, want: Mapping[str, Any], got: Mapping[str, Any], note: str) -> None:
+    if sorted(want) != sorted(got):
+        raise CheckFailure(clause, where, f"metrics {sorted(want)}", f"metrics {sorted(got)}", note)
+    for name in want:
+        if not close(want[name], got[name], rtol=RTOL, atol=1e-6):
+            raise CheckFailure(clause, f"{where}: metric {name!r}", want[name], got[name], note)
+
+
+COUNTED = "metrics count every batch: k batches through forward_pass give the metrics of one batch holding them all"
+
+
+@register(COUNTED)
+def check_metrics_count_every_batch(case: Case) -> None:
+    """Clause: local variables accumulate over calls (k batches = their concatenation, once finalized)."""
+    (many, one), _ = _same_weights(case, 2)
+    rng = np.random.default_rng(seed_for("metrics_count_every_batch"))
+    batches = [make_batch(case, size, rng) for size in (2, 3, 4)]
+    note = repro("metrics_count_every_batch", batch_sizes=(2, 3, 4))
+    for b in batches:
+        many.forward_pass(b, training=False)
+    one.forward_pass(concat_batches(*batches), training=False)
+    report = report_as_numpy(many.report_local_outputs())
+    if not report:
+        raise CheckSkipped("the model reports no metrics (report_local_outputs() is empty)")
+    _compare(
+        COUNTED,
+        "finalized metrics after 3 batches vs after their concatenation",
+        _finalized(one, [report_as_numpy(one.report_local_outputs())]),
+        _finalized(many, [report]),
+        note,
+    )
+
+
+PURE = "report_local_outputs is pure: calling it twice changes nothing and returns equal values (as numpy)"
+
+
+@register(PURE)
+def check_report_is_pure(case: Case) -> None:
+    """Clause: reading the metrics neither resets nor moves them."""
+    model, backend = fresh(case)
+    model.forward_pass(make_batch(case, 5, np.random.default_rng(seed_for("report_is_pure"))), training=False)
+    note = repro("report_is_pure", batch_size=5)
+    snap = Snapshot.take(backend, model, exclusive_groups(model)["local"])
+    try:
+        first = report_as_numpy(model.report_local_outputs())
+    except Exception as exc:
+        raise CheckFailure(PURE, "report_local_outputs()", "values convertible to numpy", repr(exc), note) from exc
+    snap.assert_unchanged(backend, PURE, "report_local_outputs()", note)
+    second = report_as_numpy(model.report_local_outputs())
+    if sorted(first) != sorted(second) or not all(close(first[k], second[k], 0, 0) for k in first):
+        raise CheckFailure(PURE, "report_local_outputs() called twice", first, second, note)
+
+
+RESET = "reset_metrics returns every local variable to its initial value"
+
+
+@register(RESET)
+def check_reset_metrics_restores_initial(case: Case) -> None:
+    """Clause: after batches then ``reset_metrics()`` the local variables and the report are as after ``__init__``."""
+    model, backend = fresh(case)
+    initial = Snapshot.take(backend, model, exclusive_groups(model)["local"])
+    initial_report = report_as_numpy(model.report_local_outputs())
+    rng = np.random.default_rng(seed_for("reset_metrics_restores_initial"))
+    for size in (3, 4):
+        model.forward_pass(make_batch(case, size, rng), training=False)
+    model.reset_metrics()
+    note = repro("reset_metrics_restores_initial", batch_sizes=(3, 4))
+    initial.assert_unchanged(backend, RESET, "two forward_pass calls then reset_metrics()", note)
+    _compare(
+        RESET,
+        "report_local_outputs() after reset_metrics()",
+        initial_report,
+        report_as_numpy(model.report_local_outputs()),
+        note,
+    )
+
+
+AGGREGATION = (
+    "two clients' metrics aggregated with federated_output_computation equal one client's metrics over the "
+    "union of their batches (to float tolerance)"
+)
+
+
+@register(AGGREGATION)
+def check_aggregation_matches_union(case: Case) -> None:
+    """Clause: sum-then-finalize is exact: clients of 3 and 7 examples aggregate to one client of 10."""
+    (a, b, union), _ = _same_weights(case, 3)
+    rng = np.random.default_rng(seed_for("aggregation_matches_union"))
+    batch_a, batch_b = make_batch(case, 3, rng), make_batch(case, 7, rng)
+    a.forward_pass(batch_a, training=False)
+    b.forward_pass(batch_b, training=False)
+    union.forward_pass(concat_batches(batch_a, batch_b), training=False)
+    reports = [report_as_numpy(m.report_local_outputs()) for m in (a, b)]
+    if not reports[0]:
+        raise CheckSkipped("the model reports no metrics (report_local_outputs() is empty)")
+    _compare(
+        AGGREGATION,
+        "federated_output_computation([client of 3, client of 7]) vs one client of all 10",
+        _finalized(union, [report_as_numpy(union.report_local_outputs())]),
+        _finalized(a, reports),
+        repro("aggregation_matches_union", client_batch_sizes=(3, 7)),
+    )
