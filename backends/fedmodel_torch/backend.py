@@ -1,0 +1,113 @@
+"""The :class:`fedmodel.Backend` for PyTorch: reads, validated writes, batches in, one optimizer step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedmodel._contract import BatchOutput
+from fedmodel._errors import BackendError, WeightsError
+from fedmodel._specs import dtype_name
+from fedmodel.optimizers import OptimizerSpec
+from fedmodel_torch._convert import detached, from_numpy, module_device, to_device, to_numpy
+from fedmodel_torch.model import TorchModel, variable_names
+from fedmodel_torch.optimizers import ClientOptimizer, make_optimizer
+
+__all__ = ["BACKEND", "TorchBackend"]
+
+
+def _check_values(variables: Sequence[torch.Tensor], values: Sequence[Any]) -> None:
+    if len(values) != len(variables):
+        raise WeightsError(f"{len(variables)} variables but {len(values)} values")
+    for i, (var, value) in enumerate(zip(variables, values, strict=True)):
+        shape, dtype = tuple(np.shape(value)), np.asarray(value).dtype.name
+        if shape != tuple(var.shape) or dtype != dtype_name(var.dtype):
+            raise WeightsError(
+                f"variable {i}: expected shape {tuple(var.shape)} and dtype {dtype_name(var.dtype)}, "
+                f"got {shape} and {dtype}"
+            )
+
+
+class TorchBackend:
+    """Framework operations on models whose variables are ``torch.Tensor`` s (see :class:`fedmodel.Backend`)."""
+
+    name = "torch"
+
+    def variable_names(self, model: Any, variables: Sequence[torch.Tensor]) -> list[str]:
+        """The module's own names (``0.weight``, ``bn.running_mean``); positional ``"0"``, ``"1"`` otherwise."""
+        if isinstance(model, TorchModel):
+            return variable_names(model, variables)
+        return [str(i) for i in range(len(variables))]
+
+    def read_variables(self, variables: Sequence[torch.Tensor], *, copy: bool = True) -> list[np.ndarray]:
+        """Host numpy arrays: copies, or with ``copy=False`` zero-copy read-only views of CPU tensors.
+
+        A view is *live*: it shows later writes and training steps. Tensors on an accelerator come
+        back as host copies (a snapshot) either way.
+        """
+        out = []
+        for var in variables:
+            arr = to_numpy(var, copy=copy)
+            if not copy:
+                arr.flags.writeable = False
+            out.append(arr)
+        return out
+
+    def write_variables(self, variables: Sequence[torch.Tensor], values: Sequence[np.ndarray]) -> None:
+        """Copy values into the tensors in place (identity, device and optimizer references kept).
+
+        Shapes and dtypes are checked and every value is converted before the first write, so a bad
+        value raises :class:`fedmodel.WeightsError` with nothing changed.
+        """
+        _check_values(variables, values)
+        sources = [from_numpy(v) for v in values]
+        with torch.no_grad():
+            for var, src in zip(variables, sources, strict=True):
+                var.copy_(src)
+
+    def to_native(self, model: Any, batch: Any) -> Any:
+        """A numpy batch as tensors on the model's device (CPU tensors share the arrays' memory)."""
+        module = getattr(model, "module", None)
+        device = module_device(module) if isinstance(module, torch.nn.Module) else torch.device("cpu")
+        return to_device(batch, device)
+
+    def make_optimizer(self, model: Any, spec: OptimizerSpec) -> ClientOptimizer:
+        """``torch.optim.SGD``/``Adam`` over the trainable variables; FedProx anchored at their current values."""
+        return make_optimizer(model.trainable_variables, spec)
+
+    def train_step(
+        self, model: Any, batch: Any, optimizer: ClientOptimizer | torch.optim.Optimizer
+    ) -> BatchOutput[Any]:
+        """Zero the gradients, forward in train mode, backward, step; no gradient or graph is kept after.
+
+        Returns the batch's output as detached CPU tensors (metrics are updated as by ``forward_pass``).
+        ``optimizer`` is what :meth:`make_optimizer` returned or any ``torch.optim.Optimizer``.
+        """
+        if isinstance(optimizer, torch.optim.Optimizer):
+            optimizer = ClientOptimizer(optimizer, [p for g in optimizer.param_groups for p in g["params"]])
+        optimizer.zero_grad()
+        try:
+            with torch.enable_grad():
+                if isinstance(model, TorchModel):
+                    loss, predictions, n = model.loss_and_predictions(batch, training=True)
+                else:
+                    out = model.forward_pass(batch, training=True)
+                    loss, predictions, n = out.loss, out.predictions, out.num_examples
+                if not (isinstance(loss, torch.Tensor) and loss.requires_grad):
+                    raise BackendError(
+                        f"{type(model).__name__}.forward_pass(training=True) returned a loss without gradient; "
+                        "wrap the module with fedmodel_torch.from_module"
+                    )
+                loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+        finally:
+            optimizer.zero_grad()
+        return BatchOutput(detached(loss, host=True), detached(predictions, host=True), n)
+
+
+BACKEND = TorchBackend()
+"""The one :class:`TorchBackend` (``fedmodel.backend_for`` finds it as ``fedmodel_torch:BACKEND``)."""
+TorchModel.__fedmodel_backend__ = BACKEND

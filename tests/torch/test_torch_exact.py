@@ -1,0 +1,119 @@
+"""Exact numbers: a one-layer torch model against the hand computation and the numpy reference model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fedmodel_torch import BACKEND, TorchModel, models  # noqa: E402
+
+import fedmodel  # noqa: E402
+from fedmodel.reference import NUMPY_BACKEND, SoftmaxRegression  # noqa: E402
+
+X = np.array([[1.0, 2.0, 0.5, -1.0], [0.0, -1.0, 3.0, 2.0], [2.0, 0.5, -0.5, 1.0]], np.float32)
+Y = np.array([0, 2, 1], np.int64)
+
+
+def pair(seed: int = 0) -> tuple[TorchModel, SoftmaxRegression]:
+    """A torch linear model holding the reference's weights (kernel = weight.T, input_scale ones)."""
+    reference = SoftmaxRegression(num_features=4, num_classes=3, seed=seed)
+    kernel = np.random.default_rng(seed).standard_normal((4, 3)).astype(np.float32)
+    bias = np.array([0.1, -0.2, 0.3], np.float32)
+    fedmodel.assign_weights(reference, fedmodel.ModelWeights((kernel, bias), (np.ones(4, np.float32),)))
+    torch_model = models.mlp(num_features=4, hidden=(), num_classes=3)
+    fedmodel.assign_weights(torch_model, fedmodel.ModelWeights((np.ascontiguousarray(kernel.T), bias)))
+    return torch_model, reference
+
+
+def hand_loss_and_gradient(kernel: np.ndarray, bias: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean cross-entropy and its gradient: ``d logits = (softmax - onehot) / n``, ``d kernel = x^T d logits``."""
+    logits = X.astype(np.float64) @ kernel + bias
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    loss = float(-np.log(p[np.arange(3), Y]).mean())
+    dlogits = (p - np.eye(3)[Y]) / 3
+    return loss, X.T.astype(np.float64) @ dlogits, dlogits.sum(axis=0)
+
+
+def test_zero_weights_give_log3_loss_and_the_closed_form_gradient() -> None:
+    model = models.mlp(num_features=4, hidden=(), num_classes=3)
+    fedmodel.assign_weights(model, fedmodel.ModelWeights((np.zeros((3, 4), np.float32), np.zeros(3, np.float32))))
+    out = model.forward_pass((X, Y), training=False)
+    np.testing.assert_allclose(float(out.loss), np.log(3.0), rtol=1e-7)
+    BACKEND.train_step(model, (X, Y), BACKEND.make_optimizer(model, fedmodel.SGD(learning_rate=1.0)))
+    w1, b1 = fedmodel.get_weights(model).trainable
+    dlogits = (np.full((3, 3), 1 / 3) - np.eye(3)[Y]) / 3  # softmax of zeros is uniform
+    np.testing.assert_allclose(-w1, (X.T @ dlogits).T, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(-b1, dlogits.sum(axis=0), atol=1e-7)
+
+
+def test_loss_and_predictions_equal_the_hand_computation_and_the_reference_model() -> None:
+    torch_model, reference = pair()
+    kernel, bias = (a.astype(np.float64) for a in fedmodel.get_weights(reference).trainable)
+    ours, theirs = torch_model.forward_pass((X, Y), training=False), reference.forward_pass((X, Y), training=False)
+    hand_loss, _, _ = hand_loss_and_gradient(kernel, bias)
+    np.testing.assert_allclose(float(ours.loss), hand_loss, rtol=1e-6)
+    np.testing.assert_allclose(float(ours.loss), float(theirs.loss), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(ours.predictions), X @ kernel + bias, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ours.predictions), theirs.predictions, rtol=1e-6, atol=1e-6)
+    ours_report, theirs_report = torch_model.report_local_outputs(), reference.report_local_outputs()
+    np.testing.assert_allclose(ours_report["loss"][0], theirs_report["loss"][0], rtol=1e-6)
+    assert ours_report["accuracy"] == theirs_report["accuracy"]
+
+
+def test_one_sgd_step_with_unit_learning_rate_moves_by_the_hand_gradient_and_the_references_step() -> None:
+    torch_model, reference = pair()
+    w0 = fedmodel.get_weights(torch_model).trainable
+    kernel, bias = (a.astype(np.float64) for a in fedmodel.get_weights(reference).trainable)
+    _, grad_kernel, grad_bias = hand_loss_and_gradient(kernel, bias)
+    spec = fedmodel.SGD(learning_rate=1.0)
+    BACKEND.train_step(torch_model, (X, Y), BACKEND.make_optimizer(torch_model, spec))
+    NUMPY_BACKEND.train_step(reference, (X, Y), NUMPY_BACKEND.make_optimizer(reference, spec))
+    w1 = fedmodel.get_weights(torch_model).trainable
+    np.testing.assert_allclose(w0[0] - w1[0], grad_kernel.T, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(w0[1] - w1[1], grad_bias, rtol=1e-5, atol=1e-7)
+    ref_kernel, ref_bias = fedmodel.get_weights(reference).trainable
+    np.testing.assert_allclose(w1[0], ref_kernel.T, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(w1[1], ref_bias, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        fedmodel.SGD(learning_rate=0.5),
+        fedmodel.SGD(learning_rate=0.1, momentum=0.9),
+        fedmodel.SGD(learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+        fedmodel.SGD(learning_rate=0.5, proximal_mu=0.3),
+        fedmodel.Adam(learning_rate=0.05),
+        fedmodel.Adam(learning_rate=0.05, beta1=0.8, beta2=0.99, epsilon=1e-6, proximal_mu=0.2),
+    ],
+    ids=repr,
+)
+def test_every_optimizer_spec_follows_the_reference_trajectory_step_by_step(
+    spec: fedmodel.OptimizerSpec, rng: np.random.Generator
+) -> None:
+    torch_model, reference = pair(seed=1)
+    ours, theirs = BACKEND.make_optimizer(torch_model, spec), NUMPY_BACKEND.make_optimizer(reference, spec)
+    for _ in range(4):
+        batch = (rng.standard_normal((5, 4)).astype(np.float32), rng.integers(0, 3, 5).astype(np.int64))
+        out = BACKEND.train_step(torch_model, batch, ours)
+        ref_out = NUMPY_BACKEND.train_step(reference, batch, theirs)
+        np.testing.assert_allclose(float(out.loss), float(ref_out.loss), rtol=1e-5)
+        (w, b), (k, rb) = fedmodel.get_weights(torch_model).trainable, fedmodel.get_weights(reference).trainable
+        np.testing.assert_allclose(w, k.T, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b, rb, rtol=1e-5, atol=1e-6)
+
+
+def test_fedprox_pulls_back_towards_the_weights_at_optimizer_creation() -> None:
+    model = models.mlp(num_features=4, hidden=(), num_classes=3)
+    zeros = fedmodel.ModelWeights((np.zeros((3, 4), np.float32), np.zeros(3, np.float32)))
+    fedmodel.assign_weights(model, zeros)
+    optimizer = BACKEND.make_optimizer(model, fedmodel.SGD(learning_rate=1.0, proximal_mu=0.5))
+    moved = fedmodel.ModelWeights((np.full((3, 4), 2.0, np.float32), np.full(3, 2.0, np.float32)))
+    fedmodel.assign_weights(model, moved)
+    x0 = np.zeros((3, 4), np.float32)  # zero inputs: the kernel's data gradient is exactly 0
+    BACKEND.train_step(model, (x0, Y), optimizer)
+    w1, _ = fedmodel.get_weights(model).trainable
+    np.testing.assert_allclose(w1, np.full((3, 4), 2.0 - 0.5 * 2.0), rtol=0, atol=0)  # w - lr * mu * (w - w0)
