@@ -1,0 +1,98 @@
+"""The :class:`fedmodel.Backend` for JAX models: numpy reads and writes, Optax steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedmodel._contract import BatchOutput
+from fedmodel.optimizers import OptimizerSpec
+from fedmodel_jax.model import JaxModel, Variable
+from fedmodel_jax.optimizers import JaxOptimizer
+
+__all__ = ["BACKEND", "JaxBackend"]
+
+_ALIGN = 64  # bytes: the alignment below which jax.device_put copies a host buffer on CPU
+
+
+def _aligned_copy(value: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """A C-contiguous copy of ``value`` as ``dtype`` in a 64-byte-aligned buffer (XLA's CPU client adopts it as is)."""
+    nbytes = value.size * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    out = raw[start : start + nbytes].view(dtype).reshape(value.shape)
+    np.copyto(out, value, casting="same_kind")
+    return out
+
+
+def _placed(value: np.ndarray, like: jax.Array) -> jax.Array:
+    """``value`` as a new ``jax.Array`` with ``like``'s placement, never sharing memory with the caller's ``value``."""
+    if all(device.platform == "cpu" for device in like.devices()):
+        value = _aligned_copy(np.asarray(value), np.dtype(like.dtype))  # one copy, then adopted as is
+    placed: jax.Array = jax.device_put(value, like.sharding)
+    return placed
+
+
+class JaxBackend:
+    """Backend operations over :class:`~fedmodel_jax.Variable` boxes (a stateless singleton, :data:`BACKEND`)."""
+
+    name = "jax"
+
+    def variable_names(self, model: Any, variables: Sequence[Variable]) -> list[str]:
+        """Each box's key path (``params/0/kernel``)."""
+        return [v.name for v in variables]
+
+    def read_variables(self, variables: Sequence[Variable], *, copy: bool = True) -> list[np.ndarray]:
+        """Host numpy arrays: independent copies, or with ``copy=False`` read-only views.
+
+        On CPU a view shares the ``jax.Array``'s buffer (no copy). JAX arrays are immutable and a
+        write replaces a box's array, so a view is a snapshot: it never changes, even as the model trains.
+        """
+        if copy:
+            return [np.array(v.value, copy=True) for v in variables]
+        return [np.asarray(v.value) for v in variables]
+
+    def write_variables(self, variables: Sequence[Variable], values: Sequence[np.ndarray]) -> None:
+        """Copy every (already validated) value onto its variable's device first, then swap the boxes' arrays.
+
+        The model never aliases the caller's numpy buffers: on CPU the value is copied once and
+        ``jax.device_put`` adopts that private copy without another; elsewhere the transfer is the copy.
+        """
+        new = [_placed(value, var.value) for var, value in zip(variables, values, strict=True)]
+        for var, value in zip(variables, new, strict=True):
+            var.value = value
+
+    def to_native(self, model: Any, batch: Any) -> Any:
+        """The batch as ``jax.Array``s on the default device, copied (``int64`` becomes ``int32`` without x64)."""
+
+        def leaf(value: Any) -> jax.Array:
+            if isinstance(value, np.ndarray):
+                dtype = np.dtype(jax.dtypes.canonicalize_dtype(value.dtype))
+                placed: jax.Array = jax.device_put(_aligned_copy(value, dtype))
+                return placed
+            return jnp.asarray(value)
+
+        return jax.tree_util.tree_map(leaf, batch)
+
+    def make_optimizer(self, model: Any, spec: OptimizerSpec) -> JaxOptimizer:
+        """A fresh Optax optimizer over the trainable leaves, anchored there for FedProx."""
+        return JaxOptimizer.create(spec, [v.value for v in model.trainable_variables])
+
+    def train_step(self, model: Any, batch: Any, optimizer: JaxOptimizer) -> BatchOutput[Any]:
+        """Gradient, FedProx term, Optax update and metrics in one jitted call.
+
+        Raises:
+            TypeError: when ``model`` is not a :class:`~fedmodel_jax.JaxModel`.
+        """
+        if not isinstance(model, JaxModel):
+            raise TypeError(f"the JAX backend trains fedmodel_jax.JaxModel, got {type(model).__name__}")
+        return model._train_step(batch, optimizer)
+
+
+BACKEND = JaxBackend()
+"""The JAX backend instance (``fedmodel.backend_for`` finds it through ``JaxModel.__fedmodel_backend__``)."""
+JaxModel.__fedmodel_backend__ = BACKEND

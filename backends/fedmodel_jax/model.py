@@ -1,0 +1,334 @@
+"""A :class:`fedmodel.Model` over JAX pytrees: pure jitted functions inside, mutable boxes outside.
+
+Two ways in:
+
+* :func:`from_functions` — plain JAX: ``init(rng, sample_x) -> params`` and
+  ``apply(params, state, x, training, rng) -> (outputs, new_state)``;
+* :func:`fedmodel_jax.from_flax` — a ``flax.linen`` module (every collection other than ``params``, e.g.
+  ``batch_stats``, is state).
+
+The contract's variables are :class:`Variable` boxes, one per leaf, in ``jax.tree_util`` flatten
+order (dicts by sorted key, tuples and namedtuples in order), named by key path
+(``params/0/kernel``, ``batch_stats/BatchNorm_0/mean``, ``metrics/count``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import jax
+import numpy as np
+
+from fedmodel import _tree
+from fedmodel._batch import check_batch, split_batch
+from fedmodel._contract import BatchOutput
+from fedmodel._errors import SpecError
+from fedmodel._specs import TensorSpec, check_spec
+from fedmodel.metrics import Aggregator
+from fedmodel_jax import _step
+from fedmodel_jax.metrics import JaxMetrics, standard_metrics
+
+__all__ = ["Frozen", "JaxModel", "Variable", "from_functions", "sample_input"]
+
+Frozen = str | Sequence[str] | Callable[[str], bool] | None
+"""Which params are frozen (non-trainable): a name prefix (``"params/0"``), several, or a predicate on names."""
+
+
+class Variable:
+    """A named, mutable box around one ``jax.Array`` leaf: the JAX backend's "framework variable"."""
+
+    __slots__ = ("name", "value")
+
+    def __init__(self, name: str, value: jax.Array) -> None:
+        self.name = name
+        self.value = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the value."""
+        return tuple(self.value.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Dtype of the value."""
+        return np.dtype(self.value.dtype)
+
+    def __repr__(self) -> str:
+        return f"Variable({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def _key_str(key: Any) -> str:
+    for attr in ("key", "idx", "name"):  # DictKey, SequenceKey / FlattenedIndexKey, GetAttrKey
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _boxes(prefix: str, tree: Any) -> tuple[list[Variable], Any]:
+    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    boxes = [
+        Variable("/".join([prefix] * bool(prefix) + [_key_str(k) for k in path]), jax.numpy.asarray(leaf))
+        for path, leaf in paths_leaves
+    ]
+    return boxes, treedef
+
+
+def _frozen_predicate(frozen: Frozen) -> Callable[[str], bool]:
+    if frozen is None:
+        return lambda name: False
+    if callable(frozen):
+        return frozen
+    prefixes = (frozen,) if isinstance(frozen, str) else tuple(frozen)
+    return lambda name: any(name == p or name.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+
+def _jax_dtype_spec(spec: Any) -> Any:
+    """``spec`` with dtypes as JAX holds them (``int64`` becomes ``int32`` while x64 is off)."""
+
+    def leaf(s: TensorSpec) -> TensorSpec:
+        return TensorSpec(s.shape, jax.dtypes.canonicalize_dtype(np.dtype(s.dtype)).name, s.name)
+
+    return _tree.map_structure(leaf, spec)
+
+
+def _has_jax_leaf(tree: Any) -> bool:
+    return any(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+class JaxModel:
+    """A :class:`fedmodel.Model` whose variables box the leaves of JAX pytrees (final: do not subclass).
+
+    Trainable: the params leaves not frozen; non-trainable: frozen params leaves, then state leaves
+    (batch statistics); local: metric accumulators. ``forward_pass``, ``predict_on_batch`` and the
+    backend's train step are ``jax.jit``-compiled pure functions, compiled once per input shape and
+    shared by every model of equal structure. Dropout draws from a PRNG key held by the model, folded
+    with the number of training calls so far: evaluation never draws (deterministic), training is
+    reproducible from ``seed``.
+
+    Batches are numpy arrays or ``jax.Array``s. With ``jax_enable_x64`` off JAX holds ``int64`` as
+    ``int32``, so a batch holding JAX arrays is checked against the spec's dtypes as JAX holds them.
+    """
+
+    __fedmodel_backend__: ClassVar[Any]
+
+    def __init__(
+        self,
+        apply: Callable[..., tuple[Any, Any]],
+        params: Any,
+        loss: Callable[[Any, Any], Any],
+        input_spec: Any,
+        *,
+        state: Any = None,
+        frozen: Frozen = None,
+        metrics: JaxMetrics | None = None,
+        seed: int | jax.Array = 0,
+        state_prefix: str = "state",
+    ) -> None:
+        """Wrap ``apply`` over ``params`` and ``state`` pytrees (see :func:`from_functions` for the signatures)."""
+        self._spec = input_spec
+        self._jax_spec = _jax_dtype_spec(input_spec)
+        self._seen: set[tuple[Any, ...]] = set()
+        self._metric_fns = metrics or standard_metrics()
+        params_boxes, params_def = _boxes("params", params)
+        is_frozen = _frozen_predicate(frozen)
+        mask = tuple(not is_frozen(v.name) for v in params_boxes)
+        self._trainable = tuple(v for v, m in zip(params_boxes, mask, strict=True) if m)
+        self._frozen = tuple(v for v, m in zip(params_boxes, mask, strict=True) if not m)
+        state_boxes, state_def = _boxes(state_prefix, {} if state is None else state)
+        self._state = tuple(state_boxes)
+        self._non_trainable = self._frozen + self._state
+        local, metrics_def = _boxes("metrics", self._metric_fns.init())
+        self._local = tuple(local)
+        self._local_init = tuple(v.value for v in local)
+        self._key = jax.random.PRNGKey(int(seed)) if isinstance(seed, (int, np.integer)) else seed  # constant
+        self._count = jax.numpy.zeros((), jax.numpy.uint32)  # training calls so far: call n draws fold_in(key, n)
+        self._program = _step.Program(apply, loss, self._metric_fns.update, params_def, state_def, metrics_def, mask)
+
+    # -- the contract -------------------------------------------------------------------------
+    @property
+    def trainable_variables(self) -> Sequence[Variable]:
+        """The params leaves that are not frozen, in flatten order."""
+        return self._trainable
+
+    @property
+    def non_trainable_variables(self) -> Sequence[Variable]:
+        """Frozen params leaves, then state leaves (batch statistics), in flatten order."""
+        return self._non_trainable
+
+    @property
+    def local_variables(self) -> Sequence[Variable]:
+        """Metric accumulators (never transmitted)."""
+        return self._local
+
+    @property
+    def input_spec(self) -> Any:
+        """The ``(x, y)`` spec every batch matches."""
+        return self._spec
+
+    def _check(self, what: str, value: Any) -> None:
+        """Raise :class:`fedmodel.SpecError` unless ``value`` (a batch, or ``x`` alone) matches the spec.
+
+        The check depends only on the structure, shapes and dtypes of array leaves, so a signature that
+        passed once is remembered (at most 64 of them) and the next value like it costs one flatten.
+        """
+        leaves, treedef = jax.tree_util.tree_flatten(value)
+        signature: tuple[Any, ...] | None = (what, treedef)
+        for leaf in leaves:
+            if not isinstance(leaf, (np.ndarray, jax.Array)):
+                signature = None
+                break
+            signature += (type(leaf) is np.ndarray, leaf.shape, leaf.dtype)  # type: ignore[operator]
+        if signature is not None and signature in self._seen:
+            return
+        for spec in (self._spec, self._jax_spec):
+            try:
+                if what == "batch":
+                    check_batch(spec, value)
+                else:
+                    check_spec({"x": split_batch(spec)[0]}, {"x": value}, what="predict_on_batch input")
+                break
+            except SpecError:
+                if spec is self._jax_spec or not _has_jax_leaf(value):
+                    raise
+        if signature is not None and len(self._seen) < 64:
+            self._seen.add(signature)
+
+    def _split(self, batch: Any) -> tuple[Any, Any]:
+        self._check("batch", batch)
+        return split_batch(batch)
+
+    def forward_pass(self, batch_input: Any, training: bool = True) -> BatchOutput[Any]:
+        """Loss, predictions and batch size; adds the batch to the metrics.
+
+        Batch statistics (state) change only with ``training=True``; trainable variables never.
+        """
+        x, y = self._split(batch_input)
+        training = bool(training)
+        loss, outputs, metrics, *rest = _step.forward(
+            self._program,
+            training,
+            [v.value for v in self._trainable],
+            [v.value for v in self._frozen],
+            [v.value for v in self._state],
+            [v.value for v in self._local],
+            self._key,
+            self._count,
+            x,
+            y,
+        )
+        if training:
+            state, self._count = rest
+            for var, value in zip(self._state, state, strict=True):
+                var.value = value
+        for var, value in zip(self._local, metrics, strict=True):
+            var.value = value
+        return BatchOutput(loss, outputs, int(jax.tree_util.tree_leaves(y)[0].shape[0]))
+
+    def predict_on_batch(self, x: Any, training: bool = False) -> Any:
+        """The model's outputs for ``x``; with ``training=True`` batch statistics may move, metrics never."""
+        self._check("x", x)
+        training = bool(training)
+        outputs, *rest = _step.predict(
+            self._program,
+            training,
+            [v.value for v in self._trainable],
+            [v.value for v in self._frozen],
+            [v.value for v in self._state],
+            self._key,
+            self._count,
+            x,
+        )
+        if training:
+            state, self._count = rest
+            for var, value in zip(self._state, state, strict=True):
+                var.value = value
+        return outputs
+
+    def report_local_outputs(self) -> Mapping[str, Any]:
+        """The metrics' unfinalized values as numpy arrays (``loss``, ``accuracy``, ``num_examples``)."""
+        tree = jax.tree_util.tree_unflatten(self._program.metrics_def, [v.value for v in self._local])
+        return self._metric_fns.report(tree)
+
+    @property
+    def federated_output_computation(self) -> Aggregator:
+        """The aggregator of the metrics' reports (sum, then finalize)."""
+        return self._metric_fns.aggregator
+
+    def reset_metrics(self) -> None:
+        """Every metric accumulator back to its initial value."""
+        for var, value in zip(self._local, self._local_init, strict=True):
+            var.value = value
+
+    # -- what the backend needs ----------------------------------------------------------------
+    def _train_step(self, batch: Any, optimizer: Any) -> BatchOutput[Any]:
+        """One optimizer step (gradient, FedProx term, Optax update, metrics) in one jitted call."""
+        x, y = self._split(batch)
+        trainable = [v.value for v in self._trainable]
+        loss, outputs, trainable, state, metrics, count, opt_state = _step.train_step(
+            self._program,
+            optimizer.tx,
+            trainable,
+            [v.value for v in self._frozen],
+            [v.value for v in self._state],
+            [v.value for v in self._local],
+            self._key,
+            self._count,
+            optimizer.state,
+            optimizer.anchor,
+            optimizer.mu,
+            x,
+            y,
+        )
+        for group, values in ((self._trainable, trainable), (self._state, state), (self._local, metrics)):
+            for var, value in zip(group, values, strict=True):
+                var.value = value
+        self._count = count
+        optimizer.state = opt_state
+        return BatchOutput(loss, outputs, int(jax.tree_util.tree_leaves(y)[0].shape[0]))
+
+
+def sample_input(spec_x: Any) -> Any:
+    """Zeros matching ``spec_x`` (the ``x`` part of an input spec), with every free dimension 1."""
+    return _tree.map_structure(lambda s: np.zeros([1 if d is None else d for d in s.shape], s.dtype), spec_x)
+
+
+def from_functions(
+    init: Callable[[jax.Array, Any], Any],
+    apply: Callable[..., tuple[Any, Any]],
+    loss: Callable[[Any, Any], Any],
+    input_spec: Any,
+    *,
+    state: Any = None,
+    frozen: Frozen = None,
+    metrics: JaxMetrics | None = None,
+    seed: int = 0,
+) -> JaxModel:
+    """A model from a plain JAX ``init`` / ``apply`` pair.
+
+    Args:
+        init: ``init(rng, sample_x) -> params``, called once with zeros shaped like ``input_spec``'s ``x``
+            (free dimensions 1).
+        apply: ``apply(params, state, x, training, rng) -> (outputs, new_state)``; pure and traceable;
+            ``training`` is a Python bool; ``rng`` is a fresh key on each training call. Return
+            ``state`` unchanged when there is none.
+        loss: ``loss(outputs, y) -> scalar``, the batch's mean loss.
+        input_spec: ``(x_spec, y_spec)`` or ``{"x": ..., "y": ...}`` of :class:`fedmodel.TensorSpec`.
+        state: the initial state pytree (batch statistics...), non-trainable; ``None`` for none.
+        frozen: params to keep out of training, by name prefix (``"params/0"``) or predicate.
+        metrics: defaults to :func:`fedmodel_jax.metrics.standard_metrics`.
+        seed: seeds ``init`` and the model's dropout key.
+
+    >>> import jax.numpy as jnp, optax, fedmodel
+    >>> model = from_functions(
+    ...     lambda rng, x: {"w": jnp.zeros((x.shape[1], 3))},
+    ...     lambda p, s, x, training, rng: (x @ p["w"], s),
+    ...     lambda out, y: optax.softmax_cross_entropy_with_integer_labels(out, y).mean(),
+    ...     (fedmodel.TensorSpec((None, 4), "float32"), fedmodel.TensorSpec((None,), "int64")),
+    ... )
+    >>> [v.name for v in model.trainable_variables]
+    ['params/w']
+    """
+    init_key, model_key = jax.random.split(jax.random.PRNGKey(seed))
+    params = init(init_key, sample_input(split_batch(input_spec)[0]))
+    return JaxModel(apply, params, loss, input_spec, state=state, frozen=frozen, metrics=metrics, seed=model_key)
