@@ -53,7 +53,10 @@ class WeightsAggregator(Protocol):
 
 
 def check_update(template: ModelWeights, update: ModelWeights, *, client: str = "client") -> None:
-    """Raise :class:`AggregationError` unless ``update`` matches ``template`` in count, names, shapes and dtypes."""
+    """Raise :class:`AggregationError` unless ``update`` matches ``template`` in count, names, shapes and dtypes,
+    and every floating-point value is finite."""
+    if not isinstance(update, ModelWeights):
+        raise AggregationError(f"{client}: expected fedmodel.ModelWeights, got {type(update).__name__}")
     if len(update.arrays) != len(template.arrays) or len(update.trainable) != len(template.trainable):
         raise AggregationError(
             f"{client}: expected {len(template.trainable)}+{len(template.non_trainable)} arrays, "
@@ -70,6 +73,9 @@ def check_update(template: ModelWeights, update: ModelWeights, *, client: str = 
             raise AggregationError(f"{client}: {name!r} has shape {got.shape}, expected {want.shape}")
         if got.dtype != want.dtype:
             raise AggregationError(f"{client}: {name!r} has dtype {got.dtype}, expected {want.dtype}")
+        if got.dtype.kind in "fc" and not np.isfinite(got).all():
+            bad = int(np.size(got) - np.count_nonzero(np.isfinite(got)))
+            raise AggregationError(f"{client}: {name!r} has {bad} non-finite values (NaN or inf)")
 
 
 @dataclass

@@ -1,0 +1,286 @@
+"""The simulation runner: many clients, one process, one model instance, reproducible from a seed.
+
+Each round samples clients with ``np.random.default_rng([seed, round])`` and gives each client the seed
+``SeedSequence([seed, round, client_id])`` for its example order, so a run resumed at round ``r`` (from a
+checkpoint or an ``initial_state``) continues exactly as the uninterrupted run. Clients run one after
+another on one model instance (weights assigned, metrics reset, a fresh optimizer each time). A client
+that raises, overruns ``client_timeout`` or returns an invalid update (wrong shape or dtype, NaN) is
+dropped and reported in :attr:`RoundResult.failures`; the server state only ever sees validated updates.
+
+>>> from fedmodel.reference import SoftmaxRegression
+>>> from fedmodel.data import federated_digits
+>>> from fedmodel.algorithms import fedavg
+>>> data = federated_digits(num_clients=5, alpha=None)
+>>> result = run_simulation(lambda: SoftmaxRegression(64, 10), data.clients, fedavg(client_lr=0.5),
+...                         SimulationConfig(rounds=2, progress=False), test_data=data.test)
+>>> [r.round for r in result.rounds], result.rounds[-1].test["accuracy"] > 0.5
+([1, 2], True)
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedmodel._backend import Backend, backend_for
+from fedmodel._errors import CheckpointError
+from fedmodel._weights import ModelWeights, get_weights
+from fedmodel.aggregation import check_update
+from fedmodel.algorithms import FederatedAlgorithm, ServerState
+from fedmodel.client import ClientResult
+from fedmodel.data import ClientData
+from fedmodel.evaluation import evaluate
+from fedmodel.server_optimizers import state_from_arrays, state_to_arrays
+
+__all__ = [
+    "ClientFailure",
+    "RoundResult",
+    "SimulationConfig",
+    "SimulationResult",
+    "client_seed",
+    "run_simulation",
+    "sample_clients",
+]
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """How a simulation runs.
+
+    Args:
+        rounds: total number of rounds (a resumed run continues up to this number).
+        clients_per_round: clients sampled (without replacement) per round; ``None``: all of them.
+        seed: the root of every random choice of the run.
+        client_timeout: seconds a client may take; an overrunning client is abandoned in its worker
+            thread, reported, and the runner continues on a fresh model instance from the factory.
+        eval_batch_size: batch size of the held-out evaluation.
+        progress: show a tqdm progress bar.
+        checkpoint_path: save weights and server-optimizer state there after every round.
+        resume: start from ``checkpoint_path`` when it exists.
+    """
+
+    rounds: int = 10
+    clients_per_round: int | None = None
+    seed: int = 0
+    client_timeout: float | None = None
+    eval_batch_size: int = 256
+    progress: bool = True
+    checkpoint_path: str | os.PathLike[str] | None = None
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class ClientFailure:
+    """A client dropped from a round, and why."""
+
+    client_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One round: the sampled clients, aggregated train metrics, held-out metrics, failures, duration."""
+
+    round: int
+    clients: tuple[int, ...]
+    train: dict[str, Any]
+    test: dict[str, Any]
+    failures: tuple[ClientFailure, ...]
+    seconds: float
+
+    @property
+    def num_ok(self) -> int:
+        """Clients whose update was aggregated."""
+        return len(self.clients) - len(self.failures)
+
+
+@dataclass
+class SimulationResult:
+    """The final server state and every round's result."""
+
+    state: ServerState
+    rounds: list[RoundResult] = field(default_factory=list)
+
+    @property
+    def weights(self) -> ModelWeights:
+        """The final global weights."""
+        return self.state.weights
+
+
+def sample_clients(num_clients: int, per_round: int | None, seed: int, round_index: int) -> list[int]:
+    """Client ids for round ``round_index`` (0-based), sorted, from ``default_rng([seed, round_index])``."""
+    if per_round is None or per_round >= num_clients:
+        return list(range(num_clients))
+    rng = np.random.default_rng([seed, round_index])
+    return sorted(int(i) for i in rng.choice(num_clients, size=per_round, replace=False))
+
+
+def client_seed(seed: int, round_index: int, client_id: int) -> int:
+    """The seed of one client in one round: independent of which other clients were sampled."""
+    return int(np.random.SeedSequence([seed, round_index, client_id]).generate_state(1)[0])
+
+
+class _TimeoutError(Exception):
+    pass
+
+
+def _run_client(
+    algorithm: FederatedAlgorithm,
+    model: Any,
+    backend: Backend,
+    weights: ModelWeights,
+    data: ClientData,
+    seed: int,
+    timeout: float | None,
+) -> ClientResult:
+    if timeout is None:
+        return algorithm.client_update(model, backend, weights, data, seed)
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = algorithm.client_update(model, backend, weights, data, seed)
+        except BaseException as exc:  # reported by the caller, in the runner's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="fedmodel-client", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise _TimeoutError(f"no result within client_timeout={timeout}s; the client was abandoned")
+    if "error" in box:
+        raise box["error"]
+    result: ClientResult = box["result"]
+    return result
+
+
+def _load(config: SimulationConfig, algorithm: FederatedAlgorithm, fresh: ServerState) -> ServerState:
+    if config.checkpoint_path is None or not config.resume or not os.path.exists(config.checkpoint_path):
+        return fresh
+    from fedmodel.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(config.checkpoint_path, like=fresh.weights)
+    where = os.fspath(config.checkpoint_path)
+    if "round" not in ckpt.metadata:
+        raise CheckpointError(f"{where}: no 'round' in its metadata; not a checkpoint of a simulation")
+    if ckpt.metadata.get("algorithm", algorithm.name) != algorithm.name:
+        raise CheckpointError(f"{where}: saved by {ckpt.metadata['algorithm']!r}, resumed with {algorithm.name!r}")
+    try:
+        opt_state = state_from_arrays(fresh.optimizer_state, dict(ckpt.extra or {}))
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
+    return algorithm.init(ckpt.weights)._replace(optimizer_state=opt_state, round=int(ckpt.metadata["round"]))
+
+
+def _save(config: SimulationConfig, algorithm: FederatedAlgorithm, state: ServerState) -> None:
+    if config.checkpoint_path is None:
+        return
+    from fedmodel.checkpoint import save_checkpoint
+
+    extra = state_to_arrays(state.optimizer_state)
+    meta: dict[str, str | int] = {"round": state.round, "seed": config.seed, "algorithm": algorithm.name}
+    save_checkpoint(config.checkpoint_path, state.weights, extra=extra, metadata=meta)
+
+
+class _Runner:
+    """One reused model instance (replaced only after a timeout) and the round logic."""
+
+    def __init__(self, factory: Callable[[], Any], algorithm: FederatedAlgorithm, config: SimulationConfig) -> None:
+        self.factory, self.algorithm, self.config = factory, algorithm, config
+        self.model = factory()
+        self.backend: Backend = backend_for(self.model)
+
+    def fresh_model(self) -> None:
+        """Forget the current instance (an abandoned client thread may still use it) and make a new one."""
+        self.model = self.factory()
+        self.backend = backend_for(self.model)
+
+    def round(
+        self, state: ServerState, clients: Sequence[ClientData], test_data: ClientData | None
+    ) -> tuple[ServerState, RoundResult]:
+        """Run one round from ``state``: sample, train, validate, aggregate, step the server, evaluate."""
+        start, config, algorithm = time.perf_counter(), self.config, self.algorithm
+        ids = sample_clients(len(clients), config.clients_per_round, config.seed, state.round)
+        metrics = self.model.federated_output_computation
+        acc, metric_state = algorithm.aggregator.init(state.weights), metrics.init()
+        failures, ok = [], 0
+        for cid in ids:
+            seed = client_seed(config.seed, state.round, cid)
+            try:
+                update = _run_client(
+                    algorithm, self.model, self.backend, state.weights, clients[cid], seed, config.client_timeout
+                )
+                check_update(state.weights, update.weights, client=f"client {cid}")
+                if not update.num_examples > 0:
+                    raise ValueError(f"client {cid} reported {update.num_examples} examples")
+                # a report that cannot be summed must not leave half of itself in the round's metrics
+                next_metrics = metrics.accumulate(copy.deepcopy(metric_state), update.metrics)
+                acc = algorithm.aggregator.accumulate(acc, update.weights, float(update.num_examples))
+                metric_state, ok = next_metrics, ok + 1
+            except _TimeoutError as exc:
+                failures.append(ClientFailure(cid, str(exc)))
+                self.fresh_model()
+            except Exception as exc:
+                failures.append(ClientFailure(cid, f"{type(exc).__name__}: {exc}"))
+        if ok:
+            state = algorithm.apply(state, algorithm.aggregator.finalize(acc))
+        else:  # nothing valid arrived: the weights and the optimizer state stay as they were
+            state = state._replace(round=state.round + 1)
+        train = metrics.finalize(metric_state) if ok else {}
+        test: dict[str, Any] = {}
+        if test_data is not None:
+            test = evaluate(self.model, [test_data], weights=state.weights, batch_size=config.eval_batch_size)
+        seconds = time.perf_counter() - start
+        return state, RoundResult(state.round, tuple(ids), train, test, tuple(failures), seconds)
+
+
+def run_simulation(
+    model_factory: Callable[[], Any],
+    clients: Sequence[ClientData],
+    algorithm: FederatedAlgorithm,
+    config: SimulationConfig | None = None,
+    *,
+    test_data: ClientData | None = None,
+    initial_state: ServerState | None = None,
+    on_round: Callable[[RoundResult], None] | None = None,
+) -> SimulationResult:
+    """Run ``algorithm`` over ``clients`` for ``config.rounds`` rounds.
+
+    Args:
+        model_factory: returns a fresh model; called once (and again after a client timeout).
+        clients: one :class:`~fedmodel.data.ClientData` per client; the client id is its index.
+        algorithm: e.g. :func:`fedmodel.algorithms.fedavg`.
+        config: :class:`SimulationConfig` (defaults when ``None``).
+        test_data: held-out data evaluated with the global weights after every round.
+        initial_state: start from this server state (e.g. a saved one) instead of the model's weights.
+        on_round: called with each :class:`RoundResult` as soon as the round ends.
+
+    Raises:
+        CheckpointError: when a checkpoint cannot be written (the previous one is intact; resume from it).
+    """
+    config = config or SimulationConfig()
+    if not clients:
+        raise ValueError("a simulation needs at least one client")
+    runner = _Runner(model_factory, algorithm, config)
+    fresh = algorithm.init(get_weights(runner.model, backend=runner.backend))
+    state = initial_state or _load(config, algorithm, fresh)
+    result = SimulationResult(state)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=config.rounds, initial=state.round, disable=not config.progress, desc=algorithm.name) as bar:
+        while state.round < config.rounds:
+            state, round_result = runner.round(state, clients, test_data)
+            _save(config, algorithm, state)
+            result.rounds.append(round_result)
+            result.state = state
+            bar.update(1)
+            if on_round is not None:
+                on_round(round_result)
+    return result
