@@ -1,0 +1,365 @@
+"""fedmodel's algorithms as a Flower strategy (Flower's Message API: ``flwr.serverapp.strategy.Strategy``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+from fedmodel._backend import backend_for
+from fedmodel._errors import FedModelError
+from fedmodel._weights import ModelWeights, get_weights
+from fedmodel.aggregation import check_update
+from fedmodel.algorithms import FederatedAlgorithm, ServerState
+from fedmodel.data import ClientData
+from fedmodel.evaluation import evaluate
+from fedmodel.integrations._flower_wire import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    WEIGHTS_META_KEY,
+    MessageError,
+    decode_weights,
+    encode_weights,
+    flatten_report,
+    read_weights,
+    unflatten_report,
+)
+from fedmodel.layout import Layout
+from fedmodel.metrics import to_numpy_report
+
+__all__ = ["FedModelStrategy", "NodeFailure", "RoundReport"]
+
+_NODE_UNAVAILABLE = 5  # flwr.common.constant.ErrorCode.NODE_UNAVAILABLE
+
+
+@dataclass
+class NodeFailure:
+    """A node whose reply was not aggregated in a round, and why."""
+
+    node_id: int
+    reason: str
+    partition_id: int | None = None
+
+
+@dataclass
+class RoundReport:
+    """One round as seen by the server: who was asked, who was aggregated, who failed, the metrics."""
+
+    round: int
+    sampled: list[int] = field(default_factory=list)
+    aggregated: list[dict[str, int | None]] = field(default_factory=list)
+    failures: list[NodeFailure] = field(default_factory=list)
+    train: dict[str, Any] = field(default_factory=dict)
+    evaluate: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars and arrays as Python numbers and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray | np.generic):
+        return np.asarray(value).tolist()
+    return value
+
+
+class FedModelStrategy(Strategy):
+    """A :class:`fedmodel.algorithms.FederatedAlgorithm` driving Flower nodes that run :func:`client_app`.
+
+    The strategy owns the global :class:`fedmodel.algorithms.ServerState` (weights and server-optimizer
+    state). Each round it sends the weights to the sampled nodes, validates every reply (names, shapes
+    and dtypes with :func:`fedmodel.aggregation.check_update`, the report against its own model's
+    report), folds the valid ones — sorted by partition id, as the simulation orders its clients — into
+    the algorithm's streaming aggregator weighted by ``num-examples``, applies the server optimizer, and
+    finalizes the clients' reports with ``model.federated_output_computation``. Error replies, invalid
+    replies and nodes that did not answer within the round timeout are dropped and reported in
+    :attr:`rounds`; a node that did not answer is not sampled again when ``exclude_unresponsive`` (a
+    SuperLink lists a crashed node as online until its heartbeat expires, about a minute).
+
+    Args:
+        model_factory: returns a fresh model, the server's template (initial weights, report layout).
+        algorithm: e.g. :func:`fedmodel.algorithms.fedavg`; its ``client_update`` runs on the nodes.
+        clients_per_round: nodes sampled per round (seeded by ``[seed, round - 1]``); ``None``: all.
+        min_available_nodes: before the first round, wait (at most ``node_wait_timeout`` seconds) until this
+            many nodes are online; later rounds take the nodes online then (waiting only when none is).
+        seed: the run's seed, sent to the clients for their example order.
+        test_data: held-out data the server evaluates the global weights on after every round.
+        evaluate_clients: also run federated evaluation on the nodes after every round.
+        layout: the model's :class:`fedmodel.layout.Layout`; the global weights are then held and sent in
+            canonical names and axes (give the clients the same).
+    """
+
+    def __init__(
+        self,
+        model_factory: Callable[[], Any],
+        algorithm: FederatedAlgorithm,
+        *,
+        clients_per_round: int | None = None,
+        min_available_nodes: int = 1,
+        seed: int = 0,
+        test_data: ClientData | None = None,
+        evaluate_clients: bool = False,
+        node_wait_timeout: float = 60.0,
+        exclude_unresponsive: bool = True,
+        eval_batch_size: int = 256,
+        layout: Callable[[Any], Layout] | None = None,
+    ) -> None:
+        self.model = model_factory()
+        self.backend = backend_for(self.model)
+        self.layout = layout(self.model) if layout is not None else None
+        self.algorithm = algorithm
+        self.state: ServerState = algorithm.init(get_weights(self.model, backend=self.backend, layout=self.layout))
+        self.model.reset_metrics()
+        self._template_report = to_numpy_report(self.model.report_local_outputs())
+        self.clients_per_round, self.min_available_nodes = clients_per_round, max(1, min_available_nodes)
+        self.seed, self.test_data, self.evaluate_clients = seed, test_data, evaluate_clients
+        self.node_wait_timeout, self.exclude_unresponsive = node_wait_timeout, exclude_unresponsive
+        self.eval_batch_size = eval_batch_size
+        self.rounds: list[RoundReport] = []
+        self.initial_test: dict[str, Any] = {}
+        self.excluded: set[int] = set()
+        self._partitions: dict[int, int] = {}
+        self._sent: dict[tuple[str, int], list[int]] = {}
+        self._started: float = 0.0
+        self._waited = False
+        self._issued: ArrayRecord | None = None
+
+    # -- helpers ------------------------------------------------------------------------------
+    @property
+    def weights(self) -> ModelWeights:
+        """The current global weights."""
+        return self.state.weights
+
+    def arrays(self) -> ArrayRecord:
+        """The current global weights as Flower's ArrayRecord (e.g. ``initial_arrays`` of ``start``)."""
+        self._issued = encode_weights(self.state.weights)[0]
+        return self._issued
+
+    def _adopt(self, arrays: ArrayRecord) -> None:
+        """Take ``arrays`` as the global weights unless they are the ones this strategy issued last."""
+        if arrays is self._issued:
+            return
+        weights = decode_weights(arrays, encode_weights(self.state.weights)[1])
+        check_update(self.state.weights, weights, client="the arrays given to the strategy")
+        self.state = self.algorithm.init(weights)._replace(round=self.state.round)
+
+    def _round(self, server_round: int) -> RoundReport:
+        if not self.rounds or self.rounds[-1].round != server_round:
+            self.rounds.append(RoundReport(server_round))
+        return self.rounds[-1]
+
+    def _available(self, grid: Grid) -> list[int]:
+        """Online nodes not excluded; the first time, wait for ``min_available_nodes`` (later: for one)."""
+        deadline = time.monotonic() + self.node_wait_timeout
+        wanted = 1 if self._waited else self.min_available_nodes
+        self._waited = True
+        while True:
+            nodes = sorted(set(grid.get_node_ids()) - self.excluded)
+            if len(nodes) >= wanted or time.monotonic() >= deadline:
+                return nodes
+            log(INFO, "fedmodel: %d node(s) online, waiting for %d", len(nodes), wanted)
+            time.sleep(0.5)
+
+    def _messages(self, kind: str, server_round: int, nodes: list[int], config: ConfigRecord) -> list[Message]:
+        self._sent[(kind, server_round)] = list(nodes)
+        arrays, meta = encode_weights(self.state.weights)
+        round_config = ConfigRecord({**config, "server-round": server_round, "seed": self.seed})
+        messages = []
+        for node in nodes:
+            content = RecordDict({ARRAYS_KEY: arrays, WEIGHTS_META_KEY: meta, CONFIG_KEY: round_config})
+            messages.append(Message(content, dst_node_id=node, message_type=kind, group_id=str(server_round)))
+        return messages
+
+    def _triage(self, kind: str, server_round: int, replies: Iterable[Message]) -> list[tuple[Message, int]]:
+        """Replies with content, by node; error replies and silent nodes go to the round's failures."""
+        report = self._round(server_round)
+        sent = self._sent.pop((kind, server_round), [])
+        answered: set[int] = set()
+        ok, known = [], len(report.failures)
+        for message in replies:
+            node = message.metadata.src_node_id
+            if node not in sent or node in answered:
+                report.failures.append(NodeFailure(node, f"{kind}: unexpected reply (not asked, or a second one)"))
+                continue
+            answered.add(node)
+            if message.has_error():
+                reason = f"{kind}: error reply (code {message.error.code}): {message.error.reason}"
+                if message.error.code == _NODE_UNAVAILABLE and self.exclude_unresponsive:
+                    self.excluded.add(node)
+                report.failures.append(NodeFailure(node, reason, self._partitions.get(node)))
+            else:
+                ok.append((message, node))
+        for node in sent:
+            if node not in answered:
+                reason = f"{kind}: no reply within the round timeout"
+                if self.exclude_unresponsive:
+                    self.excluded.add(node)
+                    reason += "; node excluded from later rounds"
+                report.failures.append(NodeFailure(node, reason, self._partitions.get(node)))
+        for failure in report.failures[known:]:
+            log(WARNING, "fedmodel: round %d dropped node %d: %s", server_round, failure.node_id, failure.reason)
+        return ok
+
+    def _client_metrics(self, message: Message) -> tuple[int, int | None, dict[str, Any]]:
+        metrics = message.content.metric_records.get(METRICS_KEY)
+        if metrics is None:
+            raise MessageError(f"the reply has no MetricRecord {METRICS_KEY!r}")
+        n, pid = metrics.get("num-examples"), metrics.get("partition-id")
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise MessageError(f"{METRICS_KEY}['num-examples']: expected an integer > 0, got {n!r}")
+        pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+        return n, pid, unflatten_report(metrics, self._template_report)
+
+    # -- the Strategy interface ---------------------------------------------------------------
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample nodes and send each the global weights and the round config.
+
+        The strategy holds the global weights and the server-optimizer state; ``arrays`` other than the
+        ones it returned last (e.g. ``initial_arrays`` built by the caller) replace the weights after the
+        same checks as a client update.
+        """
+        self._started = time.perf_counter()
+        self._adopt(arrays)
+        nodes = self._available(grid)
+        if self.clients_per_round is not None and self.clients_per_round < len(nodes):
+            rng = np.random.default_rng([self.seed, server_round - 1])
+            nodes = sorted(int(n) for n in rng.choice(nodes, size=self.clients_per_round, replace=False))
+        self._round(server_round).sampled = list(nodes)
+        return self._messages(MessageType.TRAIN, server_round, nodes, config)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate every reply, aggregate the valid ones in partition order, apply the server optimizer."""
+        report = self._round(server_round)
+        valid = []
+        for message, node in self._triage(MessageType.TRAIN, server_round, replies):
+            try:
+                weights = read_weights(message.content)
+                check_update(self.state.weights, weights, client=f"node {node}")
+                n, pid, client_report = self._client_metrics(message)
+            except FedModelError as exc:
+                report.failures.append(NodeFailure(node, f"invalid reply: {exc}", self._partitions.get(node)))
+                log(WARNING, "fedmodel: round %d dropped node %d: %s", server_round, node, exc)
+                continue
+            if pid is not None:
+                self._partitions[node] = pid
+            valid.append((float("inf") if pid is None else float(pid), node, pid, weights, n, client_report))
+        valid.sort(key=lambda v: (v[0], v[1]))  # the simulation's order: by client index
+        metrics = self.model.federated_output_computation
+        acc, metric_state = self.algorithm.aggregator.init(self.state.weights), metrics.init()
+        for _, node, pid, weights, n, client_report in valid:
+            metric_state = metrics.accumulate(metric_state, client_report)
+            acc = self.algorithm.aggregator.accumulate(acc, weights, float(n))
+            report.aggregated.append({"node": node, "partition": pid})
+        if valid:
+            self.state = self.algorithm.apply(self.state, self.algorithm.aggregator.finalize(acc))
+            report.train = _plain(metrics.finalize(metric_state))
+        else:
+            self.state = self.state._replace(round=self.state.round + 1)
+        report.seconds = time.perf_counter() - self._started
+        return self.arrays(), MetricRecord(flatten_report(report.train, prefix="")) if valid else None
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Federated evaluation on every available node, when ``evaluate_clients``."""
+        if not self.evaluate_clients:
+            return []
+        nodes = sorted(set(grid.get_node_ids()) - self.excluded)
+        return self._messages(MessageType.EVALUATE, server_round, nodes, config)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Sum the nodes' evaluation reports, finalize with ``federated_output_computation``."""
+        report = self._round(server_round)
+        metrics = self.model.federated_output_computation
+        state, count = metrics.init(), 0
+        for message, node in self._triage(MessageType.EVALUATE, server_round, replies):
+            try:
+                _, _, client_report = self._client_metrics(message)
+            except FedModelError as exc:
+                report.failures.append(NodeFailure(node, f"invalid evaluate reply: {exc}"))
+                continue
+            state, count = metrics.accumulate(state, client_report), count + 1
+        if not count:
+            return None
+        report.evaluate = _plain(metrics.finalize(state))
+        return MetricRecord(flatten_report(report.evaluate, prefix=""))
+
+    def summary(self) -> None:
+        """Log the configuration."""
+        log(
+            INFO,
+            "fedmodel strategy: algorithm=%s, clients_per_round=%s, seed=%d, %d variables",
+            self.algorithm.name,
+            self.clients_per_round or "all",
+            self.seed,
+            len(self.state.weights.arrays),
+        )
+
+    # -- running and reporting ----------------------------------------------------------------
+    def evaluate_global(self, server_round: int, arrays: ArrayRecord | None = None) -> MetricRecord | None:
+        """Evaluate the global weights on ``test_data`` (Flower's ``evaluate_fn``); recorded in the report."""
+        if arrays is not None:
+            self._adopt(arrays)
+        if self.test_data is None:
+            return None
+        weights = self.state.weights if self.layout is None else self.layout.from_canonical(self.state.weights)
+        test = _plain(evaluate(self.model, [self.test_data], weights=weights, batch_size=self.eval_batch_size))
+        if server_round == 0:
+            self.initial_test = test
+        else:
+            self._round(server_round).test = test
+        return MetricRecord(flatten_report(test, prefix=""))
+
+    def run(self, grid: Grid, num_rounds: int, *, round_timeout: float = 60.0) -> Result:
+        """``Strategy.start`` with this strategy's weights; ``round_timeout`` bounds each round's wait."""
+        return self.start(
+            grid, self.arrays(), num_rounds=num_rounds, timeout=round_timeout, evaluate_fn=self.evaluate_global
+        )
+
+    def report(self) -> dict[str, Any]:
+        """The run as plain JSON-ready data: per round, the nodes, failures and metrics."""
+        rounds = [asdict(r) for r in self.rounds]
+        return {
+            "algorithm": self.algorithm.name,
+            "seed": self.seed,
+            "rounds_completed": self.state.round,
+            "initial_test": self.initial_test,
+            "final_test": self.rounds[-1].test if self.rounds else self.initial_test,
+            "failures": [dict(f, round=r["round"]) for r in rounds for f in r["failures"]],
+            "rounds": rounds,
+        }
+
+    def write_report(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> None:
+        """Write :meth:`report` (plus ``extra``) as JSON, atomically (temporary file, then rename)."""
+        data = {**self.report(), **_plain(dict(extra or {}))}
+        directory = os.path.dirname(os.path.abspath(path))
+        with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
+            json.dump(data, f, indent=2, default=float)
+        os.replace(f.name, path)
+
+    def save_weights(self, path: str | os.PathLike[str]) -> None:
+        """The global weights as ``.npz`` (name -> array, no pickle), written atomically."""
+        directory = os.path.dirname(os.path.abspath(path))
+        with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as f:
+            savez: Any = np.savez  # mypy cannot tell that **arrays holds no key "allow_pickle"
+            savez(f, allow_pickle=False, **dict(self.state.weights.items()))
+        os.replace(f.name, path)
