@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -27,6 +29,21 @@ def _seed_everything() -> None:
     """Every test starts from the same seeds for Python's and numpy's global generators."""
     random.seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Small models train fastest on one intra-op thread; two oversubscribe a shared 2-core CI runner."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture

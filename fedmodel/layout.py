@@ -23,13 +23,25 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from fedmodel._errors import WeightsError
+from fedmodel._backend import Backend, backend_for
+from fedmodel._errors import BackendError, WeightsError
+from fedmodel._specs import shape_of
 from fedmodel._weights import ModelWeights
+from fedmodel.optimizers import OptimizerSpec
 
-__all__ = ["Layout", "LayoutEntry", "inverse_permutation"]
+__all__ = [
+    "CanonicalBackend",
+    "CanonicalModel",
+    "CanonicalVariable",
+    "Layout",
+    "LayoutEntry",
+    "canonical",
+    "inverse_permutation",
+]
 
 
 def _natural_key(name: str) -> list[tuple[int, int | str]]:
@@ -130,3 +142,175 @@ class Layout:
     def from_canonical(self, weights: ModelWeights) -> ModelWeights:
         """Canonical weights back in the native layout (ready for :func:`fedmodel.assign_weights`)."""
         return self._convert(weights, to_canonical=False)
+
+
+class CanonicalVariable:
+    """A native variable seen in canonical axes: ``shape`` is permuted, reads and writes go through the wrapper."""
+
+    __slots__ = ("native", "permutation", "shape")
+
+    def __init__(self, native: Any, permutation: tuple[int, ...] | None) -> None:
+        self.native = native
+        self.permutation = permutation
+        shape = shape_of(native)
+        self.shape = shape if permutation is None else tuple(shape[p] for p in permutation)
+
+    @property
+    def dtype(self) -> Any:
+        """The native variable's dtype."""
+        return self.native.dtype
+
+
+def _unwrap(variable: Any) -> Any:
+    return variable.native if isinstance(variable, CanonicalVariable) else variable
+
+
+def _permutation(variable: Any) -> tuple[int, ...] | None:
+    return variable.permutation if isinstance(variable, CanonicalVariable) else None
+
+
+class CanonicalModel:
+    """Any :class:`fedmodel.Model` presented in its architecture's canonical layout.
+
+    Its weights carry canonical names, canonical axes and canonical order, so a model wrapped this way
+    exchanges :class:`~fedmodel.ModelWeights` with a wrapped model of another framework: the simulation
+    runner and the Flower integration need nothing else to mix frameworks in one federation. Every other
+    member is the wrapped model's.
+
+    Build it with :func:`canonical`.
+    """
+
+    def __init__(self, model: Any, layout: Layout, backend: Backend) -> None:
+        self.model, self.layout, self.inner_backend = model, layout, backend
+        by_native = {e.native: e for e in layout.entries}
+        self._groups: list[tuple[tuple[int, ...], tuple[CanonicalVariable, ...], tuple[str, ...]]] = []
+        for variables in (list(model.trainable_variables), list(model.non_trainable_variables)):
+            native_names = backend.variable_names(model, variables)
+            unknown = [n for n in native_names if n not in by_native]
+            if unknown:
+                raise WeightsError(f"variables {unknown} have no entry in the layout")
+            canonical_names = [by_native[n].canonical for n in native_names]
+            order = tuple(sorted(range(len(variables)), key=lambda i: _natural_key(canonical_names[i])))
+            wrapped = tuple(CanonicalVariable(variables[i], by_native[native_names[i]].permutation) for i in order)
+            self._groups.append((order, wrapped, tuple(canonical_names[i] for i in order)))
+        self._names = {
+            id(v): name for _, wrapped, names in self._groups for v, name in zip(wrapped, names, strict=True)
+        }
+        self.__fedmodel_backend__ = CanonicalBackend(backend)
+
+    @property
+    def trainable_variables(self) -> tuple[CanonicalVariable, ...]:
+        """The wrapped model's trainable variables, in canonical order and axes."""
+        return self._groups[0][1]
+
+    @property
+    def non_trainable_variables(self) -> tuple[CanonicalVariable, ...]:
+        """The wrapped model's non-trainable variables, in canonical order and axes."""
+        return self._groups[1][1]
+
+    @property
+    def local_variables(self) -> Any:
+        """The wrapped model's local variables (never transmitted, so never converted)."""
+        return self.model.local_variables
+
+    @property
+    def input_spec(self) -> Any:
+        """The wrapped model's input spec."""
+        return self.model.input_spec
+
+    @property
+    def federated_output_computation(self) -> Any:
+        """The wrapped model's metric aggregator."""
+        return self.model.federated_output_computation
+
+    def forward_pass(self, batch_input: Any, training: bool = True) -> Any:
+        """The wrapped model's forward pass."""
+        return self.model.forward_pass(batch_input, training=training)
+
+    def predict_on_batch(self, x: Any, training: bool = False) -> Any:
+        """The wrapped model's predictions."""
+        return self.model.predict_on_batch(x, training=training)
+
+    def report_local_outputs(self) -> Any:
+        """The wrapped model's unfinalized metrics."""
+        return self.model.report_local_outputs()
+
+    def reset_metrics(self) -> None:
+        """Reset the wrapped model's metrics."""
+        self.model.reset_metrics()
+
+    def canonical_name(self, variable: CanonicalVariable) -> str:
+        """The canonical name of one of this model's variables."""
+        return self._names[id(variable)]
+
+
+class CanonicalBackend:
+    """The wrapped model's :class:`~fedmodel.Backend`, speaking canonical names and axes."""
+
+    name = "canonical"
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    def variable_names(self, model: CanonicalModel, variables: Sequence[Any]) -> list[str]:
+        """Canonical names of weights; local variables keep the wrapped backend's names."""
+        return [
+            model.canonical_name(v)
+            if isinstance(v, CanonicalVariable)
+            else self.inner.variable_names(model.model, [v])[0]
+            for v in variables
+        ]
+
+    def read_variables(self, variables: Sequence[Any], *, copy: bool = True) -> list[np.ndarray]:
+        """Native reads, permuted to canonical axes (a permuted array is always a fresh copy)."""
+        values = self.inner.read_variables([_unwrap(v) for v in variables], copy=copy)
+        return [
+            value if _permutation(v) is None else np.ascontiguousarray(np.transpose(value, _permutation(v)))
+            for v, value in zip(variables, values, strict=True)
+        ]
+
+    def write_variables(self, variables: Sequence[Any], values: Sequence[np.ndarray]) -> None:
+        """Permute back to native axes, then one native write of every variable."""
+        native_values = []
+        for v, value in zip(variables, values, strict=True):
+            perm = _permutation(v)
+            native_values.append(
+                value if perm is None else np.ascontiguousarray(np.transpose(value, inverse_permutation(perm)))
+            )
+        self.inner.write_variables([_unwrap(v) for v in variables], native_values)
+
+    def to_native(self, model: CanonicalModel, batch: Any) -> Any:
+        """The wrapped backend's conversion."""
+        return self.inner.to_native(model.model, batch)
+
+    def make_optimizer(self, model: CanonicalModel, spec: OptimizerSpec) -> Any:
+        """The wrapped backend's optimizer for the wrapped model."""
+        return self.inner.make_optimizer(model.model, spec)
+
+    def train_step(self, model: CanonicalModel, batch: Any, optimizer: Any) -> Any:
+        """The wrapped backend's training step on the wrapped model."""
+        return self.inner.train_step(model.model, batch, optimizer)
+
+
+def canonical(model: Any, layout: Layout | None = None, *, backend: Backend | None = None) -> CanonicalModel:
+    """``model`` in the canonical layout of its architecture, ready to federate with other frameworks.
+
+    Args:
+        model: any :class:`fedmodel.Model`.
+        layout: the declared mapping; by default the backend's own ``canonical_layout(model)``
+            (the torch, TensorFlow and JAX backends declare one for dense, convolution and batch-norm layers).
+        backend: overrides :func:`fedmodel.backend_for`.
+
+    Raises:
+        WeightsError: a variable the layout does not declare.
+        BackendError: no layout given and the backend declares none.
+    """
+    backend = backend or backend_for(model)
+    if layout is None:
+        declare = getattr(backend, "canonical_layout", None)
+        if declare is None:
+            raise BackendError(
+                f"the {getattr(backend, 'name', type(backend).__name__)} backend declares no canonical layout"
+            )
+        layout = declare(model)
+    return CanonicalModel(model, layout, backend)

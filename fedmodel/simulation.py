@@ -23,7 +23,7 @@ import copy
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,17 +190,26 @@ def _save(config: SimulationConfig, algorithm: FederatedAlgorithm, state: Server
 
 
 class _Runner:
-    """One reused model instance (replaced only after a timeout) and the round logic."""
+    """One reused model instance per model kind (replaced only after a timeout) and the round logic."""
 
-    def __init__(self, factory: Callable[[], Any], algorithm: FederatedAlgorithm, config: SimulationConfig) -> None:
-        self.factory, self.algorithm, self.config = factory, algorithm, config
-        self.model = factory()
-        self.backend: Backend = backend_for(self.model)
+    def __init__(
+        self,
+        factories: Mapping[str, Callable[[], Any]],
+        groups: Sequence[str],
+        algorithm: FederatedAlgorithm,
+        config: SimulationConfig,
+    ) -> None:
+        self.factories, self.groups, self.algorithm, self.config = factories, groups, algorithm, config
+        self.models: dict[str, tuple[Any, Backend]] = {}
+        for kind in factories:
+            self.fresh_model(kind)
+        first = next(iter(factories))
+        self.model, self.backend = self.models[first]
 
-    def fresh_model(self) -> None:
-        """Forget the current instance (an abandoned client thread may still use it) and make a new one."""
-        self.model = self.factory()
-        self.backend = backend_for(self.model)
+    def fresh_model(self, kind: str) -> None:
+        """Forget ``kind``'s instance (an abandoned client thread may still use it) and make a new one."""
+        model = self.factories[kind]()
+        self.models[kind] = (model, backend_for(model))
 
     def round(
         self, state: ServerState, clients: Sequence[ClientData], test_data: ClientData | None
@@ -213,9 +222,11 @@ class _Runner:
         failures, ok = [], 0
         for cid in ids:
             seed = client_seed(config.seed, state.round, cid)
+            kind = self.groups[cid]
+            model, backend = self.models[kind]
             try:
                 update = _run_client(
-                    algorithm, self.model, self.backend, state.weights, clients[cid], seed, config.client_timeout
+                    algorithm, model, backend, state.weights, clients[cid], seed, config.client_timeout
                 )
                 check_update(state.weights, update.weights, client=f"client {cid}")
                 if not update.num_examples > 0:
@@ -226,7 +237,8 @@ class _Runner:
                 metric_state, ok = next_metrics, ok + 1
             except _TimeoutError as exc:
                 failures.append(ClientFailure(cid, str(exc)))
-                self.fresh_model()
+                self.fresh_model(kind)
+                self.model, self.backend = self.models[next(iter(self.factories))]
             except Exception as exc:
                 failures.append(ClientFailure(cid, f"{type(exc).__name__}: {exc}"))
         if ok:
@@ -242,11 +254,12 @@ class _Runner:
 
 
 def run_simulation(
-    model_factory: Callable[[], Any],
+    model_factory: Callable[[], Any] | Mapping[str, Callable[[], Any]],
     clients: Sequence[ClientData],
     algorithm: FederatedAlgorithm,
     config: SimulationConfig | None = None,
     *,
+    client_kinds: Sequence[str] | None = None,
     test_data: ClientData | None = None,
     initial_state: ServerState | None = None,
     on_round: Callable[[RoundResult], None] | None = None,
@@ -254,7 +267,12 @@ def run_simulation(
     """Run ``algorithm`` over ``clients`` for ``config.rounds`` rounds.
 
     Args:
-        model_factory: returns a fresh model; called once (and again after a client timeout).
+        model_factory: returns a fresh model; called once (and again after a client timeout). A mapping
+            ``{kind: factory}`` mixes models in one federation, e.g. clients of several frameworks whose
+            models are wrapped by :func:`fedmodel.layout.canonical` so their weights agree; the first kind's
+            model gives the initial weights and evaluates the global model.
+        client_kinds: with a mapping, each client's kind (one per client); by default the kinds take
+            turns over the clients in the mapping's order.
         clients: one :class:`~fedmodel.data.ClientData` per client; the client id is its index.
         algorithm: e.g. :func:`fedmodel.algorithms.fedavg`.
         config: :class:`SimulationConfig` (defaults when ``None``).
@@ -268,7 +286,14 @@ def run_simulation(
     config = config or SimulationConfig()
     if not clients:
         raise ValueError("a simulation needs at least one client")
-    runner = _Runner(model_factory, algorithm, config)
+    factories = dict(model_factory) if isinstance(model_factory, Mapping) else {"model": model_factory}
+    if not factories:
+        raise ValueError("model_factory is an empty mapping")
+    kinds = list(factories)
+    groups = list(client_kinds) if client_kinds is not None else [kinds[i % len(kinds)] for i in range(len(clients))]
+    if len(groups) != len(clients) or not set(groups) <= set(kinds):
+        raise ValueError(f"client_kinds must name one of {kinds} for each of the {len(clients)} clients")
+    runner = _Runner(factories, groups, algorithm, config)
     fresh = algorithm.init(get_weights(runner.model, backend=runner.backend))
     state = initial_state or _load(config, algorithm, fresh)
     result = SimulationResult(state)

@@ -42,6 +42,12 @@ class JaxBackend:
 
     name = "jax"
 
+    def canonical_layout(self, model: Any) -> Any:
+        """The neutral :class:`fedmodel.layout.Layout` of ``model``'s weights (``fedmodel_jax.layout``)."""
+        from fedmodel_jax.layout import canonical_layout
+
+        return canonical_layout(model)
+
     def variable_names(self, model: Any, variables: Sequence[Variable]) -> list[str]:
         """Each box's key path (``params/0/kernel``)."""
         return [v.name for v in variables]

@@ -47,6 +47,12 @@ class TensorFlowBackend:
 
     name = "tensorflow"
 
+    def canonical_layout(self, model: Any) -> Any:
+        """The neutral :class:`fedmodel.layout.Layout` of ``model``'s weights (``fedmodel_tensorflow.layout``)."""
+        from fedmodel_tensorflow.layout import canonical_layout
+
+        return canonical_layout(model)
+
     def variable_names(self, model: Any, variables: Sequence[Any]) -> list[str]:
         """The model's names for its variables (from Keras paths); else each ``tf.Variable``'s own name."""
         lookup = getattr(model, "variable_name", None)

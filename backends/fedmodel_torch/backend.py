@@ -36,6 +36,12 @@ class TorchBackend:
 
     name = "torch"
 
+    def canonical_layout(self, model: Any) -> Any:
+        """The neutral :class:`fedmodel.layout.Layout` of ``model``'s weights (``fedmodel_torch.layout``)."""
+        from fedmodel_torch.layout import canonical_layout
+
+        return canonical_layout(model)
+
     def variable_names(self, model: Any, variables: Sequence[torch.Tensor]) -> list[str]:
         """The module's own names (``0.weight``, ``bn.running_mean``); positional ``"0"``, ``"1"`` otherwise."""
         if isinstance(model, TorchModel):

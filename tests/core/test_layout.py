@@ -92,3 +92,26 @@ def test_get_and_assign_speak_the_canonical_layout_when_asked() -> None:
     assert dict(canonical.items())["dense_0/kernel"].shape == (2, 3)
     fedmodel.assign_weights(dst, canonical, layout=layout)
     np.testing.assert_array_equal(dst.trainable_variables[0].value, src.trainable_variables[0].value)
+
+
+def test_a_canonical_model_exchanges_weights_in_canonical_names_order_and_axes() -> None:
+    from fedmodel.layout import canonical
+
+    layout = Layout(
+        (
+            LayoutEntry("dense_0/kernel", "kernel", (1, 0)),
+            LayoutEntry("dense_0/bias", "bias"),
+            LayoutEntry("scale", "input_scale"),
+        )
+    )
+    inner = SoftmaxRegression(3, 2, seed=1)
+    wrapped = canonical(inner, layout)
+    assert fedmodel.check_protocol(wrapped) == []
+    weights = fedmodel.get_weights(wrapped)
+    assert weights.trainable_names == ("dense_0/bias", "dense_0/kernel")
+    np.testing.assert_array_equal(weights.trainable[1], inner.trainable_variables[0].value.T)
+    other = canonical(SoftmaxRegression(3, 2, seed=2), layout)
+    fedmodel.assign_weights(other, weights)
+    np.testing.assert_array_equal(other.model.trainable_variables[0].value, inner.trainable_variables[0].value)
+    with pytest.raises(fedmodel.BackendError, match="declares no canonical layout"):
+        canonical(SoftmaxRegression(3, 2))
