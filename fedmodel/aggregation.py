@@ -28,7 +28,7 @@ import numpy as np
 from fedmodel._errors import AggregationError
 from fedmodel._weights import ModelWeights
 
-__all__ = ["IntegerRule", "WeightedMean", "WeightsAggregator", "check_update"]
+__all__ = ["Accumulator", "IntegerRule", "WeightedMean", "WeightsAggregator", "check_update"]
 
 IntegerRule = Literal["round", "max", "first"]
 """How integer variables are aggregated: ``"round"`` the weighted mean rounded to the nearest integer,
@@ -84,28 +84,60 @@ class _MeanState:
     sums: list[np.ndarray]
     maxima: list[np.ndarray | None]
     firsts: list[np.ndarray | None]
+    scratch: np.ndarray
     total_weight: float = 0.0
     count: int = 0
 
 
+Accumulator = Literal["auto", "float64"]
+"""Precision of the running sum: ``"auto"`` keeps float32 for float32 (and narrower: bfloat16, float16)
+variables and float64 for float64 ones, so the accumulator is one model in size; ``"float64"`` sums every
+float in float64 (twice the memory of a float32 model, about twice the time, exact for any K)."""
+
+_BLOCK = 1 << 16  # elements per block: the scaled update of one block stays in cache
+
+
+def _accumulator_dtype(like: np.ndarray, accumulator: Accumulator) -> np.dtype[Any]:
+    if like.dtype.kind in "iub" or accumulator == "float64" or like.dtype == np.float64:
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def _add_scaled(acc: np.ndarray, arr: np.ndarray, weight: float, scratch: np.ndarray) -> None:
+    """``acc += weight * arr`` in place, block by block through a small scratch buffer (no model-sized temporary)."""
+    flat_acc, flat_arr = acc.reshape(-1), np.ascontiguousarray(arr).reshape(-1)
+    buf = scratch if scratch.dtype == acc.dtype else np.empty(_BLOCK, acc.dtype)
+    for start in range(0, flat_acc.size, _BLOCK):
+        stop = min(start + _BLOCK, flat_acc.size)
+        part = buf[: stop - start]
+        np.multiply(flat_arr[start:stop], weight, out=part, dtype=acc.dtype, casting="unsafe")
+        np.add(flat_acc[start:stop], part, out=flat_acc[start:stop])
+
+
 @dataclass(frozen=True)
 class WeightedMean:
-    """FedAvg's weighted mean ``Σ w_k x_k / Σ w_k``, accumulated in float64 in place.
+    """FedAvg's weighted mean ``Σ w_k x_k / Σ w_k``, streamed into one accumulator, in place.
+
+    Memory: one accumulator of the model's size (``accumulator="auto"``), never K copies; each update is
+    scaled and added block by block. Time: about one pass over each update.
 
     Args:
-        integer_rule: how integer variables are combined (default: rounded weighted mean).
+        integer_rule: how integer variables are combined (default: rounded weighted mean, in float64).
+        accumulator: the precision of the running sum (see :data:`Accumulator`).
     """
 
     integer_rule: IntegerRule = "round"
+    accumulator: Accumulator = "auto"
 
     def init(self, template: ModelWeights) -> _MeanState:
-        """One float64 accumulator per variable."""
-        sums = [np.zeros(a.shape, np.float64) for a in template.arrays]
+        """One accumulator per variable (float32 or float64, see :data:`Accumulator`)."""
+        sums = [np.zeros(a.shape, _accumulator_dtype(a, self.accumulator)) for a in template.arrays]
         none: list[np.ndarray | None] = [None] * len(sums)
-        return _MeanState(template, sums, list(none), list(none))
+        scratch_dtype = np.float64 if self.accumulator == "float64" else np.float32
+        return _MeanState(template, sums, list(none), list(none), np.empty(_BLOCK, scratch_dtype))
 
     def accumulate(self, state: _MeanState, update: ModelWeights, weight: float) -> _MeanState:
-        """``sum += weight * update`` in place (no temporary of the model's size beyond one array)."""
+        """``sum += weight * update`` in place."""
         weight = float(weight)
         if not np.isfinite(weight) or weight < 0:
             raise AggregationError(f"client weight must be finite and >= 0, got {weight}")
@@ -118,16 +150,18 @@ class WeightedMean:
                 elif self.integer_rule == "first" and state.firsts[i] is None:
                     state.firsts[i] = arr.copy()
             if acc.ndim == 0:
-                state.sums[i] = acc + weight * np.float64(arr)
+                state.sums[i] = np.asarray(acc + np.asarray(arr, acc.dtype) * acc.dtype.type(weight), acc.dtype)
             else:
-                # acc += weight * arr without materializing weight * arr in float64 twice
-                np.add(acc, np.multiply(arr, weight, dtype=np.float64), out=acc)
+                _add_scaled(acc, arr, weight, state.scratch)
         state.total_weight += weight
         state.count += 1
         return state
 
     def finalize(self, state: _MeanState) -> ModelWeights:
-        """Divide by the total weight and cast back to each variable's dtype."""
+        """Divide by the total weight and cast back to each variable's dtype.
+
+        The accumulator is reused for the result where the dtypes agree, so ``state`` is spent.
+        """
         if state.count == 0 or state.total_weight <= 0:
             raise AggregationError("nothing to aggregate: no client update with a positive weight")
         out = []
@@ -135,8 +169,12 @@ class WeightedMean:
             if like.dtype.kind in "iub":
                 chosen = {"max": state.maxima[i], "first": state.firsts[i]}.get(self.integer_rule)
                 out.append(np.rint(acc / state.total_weight).astype(like.dtype) if chosen is None else chosen)
+            elif acc.dtype == like.dtype:
+                out.append(np.divide(acc, acc.dtype.type(state.total_weight), out=acc))
             else:
-                out.append((acc / state.total_weight).astype(like.dtype))
+                result = np.empty(like.shape, like.dtype)
+                np.divide(acc, state.total_weight, out=result, casting="unsafe")
+                out.append(result)
         return state.template.with_arrays(out)
 
     def aggregate(self, updates: Iterable[tuple[ModelWeights, float]]) -> ModelWeights:

@@ -25,12 +25,31 @@ def test_weighted_mean_weights_by_the_given_weights() -> None:
     assert out.names == ("kernel", "count")
 
 
-def test_accumulation_is_float64_so_a_large_and_small_value_keep_their_sum() -> None:
+def test_float64_accumulation_keeps_a_large_and_a_small_value_in_their_sum() -> None:
     big = ModelWeights((np.array([2.0**24], np.float32),))
     one = ModelWeights((np.array([1.0], np.float32),))
-    out = WeightedMean().aggregate([(big, 1), (one, 1), (one, 1)])
+    out = WeightedMean(accumulator="float64").aggregate([(big, 1), (one, 1), (one, 1)])
     # float32 accumulation would give 2^24 + 1 + 1 == 2^24 and a mean of 5592405.33
     assert out.trainable[0][0] == np.float32(5592406.0)
+
+
+@pytest.mark.parametrize("accumulator", ["auto", "float64"])
+def test_blocked_accumulation_equals_the_plain_weighted_mean(accumulator: str) -> None:
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((300, 700)).astype(np.float32) for _ in range(5)]  # > one 65536 block
+    weights = [3.0, 1.0, 0.5, 7.0, 2.0]
+    updates = [(ModelWeights((a,), (), ("w",), ()), w) for a, w in zip(arrays, weights, strict=True)]
+    out = WeightedMean(accumulator=accumulator).aggregate(updates)  # type: ignore[arg-type]
+    expected = sum(w * a.astype(np.float64) for a, w in zip(arrays, weights, strict=True)) / sum(weights)
+    assert out.trainable[0].dtype == np.float32
+    np.testing.assert_allclose(out.trainable[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_accumulates_float32_in_float32_and_float64_in_float64() -> None:
+    template = ModelWeights((np.zeros(3, np.float32), np.zeros(3, np.float64)), (np.zeros((), np.int64),))
+    sums = WeightedMean().init(template).sums
+    assert [s.dtype for s in sums] == [np.float32, np.float64, np.float64]
+    assert [s.dtype for s in WeightedMean(accumulator="float64").init(template).sums] == [np.float64] * 3
 
 
 @pytest.mark.parametrize(("rule", "want"), [("round", 3), ("max", 7), ("first", 1)])

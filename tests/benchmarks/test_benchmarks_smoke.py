@@ -1,0 +1,137 @@
+"""A smoke run of every benchmark at tiny size: each produces well-formed rows (the bars are not asserted here)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import math
+import time
+
+import numpy as np
+import pytest
+
+import fedmodel
+from benchmarks import __main__ as cli
+from benchmarks import _backends, _flower_app, aggregation, fedavg_round, step, weights
+from benchmarks._harness import SIZES, Result
+
+TINY = SIZES["tiny"]
+AVAILABLE = tuple(
+    name for name in _backends.BACKENDS if name == "numpy" or importlib.util.find_spec(f"fedmodel_{name}") is not None
+)
+
+
+def _rows(rows: object) -> list[Result]:
+    out = list(rows)  # type: ignore[call-overload]
+    assert all(isinstance(r, Result) for r in out), [r for r in out if not isinstance(r, Result)]
+    return out
+
+
+def _well_formed(row: Result) -> None:
+    assert row.candidate_s > 0 and row.baseline_s > 0 and math.isfinite(row.ratio)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_weights_round_trip_runs_on_each_backend(backend: str) -> None:
+    (row,) = _rows(weights.run(TINY, (backend,)))
+    assert (row.bench, row.backend, row.bar) == ("weights round trip", backend, 1.5)
+    _well_formed(row)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_big_mlp_has_about_the_requested_number_of_parameters(backend: str) -> None:
+    model = _backends.big_mlp(backend, 30_000)
+    assert 0.9 * 30_000 <= fedmodel.get_weights(model).num_parameters <= 1.1 * 30_000
+
+
+@pytest.mark.parametrize("backend", [b for b in AVAILABLE if b != "numpy"])
+def test_native_steps_compute_the_same_loss_as_the_contract(backend: str, rng: np.random.Generator) -> None:
+    x, y = rng.standard_normal((8, 64)).astype(np.float32), rng.integers(0, 10, 8).astype(np.int64)
+    model = _backends.mlp(backend)
+    contract_loss = float(np.asarray(model.forward_pass((x, y), training=False).loss))
+    native_loss, _ = _backends.native_forward(backend, _backends.mlp(backend))(x, y)
+    assert float(np.asarray(native_loss)) == pytest.approx(contract_loss, rel=1e-5)
+    train_loss, _ = _backends.native_train_step(backend, _backends.mlp(backend), 0.1)(x, y)
+    assert float(np.asarray(train_loss)) == pytest.approx(contract_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_step_benchmark_gives_forward_and_train_rows(backend: str) -> None:
+    rows = [r for r in step.run(TINY, (backend,)) if isinstance(r, Result)]
+    assert [r.bench for r in rows] == (
+        ["forward_pass (eval)"] if backend == "numpy" else ["forward_pass (eval)", "train_step"]
+    )
+    for row in rows:
+        _well_formed(row)
+
+
+def test_aggregation_benchmark_gives_time_and_memory_rows() -> None:
+    pytest.importorskip("flwr")
+    rows = _rows(aggregation.run(TINY))
+    assert [r.bench for r in rows] == [
+        "aggregation vs flwr aggregate",
+        "aggregation vs flwr aggregate_arrayrecords",
+        "aggregation peak extra memory",
+    ]
+    assert rows[2].unit == "models"
+    for row in rows:
+        _well_formed(row)
+
+
+def test_weighted_mean_peak_memory_does_not_grow_with_the_number_of_clients() -> None:
+    from fedmodel.aggregation import WeightedMean
+
+    few, many = aggregation.client_updates(2, 40_000), aggregation.client_updates(16, 40_000)
+    peak_few = aggregation.peak_extra_bytes(lambda: WeightedMean().aggregate(few))
+    peak_many = aggregation.peak_extra_bytes(lambda: WeightedMean().aggregate(many))
+    assert peak_many < 1.2 * peak_few
+
+
+def test_peak_extra_bytes_counts_a_temporary_numpy_buffer() -> None:
+    peak = aggregation.peak_extra_bytes(lambda: np.ones(1_000_000, np.float64).sum())
+    assert 8_000_000 <= peak < 8_500_000
+
+
+def test_fedmodel_side_of_the_round_benchmark_runs_every_round() -> None:
+    total, rounds = fedavg_round.run_fedmodel(num_clients=4, rounds=2)
+    assert len(rounds) == 2 and all(r > 0 for r in rounds) and total >= sum(rounds)
+
+
+def test_flower_client_app_trains_like_fedmodels_client() -> None:
+    """The Flower ClientApp of bench 4 returns the weights fedmodel's own client computes, bit for bit."""
+    pytest.importorskip("flwr")
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+
+    from fedmodel.client import train_client
+    from fedmodel.simulation import client_seed
+
+    client, _ = _flower_app.make_apps(num_clients=4, rounds=1, stamps=[])
+    server = fedmodel.get_weights(_flower_app.make_model())
+    meta = Metadata(1, "m", 0, 1, "", "1", time.time(), 60.0, "train")
+    content = RecordDict({"arrays": ArrayRecord(list(server.arrays)), "config": ConfigRecord({"server-round": 2})})
+    context = Context(run_id=1, node_id=1, node_config={"partition-id": 3}, state=RecordDict(), run_config={})
+    reply = client(Message(content=content, metadata=meta), context)
+    expected = train_client(
+        _flower_app.make_model(),
+        server,
+        _flower_app.client_partitions(4)[3],
+        epochs=1,
+        batch_size=32,
+        optimizer=fedmodel.SGD(0.1),
+        seed=client_seed(0, 1, 3),
+    )
+    assert reply.content["metrics"]["num-examples"] == expected.num_examples
+    for got, want in zip(reply.content["arrays"].to_numpy_ndarrays(), expected.weights.arrays, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_command_prints_machine_info_and_the_table() -> None:
+    pytest.importorskip("flwr")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["--size", "tiny", "--only", "aggregation"]) == 0
+    text = out.getvalue()
+    assert "- cpus: " in text and "- numpy: " in text
+    assert "| benchmark | backend | fedmodel | baseline | ratio | bar | verdict | note |" in text
+    assert "3 rows, " in text
