@@ -73,13 +73,17 @@ class JaxBackend:
             var.value = value
 
     def to_native(self, model: Any, batch: Any) -> Any:
-        """The batch as ``jax.Array``s on the default device, copied (``int64`` becomes ``int32`` without x64)."""
+        """The batch ready for the jitted step: numpy leaves as private host copies, others as ``jax.Array``.
 
-        def leaf(value: Any) -> jax.Array:
+        The jitted step moves every host leaf to the device in one dispatch, which costs far less than a
+        ``jax.device_put`` per leaf (about 35 µs each on CPU); the copies keep a caller who reuses its
+        buffers from racing JAX's asynchronous dispatch. Dtypes stay as they are, so the batch still
+        matches ``input_spec`` (``int64`` labels become ``int32`` inside the step when x64 is off).
+        """
+
+        def leaf(value: Any) -> Any:
             if isinstance(value, np.ndarray):
-                dtype = np.dtype(jax.dtypes.canonicalize_dtype(value.dtype))
-                placed: jax.Array = jax.device_put(_aligned_copy(value, dtype))
-                return placed
+                return np.array(value, copy=True)
             return jnp.asarray(value)
 
         return jax.tree_util.tree_map(leaf, batch)

@@ -171,7 +171,7 @@ def test_incompatible_batch_raises_spec_error_naming_the_path_and_changes_nothin
 def test_a_jax_batch_is_accepted_with_int32_labels_while_x64_is_off() -> None:
     model = models.mlp(num_features=4, hidden=(), num_classes=3)
     x, y = _batch(4)
-    native = fedmodel.backend_for(model).to_native(model, {"x": x, "y": y})
+    native = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     assert isinstance(native["y"], jax.Array) and native["y"].dtype == jnp.int32
     out = model.forward_pass(native, training=False)
     assert out.num_examples == 4
