@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,6 +46,24 @@ def _one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+README = Path(__file__).resolve().parent / "README.md"
+
+
+def readme_python_blocks(heading: str) -> list[str]:
+    """The ```python blocks of the README section whose ``## `` heading is ``heading`` (examples run as written)."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end != -1 else len(text)]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+@pytest.fixture
+def readme_blocks() -> Callable[[str], list[str]]:
+    """:func:`readme_python_blocks`, for tests that execute the README's examples."""
+    return readme_python_blocks
 
 
 @pytest.fixture

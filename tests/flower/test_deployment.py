@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "examples" / "flower_app"
 ROUNDS = 3
 SETTINGS = 'alpha=0.0 seed=0 model="numpy" algorithm="fedavg" client-lr=0.5 server-lr=1.0 epochs=1 batch-size=32'
+MIXED_FRAMEWORKS = ("torch", "tensorflow", "jax")  # node i's framework in examples/flower_app (model="mixed")
 ACCURACY_TOLERANCE = 0.005  # under 2 of the 359 test images; the runs below agree exactly
 
 
@@ -109,3 +110,37 @@ def test_a_supernode_killed_mid_round_is_dropped_and_the_run_finishes_with_the_o
         if r["round"] > failure["round"]:
             assert failure["node_id"] not in r["sampled"]
     assert report["final_test"]["accuracy"] > 0.8
+
+
+def test_torch_keras_and_jax_supernodes_train_one_model(tmp_path: Path) -> None:
+    """Issue 11 on real processes: node i runs the digits MLP of PyTorch, Keras or JAX (i mod 3), canonical layout."""
+    pytest.importorskip("fedmodel_torch")
+    pytest.importorskip("fedmodel_tensorflow")
+    pytest.importorskip("fedmodel_jax")
+    from fedmodel.layout import canonical
+
+    rounds, results = 2, tmp_path / "results"
+    settings = SETTINGS.replace('model="numpy"', 'model="mixed"')
+    run = subprocess.run(
+        [str(ROOT / "scripts" / "flower_local.sh"), "--clients", "3", "--rounds", str(rounds), "--results",
+         str(results), "--timeout", "240", "--run-config", f"{settings} round-timeout=120.0"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHON": sys.executable},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads((results / "results.json").read_text())
+    assert report["rounds_completed"] == rounds and not report["failures"]
+
+    import importlib
+
+    factories = {
+        fw: (lambda fw=fw: canonical(importlib.import_module(f"fedmodel_{fw}").models.mlp(seed=0)))
+        for fw in MIXED_FRAMEWORKS
+    }
+    data = federated_digits(num_clients=3, alpha=None, seed=0)
+    sim = run_simulation(
+        factories, data.clients, fedavg(epochs=1, batch_size=32, client_lr=0.5, server_lr=1.0),
+        SimulationConfig(rounds=rounds, seed=0, progress=False), test_data=data.test,
+    )  # fmt: skip
+    flower_acc = [r["test"]["accuracy"] for r in report["rounds"]]
+    sim_acc = [r.test["accuracy"] for r in sim.rounds]
+    assert np.allclose(flower_acc, sim_acc, rtol=0, atol=0.01), (flower_acc, sim_acc)

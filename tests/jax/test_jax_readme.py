@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "readme" / "jax.md"
+DOC = Path(__file__).resolve().parents[2] / "README.md"
+SECTION = "Bring your JAX function"
 
 
-def test_the_readme_example_runs_and_trains(capsys: pytest.CaptureFixture[str]) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
+def test_the_readme_example_runs_and_trains(
+    readme_blocks: Callable[[str], list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocks = readme_blocks(SECTION)
     assert len(blocks) == 1
     assert len([line for line in blocks[0].splitlines() if line.strip()]) <= 15  # "the ~10-line example"
     namespace: dict[str, object] = {}

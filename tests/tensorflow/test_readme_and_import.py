@@ -5,18 +5,19 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 fmtf = pytest.importorskip("fedmodel_tensorflow")
 
-README = Path(__file__).resolve().parents[2] / "docs" / "readme" / "tensorflow.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
+SECTION = "Bring your Keras model"
 
 
-def test_the_readme_example_runs_and_prints_the_aggregated_metrics() -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+def test_the_readme_example_runs_and_prints_the_aggregated_metrics(readme_blocks: Callable[[str], list[str]]) -> None:
+    blocks = readme_blocks(SECTION)
     assert len(blocks) == 1
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

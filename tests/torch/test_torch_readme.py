@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,14 @@ import pytest
 
 pytest.importorskip("torch")
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "readme" / "torch.md"
+DOC = Path(__file__).resolve().parents[2] / "README.md"
+SECTION = "Bring your PyTorch model"
 
 
-def test_the_readme_example_runs_and_trains(capsys: pytest.CaptureFixture[str]) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
+def test_the_readme_example_runs_and_trains(
+    readme_blocks: Callable[[str], list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocks = readme_blocks(SECTION)
     assert len(blocks) == 1
     assert len(blocks[0].strip().splitlines()) <= 14
     namespace: dict[str, object] = {}

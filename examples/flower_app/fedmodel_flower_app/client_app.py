@@ -19,7 +19,7 @@ def load_partition(context: Context) -> ClientData:
 
 
 app = client_app(
-    lambda context: make_model(context.run_config),
+    lambda context: make_model(context.run_config, partition_id(context)),
     load_partition,
     lambda context: make_algorithm(context.run_config).client_update,
 )

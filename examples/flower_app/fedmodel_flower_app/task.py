@@ -12,9 +12,25 @@ from fedmodel.data import FederatedData, federated_digits
 Config = Mapping[str, Any]
 
 
-def make_model(config: Config) -> Any:
-    """A fresh model of the configured kind (both kinds: 64 features, 10 classes, seeded by ``seed``)."""
+MIXED_FRAMEWORKS = ("torch", "tensorflow", "jax")
+
+
+def make_model(config: Config, partition: int | None = None) -> Any:
+    """A fresh model of the configured kind (every kind: 64 features, 10 classes, seeded by ``seed``).
+
+    ``model = "mixed"`` gives partition ``i`` the digits MLP of ``MIXED_FRAMEWORKS[i % 3]`` (PyTorch,
+    Keras, JAX) in the canonical layout, so the three frameworks train one model; the server (no
+    partition) evaluates it with the PyTorch one.
+    """
     kind, seed = str(config.get("model", "numpy")), int(config.get("seed", 0))
+    if kind == "mixed":
+        import importlib
+
+        from fedmodel.layout import canonical
+
+        framework = "torch" if partition is None else MIXED_FRAMEWORKS[partition % len(MIXED_FRAMEWORKS)]
+        models = importlib.import_module(f"fedmodel_{framework}").models
+        return canonical(models.mlp(num_features=64, hidden=(32,), num_classes=10, seed=seed))
     if kind == "numpy":
         from fedmodel.reference import SoftmaxRegression
 
@@ -23,7 +39,7 @@ def make_model(config: Config) -> Any:
         from fedmodel_torch import models
 
         return models.mlp(num_features=64, hidden=(32,), num_classes=10, seed=seed)
-    raise ValueError(f"unknown model {kind!r}: expected 'numpy' or 'torch'")
+    raise ValueError(f"unknown model {kind!r}: expected 'numpy', 'torch' or 'mixed'")
 
 
 def make_data(config: Config) -> FederatedData:
