@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 import fedmodel
+from fedmodel import Variable
 from fedmodel.metrics import SumThenFinalize, ratio
-from fedmodel.reference import NUMPY_BACKEND, Variable
+from fedmodel.reference import NUMPY_BACKEND
 
 
 class LinearRegression:

@@ -32,6 +32,7 @@ from fedmodel._specs import check_spec as check_spec
 from fedmodel._specs import dtype_name as dtype_name
 from fedmodel._specs import is_compatible as is_compatible
 from fedmodel._specs import spec_like as spec_like
+from fedmodel._variable import Variable as Variable
 from fedmodel._weights import ModelWeights as ModelWeights
 from fedmodel._weights import assign_weights as assign_weights
 from fedmodel._weights import get_weights as get_weights
@@ -58,6 +59,7 @@ __all__ = [
     "ProtocolError",
     "SpecError",
     "TensorSpec",
+    "Variable",
     "WeightsError",
     "assign_weights",
     "backend_for",

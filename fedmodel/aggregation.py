@@ -28,7 +28,7 @@ import numpy as np
 from fedmodel._errors import AggregationError
 from fedmodel._weights import ModelWeights
 
-__all__ = ["Accumulator", "IntegerRule", "WeightedMean", "WeightsAggregator", "check_update"]
+__all__ = ["Accumulator", "IntegerRule", "WeightedMean", "WeightsAggregator", "aggregate", "check_update"]
 
 IntegerRule = Literal["round", "max", "first"]
 """How integer variables are aggregated: ``"round"`` the weighted mean rounded to the nearest integer,
@@ -179,11 +179,20 @@ class WeightedMean:
 
     def aggregate(self, updates: Iterable[tuple[ModelWeights, float]]) -> ModelWeights:
         """``finalize`` of every ``(weights, weight)`` pair accumulated in order."""
-        state: _MeanState | None = None
-        for update, weight in updates:
-            if state is None:
-                state = self.init(update)
-            state = self.accumulate(state, update, weight)
+        return aggregate(self, updates)
+
+
+def aggregate(aggregator: WeightsAggregator, updates: Iterable[tuple[ModelWeights, float]]) -> ModelWeights:
+    """Run any :class:`WeightsAggregator` over ``(weights, weight)`` pairs: init from the first, accumulate, finalize.
+
+    Raises:
+        AggregationError: when there is no update at all.
+    """
+    state: Any = None
+    for update, weight in updates:
         if state is None:
-            raise AggregationError("nothing to aggregate: no client update")
-        return self.finalize(state)
+            state = aggregator.init(update)
+        state = aggregator.accumulate(state, update, weight)
+    if state is None:
+        raise AggregationError("nothing to aggregate: no client update")
+    return aggregator.finalize(state)

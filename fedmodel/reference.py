@@ -21,33 +21,11 @@ import numpy as np
 from fedmodel._batch import check_batch, split_batch
 from fedmodel._contract import BatchOutput
 from fedmodel._specs import TensorSpec, check_spec
+from fedmodel._variable import Variable
 from fedmodel.metrics import SumThenFinalize, standard_output_computation
 from fedmodel.optimizers import SGD, Adam, OptimizerSpec
 
 __all__ = ["NUMPY_BACKEND", "NumpyBackend", "NumpyOptimizer", "SoftmaxRegression", "Variable"]
-
-
-class Variable:
-    """A named, mutable box around a numpy array: the "framework variable" of the numpy backend."""
-
-    __slots__ = ("name", "value")
-
-    def __init__(self, name: str, value: np.ndarray) -> None:
-        self.name = name
-        self.value = value
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the value."""
-        return tuple(self.value.shape)
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        """Dtype of the value."""
-        return self.value.dtype
-
-    def __repr__(self) -> str:
-        return f"Variable({self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ import numpy as np
 
 from fedmodel._errors import AggregationError
 from fedmodel._weights import ModelWeights
-from fedmodel.aggregation import IntegerRule
+from fedmodel.aggregation import IntegerRule, aggregate
 from fedmodel.server_optimizers import is_float
 from fedmodel.validation import check_client_update, delta_norm
 
@@ -70,19 +70,6 @@ def _collect(state: _Collected, update: ModelWeights, weight: float) -> _Collect
     check_client_update(state.template, update, weight, client=f"client {len(state.updates)}")
     state.updates.append(update)
     return state
-
-
-def _aggregate(
-    aggregator: CoordinateMedian | TrimmedMean, updates: Iterable[tuple[ModelWeights, float]]
-) -> ModelWeights:
-    state = None
-    for update, weight in updates:
-        if state is None:
-            state = aggregator.init(update)
-        state = aggregator.accumulate(state, update, weight)
-    if state is None:
-        raise AggregationError("nothing to aggregate: no client update")
-    return aggregator.finalize(state)
 
 
 @dataclass(frozen=True)
@@ -121,7 +108,7 @@ class CoordinateMedian:
 
     def aggregate(self, updates: Iterable[tuple[ModelWeights, float]]) -> ModelWeights:
         """``finalize`` of every ``(weights, weight)`` pair (the first one is the template)."""
-        return _aggregate(self, updates)
+        return aggregate(self, updates)
 
 
 @dataclass(frozen=True)
@@ -170,7 +157,7 @@ class TrimmedMean:
 
     def aggregate(self, updates: Iterable[tuple[ModelWeights, float]]) -> ModelWeights:
         """``finalize`` of every ``(weights, weight)`` pair (the first one is the template)."""
-        return _aggregate(self, updates)
+        return aggregate(self, updates)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from fedmodel._batch import check_batch, split_batch
 from fedmodel._contract import BatchOutput
 from fedmodel._errors import SpecError
 from fedmodel._specs import TensorSpec, check_spec
+from fedmodel._variable import Variable
 from fedmodel.metrics import Aggregator
 from fedmodel_jax import _step
 from fedmodel_jax.metrics import JaxMetrics, standard_metrics
@@ -33,29 +34,6 @@ __all__ = ["Frozen", "JaxModel", "Variable", "from_functions", "sample_input"]
 
 Frozen = str | Sequence[str] | Callable[[str], bool] | None
 """Which params are frozen (non-trainable): a name prefix (``"params/0"``), several, or a predicate on names."""
-
-
-class Variable:
-    """A named, mutable box around one ``jax.Array`` leaf: the JAX backend's "framework variable"."""
-
-    __slots__ = ("name", "value")
-
-    def __init__(self, name: str, value: jax.Array) -> None:
-        self.name = name
-        self.value = value
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the value."""
-        return tuple(self.value.shape)
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        """Dtype of the value."""
-        return np.dtype(self.value.dtype)
-
-    def __repr__(self) -> str:
-        return f"Variable({self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
 
 def _key_str(key: Any) -> str:
