@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import jax
 import numpy as np
 
-from fedmodel import _tree
+from fedmodel import tree as _tree
 from fedmodel._batch import check_batch, split_batch
 from fedmodel._contract import BatchOutput
 from fedmodel._errors import SpecError

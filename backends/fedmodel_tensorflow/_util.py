@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fedmodel import _tree
+from fedmodel import tree as _tree
 from fedmodel._batch import split_batch
 from fedmodel._errors import SpecError
 from fedmodel._specs import TensorSpec, shape_of

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fedmodel import _tree
+from fedmodel import tree as _tree
 from fedmodel._contract import BatchOutput
 from fedmodel._errors import BackendError
 from fedmodel.optimizers import OptimizerSpec

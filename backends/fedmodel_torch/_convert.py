@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedmodel import _tree
+from fedmodel import tree as _tree
 
 __all__ = ["detached", "from_numpy", "module_device", "to_device", "to_numpy"]
 

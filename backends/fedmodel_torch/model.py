@@ -8,7 +8,7 @@ from typing import Any, ClassVar, final
 
 import torch
 
-from fedmodel import _tree
+from fedmodel import tree as _tree
 from fedmodel._batch import check_batch, split_batch
 from fedmodel._contract import BatchOutput
 from fedmodel._errors import SpecError

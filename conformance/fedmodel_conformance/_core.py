@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import fedmodel
-from fedmodel import _tree
+from fedmodel import tree as _tree
 
 __all__ = [
     "Case",

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 import fedmodel
-from fedmodel import _tree
+from fedmodel import tree as _tree
 from fedmodel_conformance._core import (
     Case,
     CheckFailure,

@@ -17,7 +17,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import fedmodel
-from fedmodel import _tree
+from fedmodel import tree as _tree
 
 __all__ = ["DTYPES", "batches", "input_specs", "model_weights", "nested_specs", "random_batch", "tensor_specs"]
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedmodel import _tree
+from fedmodel import tree as _tree
 from fedmodel._errors import FedModelError
 from fedmodel._weights import ModelWeights
 

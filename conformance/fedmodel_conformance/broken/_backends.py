@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from fedmodel import BatchOutput, OptimizerSpec, WeightsError, _tree
+from fedmodel import BatchOutput, OptimizerSpec, WeightsError
+from fedmodel import tree as _tree
 from fedmodel.metrics import standard_output_computation
 from fedmodel.reference import NumpyBackend, NumpyOptimizer, SoftmaxRegression, Variable
 
