@@ -153,9 +153,27 @@ class TorchModel:
         Raises:
             SpecError: when the batch does not match ``input_spec`` (nothing is changed).
         """
+        x, y, n = self._inputs(batch_input)
         with torch.no_grad():
-            loss, predictions, n = self.loss_and_predictions(batch_input, training)
+            with _mode(self.module, training):
+                predictions = self.module(x)
+            loss = self._checked_loss(predictions, y)
+            self._update_metrics(loss, predictions, y, n)
+        if loss.device.type == "cpu":  # under no_grad nothing carries a graph: no detach needed
+            return BatchOutput(loss, predictions, n)
         return BatchOutput(detached(loss, host=True), detached(predictions, host=True), n)
+
+    def _inputs(self, batch_input: Any) -> tuple[Any, Any, int]:
+        x, y = check_batch(self._spec, batch_input)
+        device = self.device
+        return to_device(x, device), to_device(y, device), _leading_dim(x)
+
+    def _checked_loss(self, predictions: Any, y: Any) -> torch.Tensor:
+        loss = self.loss_fn(predictions, y)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"loss_fn must return a scalar tensor (the batch mean), got {shape}")
+        return loss
 
     def loss_and_predictions(self, batch_input: Any, training: bool) -> tuple[torch.Tensor, Any, int]:
         """The batch's loss (with its autograd graph when gradients are enabled), predictions and size.
@@ -163,16 +181,10 @@ class TorchModel:
         Validates the batch first, updates the metrics; what :meth:`forward_pass` and the backend's
         ``train_step`` share.
         """
-        x, y = check_batch(self._spec, batch_input)
-        n = _leading_dim(x)
-        device = self.device
-        x, y = to_device(x, device), to_device(y, device)
+        x, y, n = self._inputs(batch_input)
         with _mode(self.module, training):
             predictions = self.module(x)
-        loss = self.loss_fn(predictions, y)
-        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise ValueError(f"loss_fn must return a scalar tensor (the batch mean), got {shape}")
+        loss = self._checked_loss(predictions, y)
         with torch.no_grad():
             self._update_metrics(loss.detach(), detached(predictions), y, n)
         return loss, predictions, n
@@ -180,6 +192,12 @@ class TorchModel:
     def _update_metrics(self, loss: torch.Tensor, predictions: Any, y: Any, n: int) -> None:
         loss_sum, correct, count = self._local[:3]
         hits = (predictions.argmax(dim=-1) == y).sum() if self.accuracy else None
+        if not self._metrics and loss.device == loss_sum.device:  # the common case, in place
+            loss_sum.add_(loss, alpha=n)
+            if hits is not None:
+                correct.add_(hits)
+            count.add_(n)
+            return
         updates: list[tuple[torch.Tensor, torch.Tensor]] = []
         i = 3
         for metric, size in zip(self._metrics, self._metric_sizes, strict=True):
