@@ -42,6 +42,16 @@ def _as_keras_model(model: Any) -> KerasModel:
     return model
 
 
+def _private_aligned_copy(value: np.ndarray) -> np.ndarray:
+    """A native-byte-order, C-contiguous copy on a 64-byte boundary: TensorFlow adopts such a buffer as is."""
+    dtype = value.dtype.newbyteorder("=")
+    raw = np.empty(value.nbytes + 64, np.uint8)
+    offset = (-raw.ctypes.data) % 64
+    out: np.ndarray = raw[offset : offset + value.nbytes].view(dtype).reshape(value.shape)
+    np.copyto(out, value)
+    return out
+
+
 class TensorFlowBackend:
     """Framework operations on ``tf.Variable`` models (see the module docstring for ``copy=False``)."""
 
@@ -74,9 +84,18 @@ class TensorFlowBackend:
         return out
 
     def write_variables(self, variables: Sequence[Any], values: Sequence[np.ndarray]) -> None:
-        """``assign`` each (already validated) value; TensorFlow copies it: no variable aliases a caller's array."""
+        """Write each (already validated) value; no variable ever aliases a caller's array.
+
+        A numeric array is copied once into a private, 64-byte-aligned buffer that TensorFlow adopts
+        as the variable's new tensor without a second copy (``var.assign`` would copy twice: into a
+        fresh tensor, then into the variable); earlier ``copy=False`` snapshots keep the old buffer,
+        as with ``assign``. Other dtypes (bfloat16) go through ``assign``.
+        """
         for var, value in zip(variables, values, strict=True):
-            var.assign(value)
+            if value.dtype.kind in "fiub" and hasattr(var, "handle"):
+                tf.raw_ops.AssignVariableOp(resource=var.handle, value=_private_aligned_copy(value))
+            else:
+                var.assign(value)
 
     def to_native(self, model: Any, batch: Any) -> Any:
         """Every numpy leaf of ``batch`` as a tensor of the same dtype; tensors pass through."""

@@ -199,3 +199,23 @@ def test_copy_false_snapshots_survive_in_place_training_updates(batch: Any) -> N
     for snapshot, original in zip(view.arrays, kept, strict=True):
         np.testing.assert_array_equal(snapshot, original)
     assert not np.array_equal(model.trainable_variables[0].numpy(), kept[0])
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [lambda a: a, lambda a: a.astype(a.dtype.newbyteorder(">")), lambda a: np.asfortranarray(a)],
+    ids=["native", "byte-swapped", "fortran-order"],
+)
+def test_writes_store_any_numpy_layout_exactly(layout: Callable[[np.ndarray], np.ndarray]) -> None:
+    model = fmtf.models.mlp(hidden=(4,))
+    rng = np.random.default_rng(3)
+    values = [rng.standard_normal(a.shape).astype(a.dtype) for a in fedmodel.get_weights(model).arrays]
+    BACKEND.write_variables(list(model.trainable_variables), [layout(v) for v in values])
+    for var, want in zip(model.trainable_variables, values, strict=True):
+        np.testing.assert_array_equal(var.numpy(), want)
+
+
+def test_writes_of_empty_and_scalar_arrays() -> None:
+    scalar, empty = tf.Variable(np.float32(0.0)), tf.Variable(np.zeros((0, 3), np.int64))
+    BACKEND.write_variables([scalar, empty], [np.array(2.5, np.float32), np.zeros((0, 3), np.int64)])
+    assert scalar.numpy() == np.float32(2.5) and empty.numpy().shape == (0, 3)
