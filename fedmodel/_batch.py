@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from fedmodel import _tree
 from fedmodel._errors import SpecError
-from fedmodel._specs import check_spec
+from fedmodel._specs import _seen, _signature, check_spec
 
 __all__ = ["check_batch", "split_batch"]
 
@@ -17,6 +19,8 @@ def split_batch(batch: Any) -> tuple[Any, Any]:
     Raises:
         SpecError: when the batch is neither.
     """
+    if type(batch) is tuple and len(batch) == 2:  # the common case first: an ABC check costs more
+        return batch[0], batch[1]
     if isinstance(batch, Mapping):
         if set(batch) != {"x", "y"}:
             raise SpecError(f"a batch mapping must have exactly the keys 'x' and 'y', got {sorted(map(str, batch))}")
@@ -30,12 +34,35 @@ def check_batch(input_spec: Any, batch: Any) -> tuple[Any, Any]:
     """Validate ``batch`` against a model's ``input_spec`` and return ``(x, y)``.
 
     Either side may use either convention (pair or mapping); paths in errors are ``x/...`` and ``y/...``.
+    A batch with the structure, shapes and dtypes of one already accepted for this spec is accepted after
+    one flatten and a set lookup.
 
     Raises:
         SpecError: naming the path, the expected and the actual shape or dtype.
     """
-    spec_x, spec_y = split_batch(input_spec)
     x, y = split_batch(batch)
+    try:
+        leaves, treedef = _tree.flatten(batch)
+    except Exception:  # an exotic container: check_spec below says what is wrong
+        signature = None
+    else:
+        signature = _signature(id(input_spec), treedef, leaves)
+        if _seen(signature, _ACCEPTED):
+            return x, y
+    spec_x, spec_y = split_batch(input_spec)
     check_spec(spec_x, x, prefix="x")
     check_spec(spec_y, y, prefix="y")
+    if signature is not None:
+        if len(_ACCEPTED) >= _LIMIT:
+            _ACCEPTED.clear()
+            _SPECS.clear()
+        _SPECS[id(input_spec)] = input_spec  # the strong reference keeps id(input_spec) from being reused
+        with contextlib.suppress(TypeError):
+            _ACCEPTED.add(signature)
     return x, y
+
+
+# batch signatures (input spec, structure, leaf shapes and dtypes) already accepted: the hot path
+_ACCEPTED: set[tuple[Any, ...]] = set()
+_SPECS: dict[int, Any] = {}
+_LIMIT = 1024

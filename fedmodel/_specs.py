@@ -142,8 +142,9 @@ def check_spec(spec: Any, value: Any, *, what: str = "batch", prefix: str = "") 
     """Raise :class:`SpecError` unless ``value`` matches the spec tree ``spec``.
 
     The message names the path (``x/pixels``), the expected and the actual shape or dtype. The
-    spec's flattening and the leaf order of each value structure seen are cached, so a check on
-    the hot path costs a flatten and one comparison per leaf.
+    spec's flattening, the leaf order of each value structure seen, and each accepted signature
+    (structure, leaf shapes and dtypes) are cached, so a batch like one already accepted costs a
+    flatten and one set lookup.
 
     >>> check_spec({"x": TensorSpec((None, 2), "float32")}, {"x": np.zeros((1, 3), np.float32)})
     Traceback (most recent call last):
@@ -157,6 +158,9 @@ def check_spec(spec: Any, value: Any, *, what: str = "batch", prefix: str = "") 
         value_leaves, value_treedef = _tree.flatten(value)
     except Exception as exc:  # optree refuses some exotic containers
         raise SpecError(f"{what} cannot be read as a nested structure: {exc}") from exc
+    signature = _signature(id(spec), value_treedef, value_leaves)
+    if _seen(signature, _ACCEPTED):
+        return
     order = _ORDERS.get((id(spec), value_treedef))
     if order is None:
         order = _leaf_order(spec, spec_paths, value_treedef, what, prefix)
@@ -166,10 +170,35 @@ def check_spec(spec: Any, value: Any, *, what: str = "batch", prefix: str = "") 
             reason = leaf.mismatch(value_leaf)
             if reason is not None:
                 raise SpecError(f"{what} at {_join(prefix, path)!r}: {reason}")
+    if signature is not None and len(_ACCEPTED) < _CACHE_LIMIT * 4:
+        with contextlib.suppress(TypeError):
+            _ACCEPTED.add(signature)
+
+
+def _signature(spec_id: int, treedef: Any, leaves: list[Any]) -> tuple[Any, ...] | None:
+    """What the check depends on: the spec, the structure, and every leaf's shape and dtype."""
+    parts: list[Any] = [spec_id, treedef]
+    try:
+        for leaf in leaves:
+            parts += (leaf.shape, leaf.dtype)
+    except AttributeError:  # a leaf that is not an array: no fast path
+        return None
+    return tuple(parts)
+
+
+def _seen(signature: tuple[Any, ...] | None, accepted: set[tuple[Any, ...]]) -> bool:
+    """``signature in accepted``, False for no signature or an unhashable one (a partly unknown TensorShape)."""
+    if signature is None:
+        return False
+    try:
+        return signature in accepted
+    except TypeError:
+        return False
 
 
 _PLANS: dict[int, tuple[Any, list[str], list[TensorSpec]]] = {}
 _ORDERS: dict[tuple[int, Any], tuple[int, ...]] = {}
+_ACCEPTED: set[tuple[Any, ...]] = set()
 _CACHE_LIMIT = 256
 
 
@@ -184,6 +213,7 @@ def _spec_plan(spec: Any) -> tuple[list[str], list[TensorSpec]]:
     if len(_PLANS) >= _CACHE_LIMIT:
         _PLANS.clear()
         _ORDERS.clear()
+        _ACCEPTED.clear()
     _PLANS[id(spec)] = (spec, paths, leaves)  # the strong reference keeps id(spec) from being reused
     return paths, leaves
 

@@ -70,6 +70,15 @@ def _jax_dtype_spec(spec: Any) -> Any:
     return _tree.map_structure(leaf, spec)
 
 
+def _looks_jax(value: Any) -> bool:
+    """A cheap guess that ``value`` holds JAX arrays: its top-level leaves (pair, mapping or array) do."""
+    if isinstance(value, (tuple, list)):
+        return any(isinstance(v, jax.Array) for v in value)
+    if isinstance(value, dict):
+        return any(isinstance(v, jax.Array) for v in value.values())
+    return isinstance(value, jax.Array)
+
+
 def _has_jax_leaf(tree: Any) -> bool:
     return any(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(tree))
 
@@ -106,7 +115,6 @@ class JaxModel:
         """Wrap ``apply`` over ``params`` and ``state`` pytrees (see :func:`from_functions` for the signatures)."""
         self._spec = input_spec
         self._jax_spec = _jax_dtype_spec(input_spec)
-        self._seen: set[tuple[Any, ...]] = set()
         self._metric_fns = metrics or standard_metrics()
         params_boxes, params_def = _boxes("params", params)
         is_frozen = _frozen_predicate(frozen)
@@ -147,30 +155,32 @@ class JaxModel:
     def _check(self, what: str, value: Any) -> None:
         """Raise :class:`fedmodel.SpecError` unless ``value`` (a batch, or ``x`` alone) matches the spec.
 
-        The check depends only on the structure, shapes and dtypes of array leaves, so a signature that
-        passed once is remembered (at most 64 of them) and the next value like it costs one flatten.
+        A value holding ``jax.Array`` s may also match the dtypes as JAX holds them (``int32`` while x64
+        is off); an error names the spec itself. The likelier spec is tried first (JAX's for a batch whose
+        top-level leaves are JAX arrays), and the core caches accepted signatures, so a batch like one seen
+        before costs a flatten and a set lookup.
         """
-        leaves, treedef = jax.tree_util.tree_flatten(value)
-        signature: tuple[Any, ...] | None = (what, treedef)
-        for leaf in leaves:
-            if not isinstance(leaf, (np.ndarray, jax.Array)):
-                signature = None
-                break
-            signature += (type(leaf) is np.ndarray, leaf.shape, leaf.dtype)  # type: ignore[operator]
-        if signature is not None and signature in self._seen:
+        first, second = (self._jax_spec, self._spec) if _looks_jax(value) else (self._spec, self._jax_spec)
+        try:
+            self._check_against(first, what, value)
             return
-        for spec in (self._spec, self._jax_spec):
+        except SpecError as exc:
+            error = exc
+        if _has_jax_leaf(value):
             try:
-                if what == "batch":
-                    check_batch(spec, value)
-                else:
-                    check_spec({"x": split_batch(spec)[0]}, {"x": value}, what="predict_on_batch input")
-                break
-            except SpecError:
-                if spec is self._jax_spec or not _has_jax_leaf(value):
-                    raise
-        if signature is not None and len(self._seen) < 64:
-            self._seen.add(signature)
+                self._check_against(second, what, value)
+                return
+            except SpecError as exc:
+                if second is self._spec:
+                    error = exc
+        raise error
+
+    @staticmethod
+    def _check_against(spec: Any, what: str, value: Any) -> None:
+        if what == "batch":
+            check_batch(spec, value)
+        else:
+            check_spec(split_batch(spec)[0], value, what="predict_on_batch input", prefix="x")
 
     def _split(self, batch: Any) -> tuple[Any, Any]:
         self._check("batch", batch)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from fedmodel_conformance import run_checks
 
 import fedmodel
 from examples.custom_model import LinearRegression, make_case
-from fedmodel_conformance import run_checks
 
 
 def test_the_custom_model_example_passes_every_conformance_check() -> None:

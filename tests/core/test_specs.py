@@ -96,3 +96,17 @@ def test_invalid_spec_construction() -> None:
         TensorSpec((-1,), "float32")
     with pytest.raises(TypeError, match="sequence of int or None"):
         TensorSpec(3, "float32")  # type: ignore[arg-type]
+
+
+def test_accepted_signatures_are_remembered_per_spec_and_never_admit_a_different_batch() -> None:
+    spec = (TensorSpec((None, 2), "float32"), TensorSpec((None,), "int64"))
+    other = (TensorSpec((None, 2), "float32"), TensorSpec((None,), "int32"))
+    x, y = np.zeros((3, 2), np.float32), np.zeros(3, np.int64)
+    for _ in range(3):  # the first call checks, the next ones hit the cache
+        check_batch(spec, (x, y))
+    with pytest.raises(SpecError, match=r"at 'x': expected shape \(None, 2\), got \(3, 4\)"):
+        check_batch(spec, (np.zeros((3, 4), np.float32), y))
+    with pytest.raises(SpecError, match="at 'y': expected dtype int32, got int64"):
+        check_batch(other, (x, y))  # another spec does not share the first one's accepted batches
+    with pytest.raises(SpecError, match="at '1': expected dtype int64, got float32"):
+        check_spec(spec, (x, y.astype(np.float32)))
