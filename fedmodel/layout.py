@@ -263,11 +263,15 @@ class CanonicalBackend:
 
     def read_variables(self, variables: Sequence[Any], *, copy: bool = True) -> list[np.ndarray]:
         """Native reads, permuted to canonical axes (a permuted array is always a fresh copy)."""
-        values = self.inner.read_variables([_unwrap(v) for v in variables], copy=copy)
-        return [
-            value if _permutation(v) is None else np.ascontiguousarray(np.transpose(value, _permutation(v)))
-            for v, value in zip(variables, values, strict=True)
-        ]
+        views = self.inner.read_variables([_unwrap(v) for v in variables], copy=False)  # one copy below, not two
+        out = []
+        for v, view in zip(variables, views, strict=True):
+            perm = _permutation(v)
+            if perm is not None:
+                out.append(np.array(np.transpose(view, perm), order="C"))  # always a fresh copy
+            else:
+                out.append(np.array(view, copy=True) if copy else view)
+        return out
 
     def write_variables(self, variables: Sequence[Any], values: Sequence[np.ndarray]) -> None:
         """Permute back to native axes, then one native write of every variable."""

@@ -115,3 +115,16 @@ def test_a_canonical_model_exchanges_weights_in_canonical_names_order_and_axes()
     np.testing.assert_array_equal(other.model.trainable_variables[0].value, inner.trainable_variables[0].value)
     with pytest.raises(fedmodel.BackendError, match="declares no canonical layout"):
         canonical(SoftmaxRegression(3, 2))
+
+
+def test_a_permuted_read_never_aliases_the_model_even_when_the_transpose_is_contiguous() -> None:
+    from fedmodel.layout import canonical
+
+    layout = Layout((LayoutEntry("k", "kernel", (1, 0)), LayoutEntry("b", "bias"), LayoutEntry("s", "input_scale")))
+    inner = SoftmaxRegression(1, 3, seed=1)  # kernel (1, 3): its transpose (3, 1) is C-contiguous
+    weights = fedmodel.get_weights(canonical(inner, layout))
+    named = dict(weights.items())
+    named["k"][...] = 42.0
+    named["b"][...] = 42.0
+    assert not np.any(inner.trainable_variables[0].value == 42.0)
+    assert not np.any(inner.trainable_variables[1].value == 42.0)
