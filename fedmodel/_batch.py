@@ -35,11 +35,21 @@ def check_batch(input_spec: Any, batch: Any) -> tuple[Any, Any]:
 
     Either side may use either convention (pair or mapping); paths in errors are ``x/...`` and ``y/...``.
     A batch with the structure, shapes and dtypes of one already accepted for this spec is accepted after
-    one flatten and a set lookup.
+    one flatten and a set lookup; a pair of two arrays, after one set lookup.
 
     Raises:
         SpecError: naming the path, the expected and the actual shape or dtype.
     """
+    if type(batch) is tuple and len(batch) == 2:  # the hot path: a pair of two arrays seen before
+        x, y = batch
+        try:
+            pair = (id(input_spec), type(x), x.shape, x.dtype, type(y), y.shape, y.dtype)
+            if pair in _ACCEPTED_PAIRS:
+                return x, y
+        except (AttributeError, TypeError):  # a nested side, or an unhashable shape
+            pair = None
+    else:
+        pair = None
     x, y = split_batch(batch)
     try:
         leaves, treedef = _tree.flatten(batch)
@@ -48,6 +58,7 @@ def check_batch(input_spec: Any, batch: Any) -> tuple[Any, Any]:
     else:
         signature = _signature(id(input_spec), treedef, leaves)
         if _seen(signature, _ACCEPTED):
+            _remember_pair(pair, leaves, x, y)
             return x, y
     spec_x, spec_y = split_batch(input_spec)
     check_spec(spec_x, x, prefix="x")
@@ -55,14 +66,23 @@ def check_batch(input_spec: Any, batch: Any) -> tuple[Any, Any]:
     if signature is not None:
         if len(_ACCEPTED) >= _LIMIT:
             _ACCEPTED.clear()
+            _ACCEPTED_PAIRS.clear()
             _SPECS.clear()
         _SPECS[id(input_spec)] = input_spec  # the strong reference keeps id(input_spec) from being reused
         with contextlib.suppress(TypeError):
             _ACCEPTED.add(signature)
+            _remember_pair(pair, leaves, x, y)
     return x, y
+
+
+def _remember_pair(pair: tuple[Any, ...] | None, leaves: list[Any], x: Any, y: Any) -> None:
+    """Add an accepted pair's key when both of its sides are leaves (then it says all the signature says)."""
+    if pair is not None and len(leaves) == 2 and leaves[0] is x and leaves[1] is y:
+        _ACCEPTED_PAIRS.add(pair)
 
 
 # batch signatures (input spec, structure, leaf shapes and dtypes) already accepted: the hot path
 _ACCEPTED: set[tuple[Any, ...]] = set()
+_ACCEPTED_PAIRS: set[tuple[Any, ...]] = set()  # (spec id, then type, shape and dtype of x and of y)
 _SPECS: dict[int, Any] = {}
 _LIMIT = 1024

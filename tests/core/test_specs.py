@@ -110,3 +110,33 @@ def test_accepted_signatures_are_remembered_per_spec_and_never_admit_a_different
         check_batch(other, (x, y))  # another spec does not share the first one's accepted batches
     with pytest.raises(SpecError, match="at '1': expected dtype int64, got float32"):
         check_spec(spec, (x, y.astype(np.float32)))
+
+
+def test_an_accepted_pair_of_arrays_never_admits_a_pair_with_another_type_dtype_shape_or_nesting() -> None:
+    spec = (TensorSpec((None, 2), "float32"), TensorSpec((None,), "int64"))
+    x, y = np.zeros((3, 2), np.float32), np.zeros(3, np.int64)
+    check_batch(spec, (x, y))
+    assert check_batch(spec, (x, y)) == (x, y)  # the pair's fast path returns the batch's own arrays
+    cases = {
+        r"at 'y': expected dtype int64, got int32": (x, y.astype(np.int32)),
+        r"at 'x': expected dtype float32, got float64": (x.astype(np.float64), y),
+        r"at 'x': expected shape \(None, 2\), got \(3, 2, 1\)": (x[..., None], y),
+        r"missing \['x'\], unexpected \['x/0'\]": ((x,), y),  # a nested side is never taken for a leaf
+        r"at 'y': expected shape \(None,\), got \(\)": (x, 7),  # a Python number: no shape, no dtype
+    }
+    for message, batch in cases.items():
+        with pytest.raises(SpecError, match=message):
+            check_batch(spec, batch)
+
+
+class _Tagged(np.ndarray):  # type: ignore[type-arg]
+    """An ndarray subclass, as a user's array type might be."""
+
+
+def test_a_pair_of_array_subclasses_is_checked_like_any_array() -> None:
+    spec = (TensorSpec((None, 2), "float32"), TensorSpec((None,), "int64"))
+    x, y = np.zeros((3, 2), np.float32), np.zeros(3, np.int64)
+    check_batch(spec, (x, y))
+    check_batch(spec, (x.view(_Tagged), y))  # another type: a key of its own, checked in full
+    with pytest.raises(SpecError, match="at 'y': expected dtype int64, got uint8"):
+        check_batch(spec, (x.view(_Tagged), y.view(np.uint8)[:3]))
