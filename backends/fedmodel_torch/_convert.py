@@ -34,6 +34,10 @@ def from_numpy(value: Any) -> torch.Tensor:
     negative strides and non-native byte order, so those are copied; bfloat16 arrays (``ml_dtypes``)
     are reinterpreted bit for bit.
     """
+    if type(value) is np.ndarray:  # the common case, tested in the fewest steps
+        flags, dtype = value.flags, value.dtype
+        if flags.c_contiguous and flags.writeable and dtype.isnative and dtype.kind != "V":
+            return torch.from_numpy(value)
     arr = np.asarray(value)
     if arr.dtype.kind == "V" and arr.dtype.name == "bfloat16":  # ``dtype.name`` is slow: test it last
         return from_numpy(arr.view(np.int16)).view(torch.bfloat16)
@@ -51,7 +55,12 @@ def to_device(value: Any, device: torch.device) -> Any:
         tensor = v if isinstance(v, torch.Tensor) else from_numpy(v)
         return tensor if tensor.device == device else tensor.to(device, non_blocking=True)
 
-    if isinstance(value, (np.ndarray, torch.Tensor)):  # the common case: no tree to walk
+    if device.type == "cpu":  # the common cases, a host array or a pair of them for a host model, first
+        if type(value) is np.ndarray:
+            return from_numpy(value)
+        if type(value) is tuple and len(value) == 2 and type(value[0]) is type(value[1]) is np.ndarray:
+            return from_numpy(value[0]), from_numpy(value[1])
+    if isinstance(value, (np.ndarray, torch.Tensor)):  # no tree to walk
         return leaf(value)
     return _tree.map_structure(leaf, value)
 

@@ -76,8 +76,11 @@ class TorchBackend:
 
     def to_native(self, model: Any, batch: Any) -> Any:
         """A numpy batch as tensors on the model's device (CPU tensors share the arrays' memory)."""
-        module = getattr(model, "module", None)
-        device = module_device(module) if isinstance(module, torch.nn.Module) else torch.device("cpu")
+        if isinstance(model, TorchModel):
+            device = model.device
+        else:
+            module = getattr(model, "module", None)
+            device = module_device(module) if isinstance(module, torch.nn.Module) else torch.device("cpu")
         return to_device(batch, device)
 
     def make_optimizer(self, model: Any, spec: OptimizerSpec) -> ClientOptimizer:

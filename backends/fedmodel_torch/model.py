@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, final
 
+import numpy as np
 import torch
 
 from fedmodel import tree as _tree
@@ -14,7 +15,7 @@ from fedmodel._contract import BatchOutput
 from fedmodel._errors import SpecError
 from fedmodel._specs import TensorSpec, check_spec
 from fedmodel.metrics import SumThenFinalize
-from fedmodel_torch._convert import detached, module_device, to_device, to_numpy
+from fedmodel_torch._convert import detached, from_numpy, module_device, to_device, to_numpy
 from fedmodel_torch.metrics import Metric, output_computation
 
 __all__ = ["TorchModel", "from_module"]
@@ -23,31 +24,83 @@ LossFn = Callable[[torch.Tensor, Any], torch.Tensor]
 _STANDARD_LOCALS = ("metrics/loss_sum", "metrics/correct", "metrics/count")
 
 
-@contextmanager
-def _mode(module: torch.nn.Module, training: bool) -> Iterator[None]:
-    """``module.train(training)`` for the block, then every submodule's own previous mode back.
-
-    Nothing is set when every submodule is already in that mode. Modules that do not override
-    ``train`` get the flag directly (``nn.Module.__setattr__`` costs microseconds per module).
-    """
-    modules = list(module.modules())
-    previous = [m.training for m in modules]
-    if all(was is training for was in previous):
-        yield
-        return
-    if all(type(m).train is _MODULE_TRAIN for m in modules):
-        for m in modules:
-            object.__setattr__(m, "training", training)
-    else:
-        module.train(training)
-    try:
-        yield
-    finally:
-        for m, was in zip(modules, previous, strict=True):
-            object.__setattr__(m, "training", was)
+def _submodules(module: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
+    """Every submodule, ``module`` included, each once: a plain walk over ``_modules`` (``module.modules()``
+    builds name prefixes nobody reads here, at twice the cost on a small network)."""
+    found, seen = [module], {id(module)}
+    for current in found:  # ``found`` grows while it is walked
+        for child in current._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+    return tuple(found)
 
 
 _MODULE_TRAIN = torch.nn.Module.train
+_registrations = [0]  # how many submodules were registered anywhere in this process
+
+
+def _count_registration(module: torch.nn.Module, name: str, submodule: torch.nn.Module | None) -> None:
+    _registrations[0] += 1
+
+
+# Every ``add_module`` and module ``__setattr__`` anywhere runs this: a module tree cached below is
+# walked again only after some module gained a submodule (removals only leave a harmless extra entry).
+torch.nn.modules.module.register_module_module_registration_hook(_count_registration)
+
+_Modes = list[tuple[torch.nn.Module, bool]]
+
+
+class _ModuleTree:
+    """Train/eval switching of one module tree, with the submodule list cached between calls."""
+
+    def __init__(self) -> None:
+        self._root: torch.nn.Module | None = None
+        self._modules: tuple[torch.nn.Module, ...] = ()
+        self._registrations = -1
+
+    def modules(self, root: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
+        """``root``'s submodules, walked again only when ``root`` or the process's module trees changed."""
+        if root is not self._root or _registrations[0] != self._registrations:
+            self._root, self._registrations = root, _registrations[0]
+            self._modules = _submodules(root)
+        return self._modules
+
+    def enter(self, root: torch.nn.Module, training: bool) -> _Modes | None:
+        """``root.train(training)``; returns what :meth:`restore` needs, or None when nothing changed.
+
+        Modules that do not override ``train`` get the flag directly (``nn.Module.__setattr__`` costs
+        microseconds per module); a module that overrides it gets ``root.train(training)``.
+        """
+        modules = self.modules(root)
+        for m in modules:
+            if m.training is not training:
+                break
+        else:
+            return None
+        previous = [(m, m.training) for m in modules]
+        if all(type(m).train is _MODULE_TRAIN for m in modules):
+            for m in modules:
+                object.__setattr__(m, "training", training)
+        else:
+            root.train(training)
+        return previous
+
+    @staticmethod
+    def restore(previous: _Modes | None) -> None:
+        """Every submodule's mode back to what :meth:`enter` found."""
+        if previous is not None:
+            for m, was in previous:
+                object.__setattr__(m, "training", was)
+
+    @contextmanager
+    def mode(self, root: torch.nn.Module, training: bool) -> Iterator[None]:
+        """``root.train(training)`` for the block, then every submodule's own previous mode back."""
+        previous = self.enter(root, training)
+        try:
+            yield
+        finally:
+            self.restore(previous)
 
 
 def _leading_dim(tree: Any) -> int:
@@ -80,6 +133,7 @@ class TorchModel:
     ) -> None:
         """Use :func:`from_module`, which validates the arguments."""
         self.module = module
+        self._tree = _ModuleTree()
         self.loss_fn = loss_fn
         self._spec = input_spec
         self._spec_x, spec_y = split_batch(input_spec)
@@ -103,6 +157,7 @@ class TorchModel:
         self._metric_sizes = tuple(sizes)
         self._initial = tuple(t.to(device) for t in initial)
         self._local = tuple(t.clone() for t in self._initial)
+        self._standard = self._local[:3]  # loss sum, correct, count: updated in place, never replaced
         self._local_names = tuple(names)
 
     # -- variables --------------------------------------------------------------------------------
@@ -154,17 +209,23 @@ class TorchModel:
             SpecError: when the batch does not match ``input_spec`` (nothing is changed).
         """
         x, y, n = self._inputs(batch_input)
-        with torch.no_grad():
-            with _mode(self.module, training):
+        previous = self._tree.enter(self.module, training)
+        try:
+            with torch.no_grad():
                 predictions = self.module(x)
-            loss = self._checked_loss(predictions, y)
-            self._update_metrics(loss, predictions, y, n)
-        if loss.device.type == "cpu":  # under no_grad nothing carries a graph: no detach needed
+                loss = self._checked_loss(predictions, y)
+                self._update_metrics(loss, predictions, y, n)
+        finally:
+            self._tree.restore(previous)
+        if loss.is_cpu:  # under no_grad nothing carries a graph: no detach needed
             return BatchOutput(loss, predictions, n)
         return BatchOutput(detached(loss, host=True), detached(predictions, host=True), n)
 
     def _inputs(self, batch_input: Any) -> tuple[Any, Any, int]:
         x, y = check_batch(self._spec, batch_input)
+        probe = self._probe
+        if probe is not None and probe.is_cpu and type(x) is np.ndarray and type(y) is np.ndarray:
+            return from_numpy(x), from_numpy(y), x.shape[0]  # the common case, in the fewest steps
         device = self.device
         return to_device(x, device), to_device(y, device), _leading_dim(x)
 
@@ -182,17 +243,21 @@ class TorchModel:
         ``train_step`` share.
         """
         x, y, n = self._inputs(batch_input)
-        with _mode(self.module, training):
+        previous = self._tree.enter(self.module, training)
+        try:
             predictions = self.module(x)
+        finally:
+            self._tree.restore(previous)
         loss = self._checked_loss(predictions, y)
         with torch.no_grad():
             self._update_metrics(loss.detach(), detached(predictions), y, n)
         return loss, predictions, n
 
     def _update_metrics(self, loss: torch.Tensor, predictions: Any, y: Any, n: int) -> None:
-        loss_sum, correct, count = self._local[:3]
-        hits = (predictions.argmax(dim=-1) == y).sum() if self.accuracy else None
-        if not self._metrics and loss.device == loss_sum.device:  # the common case, in place
+        loss_sum, correct, count = self._standard
+        # ``eq_`` into argmax's own int64 result: one allocation less than ``==``
+        hits = predictions.argmax(dim=-1).eq_(y).sum() if self.accuracy else None
+        if not self._metrics and ((loss.is_cpu and loss_sum.is_cpu) or loss.device == loss_sum.device):  # in place
             loss_sum.add_(loss, alpha=n)
             if hits is not None:
                 correct.add_(hits)
@@ -223,7 +288,7 @@ class TorchModel:
         """
         check_spec(self._spec_x, x, what="x")
         x = to_device(x, self.device)
-        with torch.no_grad(), _mode(self.module, training):
+        with torch.no_grad(), self._tree.mode(self.module, training):
             return detached(self.module(x), host=True)
 
     def report_local_outputs(self) -> dict[str, Any]:

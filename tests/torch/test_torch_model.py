@@ -157,6 +157,29 @@ def test_forward_pass_restores_every_submodules_previous_mode(rng: np.random.Gen
         assert [m.training for m in model.module.modules()] == modes
 
 
+def test_submodules_added_after_the_first_call_are_switched_too(rng: np.random.Generator) -> None:
+    model = models.mlp(num_features=4, hidden=(5,), num_classes=3)
+    x, y = batch(rng, size=64)
+    model.forward_pass((x, y), training=False)  # the submodule list is cached here
+    model.module.append(torch.nn.Dropout(0.9))  # Sequential.append registers through add_module
+    model.module[1] = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Dropout(0.9))  # and __setitem__ through setattr
+    model.module.train()
+    first, second = (model.forward_pass((x, y), training=False).predictions for _ in range(2))
+    torch.testing.assert_close(first, second, rtol=0, atol=0)  # both dropouts were in eval mode for the call
+    assert all(m.training for m in model.module.modules())  # and are back in training mode after it
+    train_a, train_b = (model.forward_pass((x, y), training=True).predictions for _ in range(2))
+    assert not torch.equal(train_a, train_b)
+
+
+def test_a_replaced_module_gets_its_own_modes(rng: np.random.Generator) -> None:
+    model = models.mlp(num_features=4, hidden=(5,), num_classes=3)
+    x, y = batch(rng, size=64)
+    model.forward_pass((x, y), training=False)
+    model.module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.9)).train()
+    first, second = (model.forward_pass((x, y), training=False).predictions for _ in range(2))
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
 def test_forward_pass_in_eval_mode_is_deterministic_and_keeps_batchnorm_statistics(rng: np.random.Generator) -> None:
     model = models.cnn_bn()
     x, y = rng.standard_normal((6, 64)).astype(np.float32), np.arange(6, dtype=np.int64)
