@@ -69,7 +69,7 @@ def native_forward(name: str, model: Any) -> NativeStep:
             logits = (x * model.non_trainable_variables[0].value) @ kernel + bias
             loss = -_log_softmax(logits.astype(np.float64))[np.arange(len(y)), y].mean()
             totals["loss"] += loss * len(y)
-            totals["correct"] += int(np.sum(logits.argmax(axis=1) == y))
+            totals["correct"] += np.count_nonzero(logits.argmax(axis=1) == y)
             totals["count"] += len(y)
             return loss, logits
 

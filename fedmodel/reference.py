@@ -87,12 +87,14 @@ class SoftmaxRegression:
         return self._spec
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
-        kernel, bias = (v.value for v in self._trainable)
-        return (x * self._non_trainable[0].value) @ kernel + bias  # type: ignore[no-any-return]
+        kernel, bias = self._trainable
+        return (x * self._non_trainable[0].value) @ kernel.value + bias.value  # type: ignore[no-any-return]
 
     def _loss(self, logits: np.ndarray, y: np.ndarray) -> float:
-        nll = -_log_softmax(logits.astype(np.float64))[np.arange(len(y)), y].mean()
-        return float(nll + 0.5 * self.l2 * float(np.sum(self._trainable[0].value.astype(np.float64) ** 2)))
+        nll = float(-_log_softmax(logits.astype(np.float64))[np.arange(len(y)), y].mean())
+        if not self.l2:  # the default: no penalty to compute
+            return nll
+        return nll + 0.5 * self.l2 * float(np.sum(self._trainable[0].value.astype(np.float64) ** 2))
 
     def forward_pass(self, batch_input: Any, training: bool = True) -> BatchOutput[Any]:
         """Loss, logits and batch size; adds the batch to the metrics."""
@@ -100,10 +102,11 @@ class SoftmaxRegression:
         logits = self._logits(x)
         loss = self._loss(logits, y)
         loss_sum, correct, count = self._local
-        loss_sum.value = loss_sum.value + loss * len(y)
-        correct.value = correct.value + np.sum(logits.argmax(axis=1) == y)
-        count.value = count.value + len(y)
-        return BatchOutput(loss=np.float32(loss), predictions=logits, num_examples=len(y))
+        n = len(y)
+        loss_sum.value = loss_sum.value + loss * n
+        correct.value = correct.value + np.count_nonzero(logits.argmax(axis=1) == y)  # no reduction wrapper
+        count.value = count.value + n
+        return BatchOutput(loss=np.float32(loss), predictions=logits, num_examples=n)
 
     def predict_on_batch(self, x: Any, training: bool = False) -> np.ndarray:
         """Logits for ``x``; changes nothing."""
