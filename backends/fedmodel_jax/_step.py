@@ -78,7 +78,6 @@ def _draw(key: jax.Array, count: jax.Array, training: bool) -> tuple[jax.Array, 
 
 def _forward(
     program: Program,
-    training: bool,
     trainable: Leaves,
     frozen: Leaves,
     state: Leaves,
@@ -88,12 +87,21 @@ def _forward(
     x: Any,
     y: Any,
 ) -> tuple[Any, ...]:
-    """``(loss, outputs, metrics)``, then ``(state, count)`` when training (evaluation changes neither)."""
-    count, rng = _draw(key, count, training)
-    outputs, state = program.run(program.params(trainable, frozen), state, x, training, rng)
+    """``(loss, outputs, metrics, state, count)`` in training mode (batch statistics and the call count move)."""
+    count, rng = _draw(key, count, True)
+    outputs, state = program.run(program.params(trainable, frozen), state, x, True, rng)
     loss = program.loss(outputs, y)
-    metrics = program.metrics(metrics, loss, outputs, y)
-    return (loss, outputs, metrics, state, count) if training else (loss, outputs, metrics)
+    return loss, outputs, program.metrics(metrics, loss, outputs, y), state, count
+
+
+def _evaluate(
+    program: Program, trainable: Leaves, frozen: Leaves, state: Leaves, metrics: Leaves, key: jax.Array, x: Any, y: Any
+) -> tuple[Any, ...]:
+    """``(loss, outputs, metrics)`` in evaluation mode, which changes no state and draws nothing: the
+    call count is not even passed (one argument less to dispatch on the hot path)."""
+    outputs, _ = program.run(program.params(trainable, frozen), state, x, False, key)
+    loss = program.loss(outputs, y)
+    return loss, outputs, program.metrics(metrics, loss, outputs, y)
 
 
 def _predict(
@@ -123,7 +131,7 @@ def _train_step(
     count: jax.Array,
     opt_state: Any,
     anchor: Leaves | None,
-    mu: jax.Array,
+    mu: jax.Array | None,
     x: Any,
     y: Any,
 ) -> tuple[jax.Array, Any, Leaves, Leaves, Leaves, jax.Array, Any]:
@@ -134,13 +142,14 @@ def _train_step(
         return program.loss(outputs, y), (outputs, new_state)
 
     (loss, (outputs, state)), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
-    if anchor is not None:  # FedProx: the gradient of mu/2 ||w - w0||^2
+    if anchor is not None and mu is not None:  # FedProx: the gradient of mu/2 ||w - w0||^2
         grads = [g + mu * (w - a) for g, w, a in zip(grads, trainable, anchor, strict=True)]
     updates, opt_state = tx.update(grads, opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
     return loss, outputs, trainable, state, program.metrics(metrics, loss, outputs, y), count, opt_state
 
 
-forward = jax.jit(_forward, static_argnums=(0, 1))
+forward = jax.jit(_forward, static_argnums=(0,))
+evaluate = jax.jit(_evaluate, static_argnums=(0,))
 predict = jax.jit(_predict, static_argnums=(0, 1))
 train_step = jax.jit(_train_step, static_argnums=(0, 1))

@@ -81,6 +81,9 @@ class JaxBackend:
         matches ``input_spec`` (``int64`` labels become ``int32`` inside the step when x64 is off).
         """
 
+        if type(batch) is tuple and len(batch) == 2 and type(batch[0]) is type(batch[1]) is np.ndarray:
+            return batch[0].copy(), batch[1].copy()  # the common case, without a tree walk
+
         def leaf(value: Any) -> Any:
             if isinstance(value, np.ndarray):
                 return np.array(value, copy=True)

@@ -182,20 +182,37 @@ class JaxModel:
         else:
             check_spec(split_batch(spec)[0], value, what="predict_on_batch input", prefix="x")
 
-    def _split(self, batch: Any) -> tuple[Any, Any]:
+    def _split(self, batch: Any) -> tuple[Any, Any, int]:
+        """``(x, y, batch size)`` of a batch that matches the spec (else :class:`fedmodel.SpecError`)."""
+        if type(batch) is tuple and len(batch) == 2 and type(batch[0]) is type(batch[1]) is np.ndarray:
+            x, y = check_batch(self._spec, batch)  # the common case, a numpy pair: what _check does for it
+            return x, y, y.shape[0]
         self._check("batch", batch)
-        return split_batch(batch)
+        x, y = split_batch(batch)
+        return x, y, int(jax.tree_util.tree_leaves(y)[0].shape[0])
 
     def forward_pass(self, batch_input: Any, training: bool = True) -> BatchOutput[Any]:
         """Loss, predictions and batch size; adds the batch to the metrics.
 
         Batch statistics (state) change only with ``training=True``; trainable variables never.
         """
-        x, y = self._split(batch_input)
-        training = bool(training)
-        loss, outputs, metrics, *rest = _step.forward(
+        x, y, n = self._split(batch_input)
+        if not training:
+            loss, outputs, metrics = _step.evaluate(
+                self._program,
+                [v.value for v in self._trainable],
+                [v.value for v in self._frozen],
+                [v.value for v in self._state],
+                [v.value for v in self._local],
+                self._key,
+                x,
+                y,
+            )
+            for var, value in zip(self._local, metrics, strict=True):
+                var.value = value
+            return BatchOutput(loss, outputs, n)
+        loss, outputs, metrics, state, self._count = _step.forward(
             self._program,
-            training,
             [v.value for v in self._trainable],
             [v.value for v in self._frozen],
             [v.value for v in self._state],
@@ -205,13 +222,10 @@ class JaxModel:
             x,
             y,
         )
-        if training:
-            state, self._count = rest
-            for var, value in zip(self._state, state, strict=True):
+        for group, values in ((self._state, state), (self._local, metrics)):
+            for var, value in zip(group, values, strict=True):
                 var.value = value
-        for var, value in zip(self._local, metrics, strict=True):
-            var.value = value
-        return BatchOutput(loss, outputs, int(jax.tree_util.tree_leaves(y)[0].shape[0]))
+        return BatchOutput(loss, outputs, n)
 
     def predict_on_batch(self, x: Any, training: bool = False) -> Any:
         """The model's outputs for ``x``; with ``training=True`` batch statistics may move, metrics never."""
@@ -251,7 +265,7 @@ class JaxModel:
     # -- what the backend needs ----------------------------------------------------------------
     def _train_step(self, batch: Any, optimizer: Any) -> BatchOutput[Any]:
         """One optimizer step (gradient, FedProx term, Optax update, metrics) in one jitted call."""
-        x, y = self._split(batch)
+        x, y, n = self._split(batch)
         trainable = [v.value for v in self._trainable]
         loss, outputs, trainable, state, metrics, count, opt_state = _step.train_step(
             self._program,
@@ -273,7 +287,7 @@ class JaxModel:
                 var.value = value
         self._count = count
         optimizer.state = opt_state
-        return BatchOutput(loss, outputs, int(jax.tree_util.tree_leaves(y)[0].shape[0]))
+        return BatchOutput(loss, outputs, n)
 
 
 def sample_input(spec_x: Any) -> Any:

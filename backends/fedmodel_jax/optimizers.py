@@ -53,18 +53,21 @@ class JaxOptimizer:
         tx: the Optax transformation (shared by every optimizer of an equal spec).
         state: the Optax state over the model's trainable leaves; replaced after each step.
         anchor: the trainable leaves at creation when ``spec.proximal_mu > 0``, else ``None``.
-        mu: FedProx's coefficient, passed to the jitted step as data (no recompilation per value).
+        mu: FedProx's coefficient, passed to the jitted step as data (no recompilation per value); ``None``
+            without an anchor.
     """
 
     spec: OptimizerSpec
     tx: optax.GradientTransformation
     state: Any
     anchor: list[jax.Array] | None
-    mu: jax.Array
+    mu: jax.Array | None
 
     @classmethod
     def create(cls, spec: OptimizerSpec, trainable: list[jax.Array]) -> JaxOptimizer:
         """A fresh optimizer for the given trainable leaves, anchored at them for FedProx."""
         tx = to_optax(spec)
         anchor = list(trainable) if spec.proximal_mu > 0 else None  # jax arrays are immutable: no copy needed
-        return cls(spec, tx, tx.init(list(trainable)), anchor, jnp.asarray(spec.proximal_mu, jnp.float32))
+        # without an anchor, ``mu`` is None: the step does not read it, and None is no argument to dispatch
+        mu = jnp.asarray(spec.proximal_mu, jnp.float32) if anchor is not None else None
+        return cls(spec, tx, tx.init(list(trainable)), anchor, mu)
