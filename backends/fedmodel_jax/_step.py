@@ -94,14 +94,18 @@ def _forward(
     return loss, outputs, program.metrics(metrics, loss, outputs, y), state, count
 
 
-def _evaluate(
-    program: Program, trainable: Leaves, frozen: Leaves, state: Leaves, metrics: Leaves, key: jax.Array, x: Any, y: Any
-) -> tuple[Any, ...]:
-    """``(loss, outputs, metrics)`` in evaluation mode, which changes no state and draws nothing: the
-    call count is not even passed (one argument less to dispatch on the hot path)."""
-    outputs, _ = program.run(program.params(trainable, frozen), state, x, False, key)
+def _evaluate(program: Program, values: Leaves, key: jax.Array, x: Any, y: Any) -> tuple[Any, ...]:
+    """``(loss, outputs, metrics)`` in evaluation mode, which changes no state and draws nothing.
+
+    ``values`` are the trainable, frozen, state and metric leaves in one list (the model builds one list
+    per call instead of four); the call count is not passed at all.
+    """
+    num_params = len(program.trainable_mask)
+    num_trainable, end_state = sum(program.trainable_mask), num_params + program.state_def.num_leaves
+    trainable, frozen = values[:num_trainable], values[num_trainable:num_params]
+    outputs, _ = program.run(program.params(trainable, frozen), values[num_params:end_state], x, False, key)
     loss = program.loss(outputs, y)
-    return loss, outputs, program.metrics(metrics, loss, outputs, y)
+    return loss, outputs, program.metrics(values[end_state:], loss, outputs, y)
 
 
 def _predict(

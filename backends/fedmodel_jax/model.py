@@ -126,6 +126,7 @@ class JaxModel:
         self._non_trainable = self._frozen + self._state
         local, metrics_def = _boxes("metrics", self._metric_fns.init())
         self._local = tuple(local)
+        self._evaluated = self._trainable + self._frozen + self._state + self._local  # in _step.evaluate's order
         self._local_init = tuple(v.value for v in local)
         self._key = jax.random.PRNGKey(int(seed)) if isinstance(seed, (int, np.integer)) else seed  # constant
         self._count = jax.numpy.zeros((), jax.numpy.uint32)  # training calls so far: call n draws fold_in(key, n)
@@ -198,16 +199,8 @@ class JaxModel:
         """
         x, y, n = self._split(batch_input)
         if not training:
-            loss, outputs, metrics = _step.evaluate(
-                self._program,
-                [v.value for v in self._trainable],
-                [v.value for v in self._frozen],
-                [v.value for v in self._state],
-                [v.value for v in self._local],
-                self._key,
-                x,
-                y,
-            )
+            values = [v.value for v in self._evaluated]
+            loss, outputs, metrics = _step.evaluate(self._program, values, self._key, x, y)
             for var, value in zip(self._local, metrics, strict=True):
                 var.value = value
             return BatchOutput(loss, outputs, n)

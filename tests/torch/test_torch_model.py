@@ -171,6 +171,24 @@ def test_submodules_added_after_the_first_call_are_switched_too(rng: np.random.G
     assert not torch.equal(train_a, train_b)
 
 
+def test_grad_mode_and_module_modes_are_restored_even_when_the_module_raises(rng: np.random.Generator) -> None:
+    class Failing(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            assert not torch.is_grad_enabled() and not self.training  # what forward_pass promised
+            raise RuntimeError("boom")
+
+    spec = (TensorSpec((None, 4), "float32"), TensorSpec((None,), "int64"))
+    model = fedmodel_torch.from_module(Failing().train(), torch.nn.functional.cross_entropy, spec)
+    x, y = batch(rng)
+    for outer in (True, False):
+        with torch.set_grad_enabled(outer):
+            with pytest.raises(RuntimeError, match="boom"):
+                model.forward_pass((x, y), training=False)
+            assert torch.is_grad_enabled() is outer
+        assert model.module.training
+    assert [float(np.asarray(v)) for v in model.local_variables] == [0.0, 0.0, 0.0]
+
+
 def test_a_replaced_module_gets_its_own_modes(rng: np.random.Generator) -> None:
     model = models.mlp(num_features=4, hidden=(5,), num_classes=3)
     x, y = batch(rng, size=64)
