@@ -52,6 +52,30 @@ def _boxes(prefix: str, tree: Any) -> tuple[list[Variable], Any]:
     return boxes, treedef
 
 
+class _Slot(Variable):
+    """A :class:`fedmodel.Variable` whose value lives in its model's list of values (one item of it).
+
+    The jitted steps take and return whole lists, so the hot path slices and assigns that list in C
+    instead of reading and writing one box per leaf; everyone else sees an ordinary ``Variable``.
+    """
+
+    __slots__ = ("_index", "_store")
+
+    def __init__(self, name: str, store: list[Any], index: int) -> None:
+        self.name = name
+        self._store = store
+        self._index = index
+
+    @property  # type: ignore[override]
+    def value(self) -> Any:
+        """The current value (a ``jax.Array``)."""
+        return self._store[self._index]
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        self._store[self._index] = value
+
+
 def _frozen_predicate(frozen: Frozen) -> Callable[[str], bool]:
     if frozen is None:
         return lambda name: False
@@ -119,14 +143,25 @@ class JaxModel:
         params_boxes, params_def = _boxes("params", params)
         is_frozen = _frozen_predicate(frozen)
         mask = tuple(not is_frozen(v.name) for v in params_boxes)
-        self._trainable = tuple(v for v, m in zip(params_boxes, mask, strict=True) if m)
-        self._frozen = tuple(v for v, m in zip(params_boxes, mask, strict=True) if not m)
         state_boxes, state_def = _boxes(state_prefix, {} if state is None else state)
-        self._state = tuple(state_boxes)
-        self._non_trainable = self._frozen + self._state
         local, metrics_def = _boxes("metrics", self._metric_fns.init())
-        self._local = tuple(local)
-        self._evaluated = self._trainable + self._frozen + self._state + self._local  # in _step.evaluate's order
+        boxes = [
+            *(v for v, m in zip(params_boxes, mask, strict=True) if m),
+            *(v for v, m in zip(params_boxes, mask, strict=True) if not m),
+            *state_boxes,
+            *local,
+        ]
+        # every value in one list, in this order: trainable, frozen, state, local (what _step.evaluate takes)
+        self._values: list[Any] = [v.value for v in boxes]
+        slots = tuple(_Slot(v.name, self._values, i) for i, v in enumerate(boxes))
+        trainable_end = sum(mask)
+        self._params_end = len(mask)
+        self._state_end = self._params_end + len(state_boxes)
+        self._trainable = slots[:trainable_end]
+        self._frozen = slots[trainable_end : self._params_end]
+        self._state = slots[self._params_end : self._state_end]
+        self._local = slots[self._state_end :]
+        self._non_trainable = self._frozen + self._state
         self._local_init = tuple(v.value for v in local)
         self._key = jax.random.PRNGKey(int(seed)) if isinstance(seed, (int, np.integer)) else seed  # constant
         self._count = jax.numpy.zeros((), jax.numpy.uint32)  # training calls so far: call n draws fold_in(key, n)
@@ -198,51 +233,42 @@ class JaxModel:
         Batch statistics (state) change only with ``training=True``; trainable variables never.
         """
         x, y, n = self._split(batch_input)
+        values = self._values
         if not training:
-            values = [v.value for v in self._evaluated]
             loss, outputs, metrics = _step.evaluate(self._program, values, self._key, x, y)
-            for var, value in zip(self._local, metrics, strict=True):
-                var.value = value
+            values[self._state_end :] = metrics
             return BatchOutput(loss, outputs, n)
+        trainable, frozen, state, local = self._groups()
         loss, outputs, metrics, state, self._count = _step.forward(
-            self._program,
-            [v.value for v in self._trainable],
-            [v.value for v in self._frozen],
-            [v.value for v in self._state],
-            [v.value for v in self._local],
-            self._key,
-            self._count,
-            x,
-            y,
+            self._program, trainable, frozen, state, local, self._key, self._count, x, y
         )
-        for group, values in ((self._state, state), (self._local, metrics)):
-            for var, value in zip(group, values, strict=True):
-                var.value = value
+        values[self._params_end :] = [*state, *metrics]
         return BatchOutput(loss, outputs, n)
+
+    def _groups(self) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+        """The current trainable, frozen, state and local values (new lists: slices of ``_values``)."""
+        values, trainable_end = self._values, len(self._trainable)
+        return (
+            values[:trainable_end],
+            values[trainable_end : self._params_end],
+            values[self._params_end : self._state_end],
+            values[self._state_end :],
+        )
 
     def predict_on_batch(self, x: Any, training: bool = False) -> Any:
         """The model's outputs for ``x``; with ``training=True`` batch statistics may move, metrics never."""
         self._check("x", x)
         training = bool(training)
-        outputs, *rest = _step.predict(
-            self._program,
-            training,
-            [v.value for v in self._trainable],
-            [v.value for v in self._frozen],
-            [v.value for v in self._state],
-            self._key,
-            self._count,
-            x,
-        )
+        trainable, frozen, state, _ = self._groups()
+        outputs, *rest = _step.predict(self._program, training, trainable, frozen, state, self._key, self._count, x)
         if training:
             state, self._count = rest
-            for var, value in zip(self._state, state, strict=True):
-                var.value = value
+            self._values[self._params_end : self._state_end] = state
         return outputs
 
     def report_local_outputs(self) -> Mapping[str, Any]:
         """The metrics' unfinalized values as numpy arrays (``loss``, ``accuracy``, ``num_examples``)."""
-        tree = jax.tree_util.tree_unflatten(self._program.metrics_def, [v.value for v in self._local])
+        tree = jax.tree_util.tree_unflatten(self._program.metrics_def, self._values[self._state_end :])
         return self._metric_fns.report(tree)
 
     @property
@@ -252,21 +278,20 @@ class JaxModel:
 
     def reset_metrics(self) -> None:
         """Every metric accumulator back to its initial value."""
-        for var, value in zip(self._local, self._local_init, strict=True):
-            var.value = value
+        self._values[self._state_end :] = self._local_init
 
     # -- what the backend needs ----------------------------------------------------------------
     def _train_step(self, batch: Any, optimizer: Any) -> BatchOutput[Any]:
         """One optimizer step (gradient, FedProx term, Optax update, metrics) in one jitted call."""
         x, y, n = self._split(batch)
-        trainable = [v.value for v in self._trainable]
+        trainable, frozen, state, local = self._groups()
         loss, outputs, trainable, state, metrics, count, opt_state = _step.train_step(
             self._program,
             optimizer.tx,
             trainable,
-            [v.value for v in self._frozen],
-            [v.value for v in self._state],
-            [v.value for v in self._local],
+            frozen,
+            state,
+            local,
             self._key,
             self._count,
             optimizer.state,
@@ -275,9 +300,9 @@ class JaxModel:
             x,
             y,
         )
-        for group, values in ((self._trainable, trainable), (self._state, state), (self._local, metrics)):
-            for var, value in zip(group, values, strict=True):
-                var.value = value
+        values = self._values
+        values[: len(trainable)] = trainable
+        values[self._params_end :] = [*state, *metrics]
         self._count = count
         optimizer.state = opt_state
         return BatchOutput(loss, outputs, n)
