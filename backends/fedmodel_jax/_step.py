@@ -7,6 +7,7 @@ share one compiled function per input shape.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import jax
 import optax
 
-__all__ = ["Program", "forward", "predict", "train_step"]
+__all__ = ["Program", "evaluate_for", "forward", "predict", "train_step"]
 
 Leaves = list[jax.Array]
 
@@ -154,6 +155,20 @@ def _train_step(
 
 
 forward = jax.jit(_forward, static_argnums=(0,))
-evaluate = jax.jit(_evaluate, static_argnums=(0,))
+_EVALUATE: dict[Program, Callable[..., tuple[Any, ...]]] = {}
+
+
+def evaluate_for(program: Program) -> Callable[..., tuple[Any, ...]]:
+    """``_evaluate`` jitted with ``program`` bound: ``fn(values, key, x, y)``.
+
+    One jitted function per distinct program, so models of equal structure share compiled code, and
+    a call hashes no static argument (the model keeps the function it got).
+    """
+    fn = _EVALUATE.get(program)
+    if fn is None:
+        if len(_EVALUATE) >= 256:  # bounded, like jit's own cache: models keep the function they got
+            _EVALUATE.clear()
+        fn = _EVALUATE[program] = jax.jit(functools.partial(_evaluate, program))
+    return fn
 predict = jax.jit(_predict, static_argnums=(0, 1))
 train_step = jax.jit(_train_step, static_argnums=(0, 1))

@@ -151,7 +151,7 @@ class JaxModel:
             *state_boxes,
             *local,
         ]
-        # every value in one list, in this order: trainable, frozen, state, local (what _step.evaluate takes)
+        # every value in one list, in this order: trainable, frozen, state, local (as _step._evaluate takes them)
         self._values: list[Any] = [v.value for v in boxes]
         slots = tuple(_Slot(v.name, self._values, i) for i, v in enumerate(boxes))
         trainable_end = sum(mask)
@@ -166,6 +166,7 @@ class JaxModel:
         self._key = jax.random.PRNGKey(int(seed)) if isinstance(seed, (int, np.integer)) else seed  # constant
         self._count = jax.numpy.zeros((), jax.numpy.uint32)  # training calls so far: call n draws fold_in(key, n)
         self._program = _step.Program(apply, loss, self._metric_fns.update, params_def, state_def, metrics_def, mask)
+        self._evaluate = _step.evaluate_for(self._program)
 
     # -- the contract -------------------------------------------------------------------------
     @property
@@ -235,7 +236,7 @@ class JaxModel:
         x, y, n = self._split(batch_input)
         values = self._values
         if not training:
-            loss, outputs, metrics = _step.evaluate(self._program, values, self._key, x, y)
+            loss, outputs, metrics = self._evaluate(values, self._key, x, y)
             values[self._state_end :] = metrics
             return BatchOutput(loss, outputs, n)
         trainable, frozen, state, local = self._groups()
