@@ -170,5 +170,7 @@ def evaluate_for(program: Program) -> Callable[..., tuple[Any, ...]]:
             _EVALUATE.clear()
         fn = _EVALUATE[program] = jax.jit(functools.partial(_evaluate, program))
     return fn
+
+
 predict = jax.jit(_predict, static_argnums=(0, 1))
 train_step = jax.jit(_train_step, static_argnums=(0, 1))
