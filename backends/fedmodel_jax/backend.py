@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedmodel._buffers import AdoptedBuffers
 from fedmodel._contract import BatchOutput
 from fedmodel.optimizers import OptimizerSpec
 from fedmodel_jax.model import JaxModel, Variable
@@ -16,25 +17,26 @@ from fedmodel_jax.optimizers import JaxOptimizer
 
 __all__ = ["BACKEND", "JaxBackend"]
 
-_ALIGN = 64  # bytes: the alignment below which jax.device_put copies a host buffer on CPU
+_BUFFERS = AdoptedBuffers()
+"""The host buffers handed to XLA's CPU client per variable (see :meth:`JaxBackend.write_variables`)."""
 
 
-def _aligned_copy(value: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
-    """A C-contiguous copy of ``value`` as ``dtype`` in a 64-byte-aligned buffer (XLA's CPU client adopts it as is)."""
-    nbytes = value.size * dtype.itemsize
-    raw = np.empty(nbytes + _ALIGN, np.uint8)
-    start = -raw.ctypes.data % _ALIGN
-    out = raw[start : start + nbytes].view(dtype).reshape(value.shape)
-    np.copyto(out, value, casting="same_kind")
-    return out
+def _placed(value: np.ndarray, like: jax.Array, owner: Variable) -> jax.Array:
+    """``value`` as a new ``jax.Array`` with ``like``'s placement, never sharing memory with the caller's ``value``.
 
-
-def _placed(value: np.ndarray, like: jax.Array) -> jax.Array:
-    """``value`` as a new ``jax.Array`` with ``like``'s placement, never sharing memory with the caller's ``value``."""
+    On CPU the value is copied once into an aligned buffer (one ``owner`` used before when it is free),
+    which ``jax.device_put`` adopts as is.
+    """
     if all(device.platform == "cpu" for device in like.devices()):
-        value = _aligned_copy(np.asarray(value), np.dtype(like.dtype))  # one copy, then adopted as is
+        value = _BUFFERS.copy(owner, np.asarray(value), np.dtype(like.dtype))
     placed: jax.Array = jax.device_put(value, like.sharding)
     return placed
+
+
+def _flush_released_buffers() -> None:
+    """XLA's CPU client drops its references to adopted host buffers of deleted arrays lazily, at its next
+    entry from Python; a scalar ``device_put`` (about 30 us) makes that happen before the pool looks."""
+    jax.device_put(np.float32(0))
 
 
 class JaxBackend:
@@ -67,8 +69,12 @@ class JaxBackend:
 
         The model never aliases the caller's numpy buffers: on CPU the value is copied once and
         ``jax.device_put`` adopts that private copy without another; elsewhere the transfer is the copy.
+        On CPU the copy lands in the buffer the variable held one write ago when nothing else holds it
+        any more (:class:`fedmodel._buffers.AdoptedBuffers`: no page faults of fresh memory; the price is
+        up to one spare copy of each written variable).
         """
-        new = [_placed(value, var.value) for var, value in zip(variables, values, strict=True)]
+        _flush_released_buffers()
+        new = [_placed(value, var.value, var) for var, value in zip(variables, values, strict=True)]
         for var, value in zip(variables, new, strict=True):
             var.value = value
 

@@ -59,7 +59,7 @@ class _Slot(Variable):
     instead of reading and writing one box per leaf; everyone else sees an ordinary ``Variable``.
     """
 
-    __slots__ = ("_index", "_store")
+    __slots__ = ("__weakref__", "_index", "_store")  # weakly referenced by the write buffers' pool
 
     def __init__(self, name: str, store: list[Any], index: int) -> None:
         self.name = name

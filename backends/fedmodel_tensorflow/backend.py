@@ -8,16 +8,13 @@ share the buffer of a read of the variable, with no copy; unlike PyTorch's and J
 
 from __future__ import annotations
 
-import functools
-import sys
-import threading
-import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from fedmodel import tree as _tree
+from fedmodel._buffers import AdoptedBuffers, aligned_copy
 from fedmodel._contract import BatchOutput
 from fedmodel._errors import BackendError
 from fedmodel.optimizers import OptimizerSpec
@@ -46,71 +43,8 @@ def _as_keras_model(model: Any) -> KerasModel:
     return model
 
 
-def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
-    """An uninitialized C-contiguous array on a 64-byte boundary, a view of its own ``uint8`` allocation
-    (its ``base``): TensorFlow adopts such a buffer as is."""
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(nbytes + 64, np.uint8)
-    offset = (-raw.ctypes.data) % 64
-    out: np.ndarray = raw[offset : offset + nbytes].view(dtype).reshape(shape)
-    return out
-
-
-def _private_aligned_copy(value: np.ndarray) -> np.ndarray:
-    """A native-byte-order, C-contiguous copy of ``value`` on a 64-byte boundary."""
-    out = _aligned_empty(value.shape, value.dtype.newbyteorder("="))
-    np.copyto(out, value)
-    return out
-
-
-def _refcounts(buffers: list[np.ndarray], i: int) -> tuple[int, int]:
-    """``sys.getrefcount`` of ``buffers[i]`` and of its allocation (``base``), seen from this one call site."""
-    return sys.getrefcount(buffers[i]), sys.getrefcount(buffers[i].base)
-
-
-# The counts of a buffer that only a pool list holds, measured through the same call as the real check
-# (so it does not depend on how this interpreter counts its own temporary references).
-_UNSHARED = _refcounts([_aligned_empty((1,), np.dtype(np.float32))], 0)
-_POOL_LOCK = threading.Lock()
-# id(variable) -> (weak reference to the variable, the buffers last handed to TensorFlow for it, oldest first)
-_POOL: dict[int, tuple[weakref.ref[Any], list[np.ndarray]]] = {}
-
-
-def _forget(key: int, ref: weakref.ref[Any]) -> None:
-    """Weak-reference callback: drop a dead variable's buffers. Lock-free, as it may run inside a
-    garbage collection that starts while this thread holds the lock; the id cannot be reused until
-    the dying variable is freed, after this callback."""
-    entry = _POOL.get(key)
-    if entry is not None and entry[0] is ref:
-        _POOL.pop(key, None)
-
-
-def _pooled_copy(var: Any, value: np.ndarray) -> np.ndarray:
-    """Like :func:`_private_aligned_copy`, but into a buffer an earlier write handed to TensorFlow for ``var``
-    when nothing but the pool references it any more (see :meth:`TensorFlowBackend.write_variables`)."""
-    dtype = value.dtype.newbyteorder("=")
-    key = id(var)
-    with _POOL_LOCK:
-        entry = _POOL.get(key)
-        if entry is None or entry[0]() is not var:
-            try:
-                entry = (weakref.ref(var, functools.partial(_forget, key)), [])
-            except TypeError:  # not weakly referenceable: no pool, a fresh copy
-                return _private_aligned_copy(value)
-            _POOL[key] = entry
-        buffers = entry[1]
-        out = None
-        for i in range(len(buffers)):
-            if buffers[i].shape == value.shape and buffers[i].dtype == dtype and _refcounts(buffers, i) == _UNSHARED:
-                out = buffers.pop(i)  # now referenced by this call only: no other writer can pick it
-                break
-    if out is None:
-        out = _aligned_empty(value.shape, dtype)
-    np.copyto(out, value)
-    with _POOL_LOCK:
-        buffers.append(out)
-        del buffers[:-2]  # the buffer TensorFlow now holds, and the one it held before (the next spare)
-    return out
+_BUFFERS = AdoptedBuffers()
+"""The buffers handed to TensorFlow per variable (see :meth:`TensorFlowBackend.write_variables`)."""
 
 
 def _flush_released_buffers() -> None:
@@ -172,12 +106,11 @@ class TensorFlowBackend:
         reuse = self.reuse_write_buffers
         if reuse:
             _flush_released_buffers()
-        elif _POOL:
-            with _POOL_LOCK:
-                _POOL.clear()
+        elif len(_BUFFERS):
+            _BUFFERS.clear()
         for var, value in zip(variables, values, strict=True):
             if value.dtype.kind in "fiub" and hasattr(var, "handle"):
-                buffer = _pooled_copy(var, value) if reuse else _private_aligned_copy(value)
+                buffer = _BUFFERS.copy(var, value) if reuse else aligned_copy(value)
                 tf.raw_ops.AssignVariableOp(resource=var.handle, value=buffer)
             else:
                 var.assign(value)

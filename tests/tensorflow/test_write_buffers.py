@@ -67,11 +67,11 @@ def test_steady_state_model_round_trips_reuse_buffers(rng: np.random.Generator) 
 def test_without_reuse_no_buffer_is_kept(rng: np.random.Generator) -> None:
     var = tf.Variable(np.zeros((64, 32), np.float32))
     write(var, rng.standard_normal((64, 32)).astype(np.float32))
-    assert id(var) in backend_module._POOL
+    assert var in backend_module._BUFFERS
     BACKEND.reuse_write_buffers = False
     value = rng.standard_normal((64, 32)).astype(np.float32)
     write(var, value)
-    assert not backend_module._POOL
+    assert not len(backend_module._BUFFERS)
     np.testing.assert_array_equal(var.numpy(), value)
 
 
@@ -117,7 +117,7 @@ def test_a_held_snapshot_forces_a_fresh_buffer_and_is_dropped_from_the_pool(rng:
     third = write(var, rng.standard_normal((64, 32)).astype(np.float32))
     assert len({first, second, third}) == 3
     np.testing.assert_array_equal(snapshot, kept)
-    assert all(b.__array_interface__["data"][0] != first for b in backend_module._POOL[id(var)][1])
+    assert all(b.__array_interface__["data"][0] != first for b in backend_module._BUFFERS.held(var))
 
 
 def test_caller_arrays_are_never_aliased_with_a_warm_pool(rng: np.random.Generator) -> None:
@@ -138,15 +138,17 @@ def test_a_failed_assign_with_a_warm_pool_changes_nothing(rng: np.random.Generat
     for _ in range(3):
         fedmodel.assign_weights(model, random_weights(model, rng))
     before = fedmodel.get_weights(model)
-    spares = [[b.copy() for b in entry[1]] for entry in backend_module._POOL.values()]
+    variables = [*model.trainable_variables, *model.non_trainable_variables]
+    spares = [[b.copy() for b in backend_module._BUFFERS.held(v)] for v in variables]
+    assert any(spares)
     bad = random_weights(model, rng)
     bad = bad.with_arrays([*bad.arrays[:-1], np.zeros((11,), np.float32)])
     with pytest.raises(fedmodel.WeightsError):
         fedmodel.assign_weights(model, bad)
     for got, want in zip(fedmodel.get_weights(model).arrays, before.arrays, strict=True):
         np.testing.assert_array_equal(got, want)
-    for entry, kept in zip(backend_module._POOL.values(), spares, strict=True):
-        for buffer, copy in zip(entry[1], kept, strict=True):
+    for var, kept in zip(variables, spares, strict=True):
+        for buffer, copy in zip(backend_module._BUFFERS.held(var), kept, strict=True):
             np.testing.assert_array_equal(buffer, copy)
 
 
@@ -193,12 +195,12 @@ def test_a_deleted_model_and_its_variables_are_collected_with_their_buffers(rng:
     for _ in range(3):
         fedmodel.assign_weights(model, random_weights(model, rng))
     keys = [id(v) for v in model.trainable_variables]
-    assert all(k in backend_module._POOL for k in keys)
+    assert all(k in backend_module._BUFFERS._entries for k in keys)
     refs = [weakref.ref(v) for v in model.trainable_variables]
     del model
     gc.collect()
     assert all(r() is None for r in refs)
-    assert not any(k in backend_module._POOL for k in keys)
+    assert not any(k in backend_module._BUFFERS._entries for k in keys)
 
 
 def test_a_view_of_a_spare_buffer_blocks_its_reuse(rng: np.random.Generator) -> None:
@@ -206,7 +208,7 @@ def test_a_view_of_a_spare_buffer_blocks_its_reuse(rng: np.random.Generator) -> 
     for _ in range(3):
         write(var, rng.standard_normal((64, 32)).astype(np.float32))
     current = address(var)
-    (spare,) = [b for b in backend_module._POOL[id(var)][1] if b.__array_interface__["data"][0] != current]
+    (spare,) = [b for b in backend_module._BUFFERS.held(var) if b.__array_interface__["data"][0] != current]
     view = spare[:]  # numpy makes the allocation, not ``spare``, the view's base
     assert view.base is spare.base
     kept = view.copy()
