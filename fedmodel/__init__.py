@@ -29,6 +29,7 @@ from fedmodel._errors import SpecError as SpecError
 from fedmodel._errors import WeightsError as WeightsError
 from fedmodel._specs import TensorSpec as TensorSpec
 from fedmodel._specs import check_spec as check_spec
+from fedmodel._specs import classification_spec as classification_spec
 from fedmodel._specs import dtype_name as dtype_name
 from fedmodel._specs import is_compatible as is_compatible
 from fedmodel._specs import spec_like as spec_like
@@ -66,6 +67,7 @@ __all__ = [
     "check_batch",
     "check_protocol",
     "check_spec",
+    "classification_spec",
     "dtype_name",
     "get_weights",
     "is_compatible",

@@ -18,7 +18,7 @@ import numpy as np
 from fedmodel import _tree
 from fedmodel._errors import SpecError
 
-__all__ = ["TensorSpec", "check_spec", "dtype_name", "is_compatible", "shape_of", "spec_like"]
+__all__ = ["TensorSpec", "check_spec", "classification_spec", "dtype_name", "is_compatible", "shape_of", "spec_like"]
 
 
 def dtype_name(dtype: Any) -> str:
@@ -252,6 +252,15 @@ def is_compatible(spec: Any, value: Any) -> bool:
     except SpecError:
         return False
     return True
+
+
+def classification_spec(num_features: int) -> tuple[TensorSpec, TensorSpec]:
+    """The input spec of a classifier over flat features with integer labels, as :mod:`fedmodel.data` serves them.
+
+    >>> classification_spec(64)
+    (TensorSpec(shape=(None, 64), dtype='float32', name='x'), TensorSpec(shape=(None,), dtype='int64', name='y'))
+    """
+    return TensorSpec((None, num_features), "float32", "x"), TensorSpec((None,), "int64", "y")
 
 
 def spec_like(value: Any, *, batch_dim_free: bool = True) -> Any:

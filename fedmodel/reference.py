@@ -20,7 +20,7 @@ import numpy as np
 
 from fedmodel._batch import check_batch, split_batch
 from fedmodel._contract import BatchOutput
-from fedmodel._specs import TensorSpec, check_spec
+from fedmodel._specs import TensorSpec, check_spec, classification_spec
 from fedmodel._variable import Variable
 from fedmodel.metrics import SumThenFinalize, standard_output_computation
 from fedmodel.optimizers import SGD, Adam, OptimizerSpec
@@ -63,7 +63,7 @@ class SoftmaxRegression:
             Variable("correct", np.zeros((), np.int64)),
             Variable("count", np.zeros((), np.int64)),
         )
-        self._spec = (TensorSpec((None, num_features), "float32", "x"), TensorSpec((None,), "int64", "y"))
+        self._spec = classification_spec(num_features)
 
     # -- the contract -------------------------------------------------------------------------
     @property

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedmodel._specs import TensorSpec
+from fedmodel._specs import classification_spec
 from fedmodel_jax.flax_model import from_flax
 from fedmodel_jax.model import JaxModel, from_functions
 
@@ -44,10 +44,6 @@ def mlp_apply(params: Sequence[Dense], state: Any, x: jax.Array, training: bool,
     return x @ last.kernel + last.bias, state
 
 
-def _spec(num_features: int) -> tuple[TensorSpec, TensorSpec]:
-    return (TensorSpec((None, num_features), "float32", "x"), TensorSpec((None,), "int64", "y"))
-
-
 def _mlp_init(sizes: Sequence[int]) -> Any:
     def init(rng: jax.Array, x: Any) -> tuple[Dense, ...]:
         glorot = jax.nn.initializers.glorot_uniform()
@@ -67,7 +63,7 @@ def mlp(num_features: int = 64, hidden: Sequence[int] = (32,), num_classes: int 
     ['params/0/kernel', 'params/0/bias', 'params/1/kernel', 'params/1/bias']
     """
     sizes = [num_features, *hidden, num_classes]
-    return from_functions(_mlp_init(sizes), mlp_apply, cross_entropy, _spec(num_features), seed=seed)
+    return from_functions(_mlp_init(sizes), mlp_apply, cross_entropy, classification_spec(num_features), seed=seed)
 
 
 def frozen_mlp(num_features: int = 64, hidden: Sequence[int] = (32,), num_classes: int = 10, seed: int = 0) -> JaxModel:
@@ -78,7 +74,9 @@ def frozen_mlp(num_features: int = 64, hidden: Sequence[int] = (32,), num_classe
     if not hidden:
         raise ValueError("frozen_mlp needs at least one hidden layer (the frozen one)")
     sizes = [num_features, *hidden, num_classes]
-    return from_functions(_mlp_init(sizes), mlp_apply, cross_entropy, _spec(num_features), frozen="params/0", seed=seed)
+    return from_functions(
+        _mlp_init(sizes), mlp_apply, cross_entropy, classification_spec(num_features), frozen="params/0", seed=seed
+    )
 
 
 def bn_mlp(
@@ -90,7 +88,7 @@ def bn_mlp(
     that training updates; dropout makes training outputs random (reproducible from ``seed``).
     """
     module = _bn_mlp_class()(hidden=hidden, num_classes=num_classes, dropout=dropout)
-    return from_flax(module, cross_entropy, _spec(num_features), seed=seed)
+    return from_flax(module, cross_entropy, classification_spec(num_features), seed=seed)
 
 
 def cnn_bn(
@@ -110,7 +108,7 @@ def cnn_bn(
     if side * side != num_features:
         raise ValueError(f"num_features must be a square (side * side), got {num_features}")
     module = _cnn_bn_class()(side=side, channels=tuple(channels), num_classes=num_classes, dropout=dropout)
-    return from_flax(module, cross_entropy, _spec(num_features), seed=seed)
+    return from_flax(module, cross_entropy, classification_spec(num_features), seed=seed)
 
 
 @functools.cache

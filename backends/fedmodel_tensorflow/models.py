@@ -10,15 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedmodel._specs import TensorSpec
+from fedmodel._specs import classification_spec
 from fedmodel_tensorflow._compat import keras
 from fedmodel_tensorflow.model import KerasModel, from_keras_model
 
 __all__ = ["cnn_bn", "frozen_mlp", "mlp"]
-
-
-def _spec(num_features: int) -> tuple[TensorSpec, TensorSpec]:
-    return TensorSpec((None, num_features), "float32", "x"), TensorSpec((None,), "int64", "y")
 
 
 def _loss() -> keras.losses.Loss:
@@ -49,7 +45,7 @@ def mlp(
 ) -> KerasModel:
     """A ReLU multilayer perceptron: ``Dense(h) -> ReLU`` per hidden width, then ``Dense(num_classes)``."""
     keras_model = keras.Sequential(_mlp_layers(num_features, hidden, num_classes, seed))
-    return from_keras_model(keras_model, _loss(), _spec(num_features), run_eagerly=run_eagerly)
+    return from_keras_model(keras_model, _loss(), classification_spec(num_features), run_eagerly=run_eagerly)
 
 
 def frozen_mlp(
@@ -66,7 +62,7 @@ def frozen_mlp(
     layers = _mlp_layers(num_features, hidden, num_classes, seed)
     layers[1].trainable = False
     keras_model = keras.Sequential(layers)
-    return from_keras_model(keras_model, _loss(), _spec(num_features), run_eagerly=run_eagerly)
+    return from_keras_model(keras_model, _loss(), classification_spec(num_features), run_eagerly=run_eagerly)
 
 
 def cnn_bn(
@@ -105,4 +101,6 @@ def cnn_bn(
         keras.layers.Dropout(dropout, seed=seed),
         _dense(num_classes, seed + 2),
     ]
-    return from_keras_model(keras.Sequential(layers), _loss(), _spec(num_features), run_eagerly=run_eagerly)
+    return from_keras_model(
+        keras.Sequential(layers), _loss(), classification_spec(num_features), run_eagerly=run_eagerly
+    )

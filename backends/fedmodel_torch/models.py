@@ -16,15 +16,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from fedmodel._specs import TensorSpec
+from fedmodel._specs import classification_spec
 from fedmodel_torch.model import TorchModel, from_module
 
 __all__ = ["cnn_bn", "frozen_mlp", "input_spec", "mlp"]
 
 
-def input_spec(num_features: int) -> tuple[TensorSpec, TensorSpec]:
-    """``(x: (None, num_features) float32, y: (None,) int64)``."""
-    return TensorSpec((None, num_features), "float32", "x"), TensorSpec((None,), "int64", "y")
+input_spec = classification_spec
+"""``(x: (None, num_features) float32, y: (None,) int64)``: :func:`fedmodel.classification_spec`."""
 
 
 def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
