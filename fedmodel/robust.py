@@ -72,8 +72,44 @@ def _collect(state: _Collected, update: ModelWeights, weight: float) -> _Collect
     return state
 
 
+class _AllUpdatesAtOnce:
+    """What the coordinate-wise aggregators share: keep every valid update, then one statistic per coordinate."""
+
+    integer_rule: IntegerRule
+
+    def init(self, template: ModelWeights) -> _Collected:
+        """An empty list of updates, to be checked against ``template``."""
+        return _Collected(template)
+
+    def accumulate(self, state: _Collected, update: ModelWeights, weight: float) -> _Collected:
+        """Validate ``update`` (raising :class:`~fedmodel.AggregationError` with the reason) and keep it."""
+        return _collect(state, update, weight)
+
+    def finalize(self, state: _Collected) -> ModelWeights:
+        """The statistic of every coordinate over the kept updates, in float64, cast back to each
+        variable's dtype (integer variables by ``integer_rule``)."""
+        self._check_count(len(state.updates))
+        out = []
+        for i, like in enumerate(state.template.arrays):
+            stacked = np.stack([np.asarray(u.arrays[i], np.float64) for u in state.updates])
+            value = self._statistic(stacked)
+            out.append(value.astype(like.dtype) if is_float(like) else _integer(self.integer_rule, state, i, value))
+        return state.template.with_arrays(out)
+
+    def aggregate(self, updates: Iterable[tuple[ModelWeights, float]]) -> ModelWeights:
+        """``finalize`` of every ``(weights, weight)`` pair (the first one is the template)."""
+        return aggregate(self, updates)
+
+    def _check_count(self, k: int) -> None:
+        if k == 0:
+            raise AggregationError("nothing to aggregate: no client update")
+
+    def _statistic(self, stacked: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class CoordinateMedian:
+class CoordinateMedian(_AllUpdatesAtOnce):
     """The coordinate-wise median of the client updates (each client counts once).
 
     Needs all K updates at once: the state holds every accepted update until :meth:`finalize`.
@@ -87,32 +123,12 @@ class CoordinateMedian:
     def __post_init__(self) -> None:
         _check_rule(self.integer_rule)
 
-    def init(self, template: ModelWeights) -> _Collected:
-        """An empty list of updates, to be checked against ``template``."""
-        return _Collected(template)
-
-    def accumulate(self, state: _Collected, update: ModelWeights, weight: float) -> _Collected:
-        """Validate ``update`` (raising :class:`~fedmodel.AggregationError` with the reason) and keep it."""
-        return _collect(state, update, weight)
-
-    def finalize(self, state: _Collected) -> ModelWeights:
-        """The median of every coordinate, in float64, cast back to each variable's dtype."""
-        if not state.updates:
-            raise AggregationError("nothing to aggregate: no client update")
-        out = []
-        for i, like in enumerate(state.template.arrays):
-            stacked = np.stack([np.asarray(u.arrays[i], np.float64) for u in state.updates])
-            median = np.median(stacked, axis=0)
-            out.append(median.astype(like.dtype) if is_float(like) else _integer(self.integer_rule, state, i, median))
-        return state.template.with_arrays(out)
-
-    def aggregate(self, updates: Iterable[tuple[ModelWeights, float]]) -> ModelWeights:
-        """``finalize`` of every ``(weights, weight)`` pair (the first one is the template)."""
-        return aggregate(self, updates)
+    def _statistic(self, stacked: np.ndarray) -> np.ndarray:
+        return np.median(stacked, axis=0)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
-class TrimmedMean:
+class TrimmedMean(_AllUpdatesAtOnce):
     """The coordinate-wise ``beta``-trimmed mean: per coordinate, drop the ``floor(beta K)`` largest and
     smallest client values and average the rest (each client counts once).
 
@@ -132,32 +148,17 @@ class TrimmedMean:
             raise ValueError(f"beta must be in [0, 0.5), got {self.beta}")
         _check_rule(self.integer_rule)
 
-    def init(self, template: ModelWeights) -> _Collected:
-        """An empty list of updates, to be checked against ``template``."""
-        return _Collected(template)
-
-    def accumulate(self, state: _Collected, update: ModelWeights, weight: float) -> _Collected:
-        """Validate ``update`` (raising :class:`~fedmodel.AggregationError` with the reason) and keep it."""
-        return _collect(state, update, weight)
-
-    def finalize(self, state: _Collected) -> ModelWeights:
-        """The trimmed mean of every coordinate, in float64, cast back to each variable's dtype."""
-        k = len(state.updates)
+    def _check_count(self, k: int) -> None:
         cut = int(np.floor(self.beta * k))
         if k == 0 or 2 * cut >= k:
             raise AggregationError(f"trimming {cut} of {k} updates per side leaves nothing to aggregate")
-        out = []
-        for i, like in enumerate(state.template.arrays):
-            stacked = np.stack([np.asarray(u.arrays[i], np.float64) for u in state.updates])
-            if cut:  # a partition puts the cut smallest first and the cut largest last, in O(K)
-                stacked = np.partition(stacked, (cut, k - cut - 1), axis=0)
-            mean = stacked[cut : k - cut].mean(axis=0)
-            out.append(mean.astype(like.dtype) if is_float(like) else _integer(self.integer_rule, state, i, mean))
-        return state.template.with_arrays(out)
 
-    def aggregate(self, updates: Iterable[tuple[ModelWeights, float]]) -> ModelWeights:
-        """``finalize`` of every ``(weights, weight)`` pair (the first one is the template)."""
-        return aggregate(self, updates)
+    def _statistic(self, stacked: np.ndarray) -> np.ndarray:
+        k = len(stacked)
+        cut = int(np.floor(self.beta * k))
+        if cut:  # a partition puts the cut smallest first and the cut largest last, in O(K)
+            stacked = np.partition(stacked, (cut, k - cut - 1), axis=0)
+        return stacked[cut : k - cut].mean(axis=0)  # type: ignore[no-any-return]
 
 
 @dataclass
