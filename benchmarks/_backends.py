@@ -135,26 +135,34 @@ def _keras(model: Any) -> Any:
     return keras_model
 
 
-def _tf_metrics() -> tuple[Any, Any, Any]:
+def _tf_metrics() -> Callable[[Any, Any, Any], None]:
+    """The native running metrics: ``update(loss, logits, y)`` adds a batch to a loss sum, a correct count and
+    an example count held in ``tf.Variable`` s (called inside the ``tf.function``)."""
     import tensorflow as tf
 
-    return (tf.Variable(0.0, dtype=tf.float64), tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64))
+    loss_sum = tf.Variable(0.0, dtype=tf.float64)
+    correct, count = tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64)
+
+    def update(loss: Any, logits: Any, y: Any) -> None:
+        n = tf.shape(y, out_type=tf.int64)[0]
+        loss_sum.assign_add(tf.cast(loss, tf.float64) * tf.cast(n, tf.float64))
+        correct.assign_add(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=-1), y), tf.int64)))
+        count.assign_add(n)
+
+    return update
 
 
 def _tf_forward(model: Any) -> NativeStep:
     import tensorflow as tf
 
     keras_model = _keras(model)
-    loss_sum, correct, count = _tf_metrics()
+    update_metrics = _tf_metrics()
 
     @tf.function(reduce_retracing=True)
     def forward(x: Any, y: Any) -> Any:
         logits = keras_model(x, training=False)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-        n = tf.shape(y, out_type=tf.int64)[0]
-        loss_sum.assign_add(tf.cast(loss, tf.float64) * tf.cast(n, tf.float64))
-        correct.assign_add(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=-1), y), tf.int64)))
-        count.assign_add(n)
+        update_metrics(loss, logits, y)
         return loss, logits
 
     return lambda x, y: forward(tf.convert_to_tensor(x), tf.convert_to_tensor(y))
@@ -167,7 +175,7 @@ def _tf_train(model: Any, learning_rate: float) -> NativeStep:
     keras_model = _keras(model)
     opt = keras.optimizers.SGD(learning_rate)
     opt.build(keras_model.trainable_variables)
-    loss_sum, correct, count = _tf_metrics()
+    update_metrics = _tf_metrics()
 
     @tf.function(reduce_retracing=True)
     def step(x: Any, y: Any) -> Any:
@@ -176,10 +184,7 @@ def _tf_train(model: Any, learning_rate: float) -> NativeStep:
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
         grads = tape.gradient(loss, keras_model.trainable_variables)
         opt.apply(grads, keras_model.trainable_variables)
-        n = tf.shape(y, out_type=tf.int64)[0]
-        loss_sum.assign_add(tf.cast(loss, tf.float64) * tf.cast(n, tf.float64))
-        correct.assign_add(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=-1), y), tf.int64)))
-        count.assign_add(n)
+        update_metrics(loss, logits, y)
         return loss, logits
 
     return lambda x, y: step(tf.convert_to_tensor(x), tf.convert_to_tensor(y))
