@@ -3,20 +3,19 @@
     python examples/swap_backends.py torch        # or: numpy, tensorflow, jax
 
 The loop below never imports a framework: it talks to the model through the fedmodel contract
-(get/assign weights, forward_pass, metrics) and to the framework through ``fedmodel.backend_for``.
+(get/assign weights, forward_pass, metrics) and to the framework through ``fedmodel.backend_for``; the
+server side of each round is the same ``fedmodel.server.ServerRound`` the simulation and Flower run.
 """
 
 from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 import fedmodel
 from fedmodel.algorithms import fedavg
 from fedmodel.data import federated_digits
 from fedmodel.evaluation import evaluate
-from fedmodel.simulation import client_seed
+from fedmodel.server import ServerRound, client_seed, sample_clients
 
 
 def make_model(backend: str) -> fedmodel.Model:
@@ -38,12 +37,11 @@ def main(backend: str = "numpy", rounds: int = 10) -> float:
     algorithm = fedavg(epochs=2, batch_size=16, client_lr=0.1)
     state = algorithm.init(fedmodel.get_weights(model))
     for r in range(rounds):
-        sampled = np.random.default_rng([0, r]).choice(len(data.clients), size=5, replace=False)
-        results = [
-            algorithm.client_update(model, framework, state.weights, data.clients[c], client_seed(0, r, int(c)))
-            for c in sampled
-        ]
-        state = algorithm.apply(state, algorithm.aggregate(state.weights, results))
+        server_round = ServerRound(algorithm, state, metrics=model.federated_output_computation)
+        for c in sample_clients(len(data.clients), 5, seed=0, round_index=r):
+            result = algorithm.client_update(model, framework, state.weights, data.clients[c], client_seed(0, r, c))
+            server_round.add(c, result)  # validated and folded in, or dropped with a reason
+        state = server_round.finish().state
         metrics = evaluate(model, [data.test], weights=state.weights)
         print(f"{backend} round {r + 1:2d}: test loss {metrics['loss']:.3f}, accuracy {metrics['accuracy']:.3f}")
     return float(metrics["accuracy"])

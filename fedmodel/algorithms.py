@@ -13,14 +13,17 @@ aggregated delta. The factories below are the published algorithms; recombine th
 >>> state = algo.init(get_weights(model))
 >>> data = ClientData(np.eye(2, dtype=np.float32), np.array([0, 1]))
 >>> result = algo.client_update(model, backend_for(model), state.weights, data, 0)
->>> state = algo.apply(state, algo.aggregate(state.weights, [result]))
+>>> from fedmodel.server import ServerRound
+>>> server_round = ServerRound(algo, state)
+>>> server_round.add(0, result) is None   # accepted
+True
+>>> state = server_round.finish().state
 >>> state.round, bool(np.allclose(state.weights.trainable[0], result.weights.trainable[0]))
 (1, True)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -28,9 +31,10 @@ import numpy as np
 
 from fedmodel import server_optimizers as so
 from fedmodel._weights import ModelWeights
-from fedmodel.aggregation import WeightedMean, WeightsAggregator, check_update
-from fedmodel.client import ClientResult, ClientUpdate, full_batch_step, local_sgd
+from fedmodel.aggregation import WeightedMean, WeightsAggregator
+from fedmodel.client import ClientUpdate, full_batch_step, local_sgd
 from fedmodel.optimizers import SGD, OptimizerSpec
+from fedmodel.validation import is_float
 
 __all__ = [
     "FederatedAlgorithm",
@@ -47,21 +51,28 @@ __all__ = [
 
 
 class ServerState(NamedTuple):
-    """The server's state between rounds: global weights, server-optimizer state, rounds completed."""
+    """The server's state between rounds: global weights, server-optimizer state, rounds completed, and the
+    aggregator's carry between rounds (``None`` for aggregators without one)."""
 
     weights: ModelWeights
     optimizer_state: Any
     round: int
+    aggregator_state: Any = None
 
 
 def delta(params: ModelWeights, aggregated: ModelWeights) -> ModelWeights:
-    """``aggregated - params``: float64 for float variables, the variable's own dtype for integers."""
+    """``aggregated - params``: float64 for float variables, the variable's own dtype for integers.
+
+    Integer differences are modular (two's complement), so ``params + delta`` gives back ``aggregated``
+    exactly even where the difference itself does not fit the dtype.
+    """
     out = []
     for p, a in zip(params.arrays, aggregated.arrays, strict=True):
-        if so.is_float(p):
+        if is_float(p):
             out.append(np.asarray(a, np.float64) - np.asarray(p, np.float64))
         else:
-            out.append(a - p)
+            with np.errstate(over="ignore"):
+                out.append(np.asarray(np.subtract(a, p, dtype=p.dtype)))
     return params.with_arrays(out)
 
 
@@ -76,9 +87,10 @@ def _read_only(weights: ModelWeights) -> ModelWeights:
 class FederatedAlgorithm:
     """Client update + aggregator + server optimizer.
 
-    One round: each client runs ``client_update`` from ``state.weights``; :meth:`aggregate` folds the
-    valid results into the aggregator weighted by their number of examples; :meth:`apply` moves the
-    server along ``aggregated - weights`` with the server optimizer.
+    One round (:class:`fedmodel.server.ServerRound`): each client runs ``client_update`` from
+    ``state.weights``; the round validates every result and folds the valid ones into ``aggregator``,
+    weighted by their number of examples; :meth:`apply` moves the server along ``aggregated - weights``
+    with the server optimizer.
     """
 
     name: str
@@ -87,28 +99,23 @@ class FederatedAlgorithm:
     aggregator: WeightsAggregator = field(default_factory=WeightedMean)
 
     def init(self, weights: ModelWeights) -> ServerState:
-        """Round 0: read-only copies of ``weights`` (a client can never write into the server's arrays)."""
+        """Round 0: read-only copies of ``weights`` (a client can never write into the server's arrays), the
+        server optimizer's initial state, and the aggregator's initial carry if it has one."""
         weights = _read_only(weights)
-        return ServerState(weights, self.server_optimizer.init(weights), 0)
-
-    def aggregate(self, template: ModelWeights, results: Iterable[ClientResult]) -> ModelWeights:
-        """Streaming example-weighted aggregation; each result is checked with ``check_update`` first.
-
-        Raises:
-            AggregationError: for an invalid update (callers that want to drop bad clients check first).
-        """
-        acc = self.aggregator.init(template)
-        for i, result in enumerate(results):
-            check_update(template, result.weights, client=f"client {i}")
-            acc = self.aggregator.accumulate(acc, result.weights, float(result.num_examples))
-        return self.aggregator.finalize(acc)
+        initial_carry = getattr(self.aggregator, "initial_carry", None)
+        carry = initial_carry(weights) if initial_carry is not None else None
+        return ServerState(weights, self.server_optimizer.init(weights), 0, carry)
 
     def apply(self, state: ServerState, aggregated: ModelWeights) -> ServerState:
-        """The server step: ``server_optimizer.update(aggregated - weights, ...)``; the round count + 1."""
+        """The server step: ``server_optimizer.update(aggregated - weights, ...)``; the round count + 1.
+
+        Every round goes through :class:`fedmodel.server.ServerRound`, which validates the clients' replies,
+        aggregates them and calls this.
+        """
         new, opt_state = self.server_optimizer.update(
             delta(state.weights, aggregated), state.optimizer_state, state.weights
         )
-        return ServerState(_read_only(new), opt_state, state.round + 1)
+        return ServerState(_read_only(new), opt_state, state.round + 1, state.aggregator_state)
 
 
 def _client_spec(client_lr: float, mu: float = 0.0, optimizer: OptimizerSpec | None = None) -> OptimizerSpec:

@@ -27,6 +27,7 @@ __all__ = [
     "Sum",
     "SumThenFinalize",
     "WeightedMean",
+    "check_standard_report",
     "identity",
     "ratio",
     "standard_output_computation",
@@ -71,26 +72,50 @@ def to_numpy_report(report: Report) -> dict[str, Any]:
     return {name: _tree.map_structure(np.asarray, value) for name, value in report.items()}
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+
+
 def _add_report(state: dict[str, Any], report: Report, scale: float | None = None) -> dict[str, Any]:
+    """Add ``report`` (times ``scale``) into ``state``, all or nothing.
+
+    Raises:
+        AggregationError: a value cannot be summed, a metric has another structure or shape than before, or a
+            sum would overflow (int64 counts wrap silently in numpy, float sums become inf); ``state`` is unchanged.
+    """
+    updates: dict[str, Any] = {}
     for name, value in report.items():
         wide = _tree.map_structure(_wide, value)
         if scale is not None:
             wide = _tree.map_structure(lambda a: a * scale, wide)
         if name not in state:
-            state[name] = wide
+            updates[name] = _tree.map_structure(_checked_sum(name), wide)
             continue
         try:
-            state[name] = _tree.map_structure(_add_checked(name), state[name], wide)
+            updates[name] = _tree.map_structure(_checked_sum(name), state[name], wide)
         except (ValueError, TypeError) as exc:
             raise AggregationError(f"metric {name!r} has another structure than earlier reports: {exc}") from exc
+    state.update(updates)  # every sum checked: commit
     return state
 
 
-def _add_checked(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    def add(acc: np.ndarray, new: np.ndarray) -> np.ndarray:
-        if acc.shape != new.shape:
-            raise AggregationError(f"metric {name!r}: shape {new.shape} cannot be added to {acc.shape}")
-        out: np.ndarray = acc + new
+def _checked_sum(name: str) -> Callable[..., np.ndarray]:
+    """Leafwise: a new value alone, or the running sum plus a new value; shapes equal, nothing overflows."""
+
+    def add(*values: np.ndarray) -> np.ndarray:
+        if len(values) == 1:
+            out = values[0]
+        else:
+            acc, new = values
+            if acc.shape != new.shape:
+                raise AggregationError(f"metric {name!r}: shape {new.shape} cannot be added to {acc.shape}")
+            if acc.dtype.kind == "i" and new.dtype.kind == "i":  # numpy's int64 sums wrap around silently
+                pairs = zip(acc.ravel().tolist(), new.ravel().tolist(), strict=True)
+                if any(not -_INT64_MAX <= a + b <= _INT64_MAX for a, b in pairs):  # exact: Python integers
+                    raise AggregationError(f"metric {name!r}: the int64 sum would overflow")
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = acc + new
+        if out.dtype.kind in "fc" and not np.isfinite(out).all():
+            raise AggregationError(f"metric {name!r}: the sum is not finite ({out.tolist()})")
         return out
 
     return add
@@ -135,13 +160,13 @@ class Sum(_Streaming):
 def ratio(total_and_count: Any) -> float | np.ndarray:
     """Finalizer for a ``(total, count)`` pair: ``total / count`` (NaN for a zero count).
 
-    >>> ratio((6.0, 4))
-    1.5
+    >>> ratio((6.0, 4)), ratio((6.0, 0))
+    (1.5, nan)
     """
     total, count = total_and_count
     total, count = np.asarray(total, np.float64), np.asarray(count, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = total / count
+        out = np.where(count == 0, np.nan, total / count)
     return _unwrap(out)  # type: ignore[no-any-return]
 
 
@@ -157,17 +182,25 @@ class SumThenFinalize(_Streaming):
     Args:
         finalizers: metric name → function of the summed value, e.g. :func:`ratio` for a
             ``(total, count)`` pair.
+        check: called on every report before it is summed; raises :class:`~fedmodel.AggregationError` for a
+            report that breaks what the metrics mean (e.g. :func:`check_standard_report`).
     """
 
     finalizers: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    check: Callable[[Report], None] | None = None
 
     def init(self) -> dict[str, Any]:
+        """The empty sums."""
         return {}
 
     def accumulate(self, state: dict[str, Any], report: Report) -> dict[str, Any]:
+        """Check ``report`` and add it to the sums, all or nothing."""
+        if self.check is not None:
+            self.check(report)
         return _add_report(state, report)
 
     def finalize(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Each metric's finalizer applied to its sum."""
         return {name: self.finalizers.get(name, identity)(value) for name, value in state.items()}
 
 
@@ -210,10 +243,47 @@ STANDARD_METRICS = ("loss", "accuracy", "num_examples")
 number of examples), and ``num_examples`` as a count."""
 
 
+def _scalar(report: Report, name: str, *path: int) -> float | None:
+    value: Any = report.get(name)
+    try:
+        for index in path:
+            value = value[index]
+        arr = np.asarray(value, np.float64)
+    except (IndexError, KeyError, TypeError, ValueError):
+        raise AggregationError(f"metric {name!r}: expected {'a (total, count) pair' if path else 'a number'}") from None
+    if arr.shape != ():
+        raise AggregationError(f"metric {name!r}: expected scalars, got shape {arr.shape}")
+    return float(arr)
+
+
+def check_standard_report(report: Report) -> None:
+    """Raise :class:`~fedmodel.AggregationError` unless the :data:`STANDARD_METRICS` present in ``report`` agree:
+    one example count for ``loss``, ``accuracy`` and ``num_examples``, and ``0 <= correct <= count``.
+
+    >>> check_standard_report({"accuracy": (5, 3), "num_examples": 3})
+    Traceback (most recent call last):
+    ...
+    fedmodel._errors.AggregationError: metric 'accuracy': 5.0 correct out of 3.0 examples
+    """
+    counts = {}
+    if "loss" in report:
+        counts["loss"] = _scalar(report, "loss", 1)
+    if "accuracy" in report:
+        correct, count = _scalar(report, "accuracy", 0), _scalar(report, "accuracy", 1)
+        counts["accuracy"] = count
+        if not (correct is not None and count is not None and 0 <= correct <= count):
+            raise AggregationError(f"metric 'accuracy': {correct} correct out of {count} examples")
+    if "num_examples" in report:
+        counts["num_examples"] = _scalar(report, "num_examples")
+    if any(c is None or not c >= 0 for c in counts.values()) or len(set(counts.values())) > 1:
+        raise AggregationError(f"standard metrics disagree on the number of examples: {counts}")
+
+
 def standard_output_computation() -> SumThenFinalize:
-    """The aggregator of :data:`STANDARD_METRICS`: sums, then ``loss`` and ``accuracy`` as ratios.
+    """The aggregator of :data:`STANDARD_METRICS`: checked (:func:`check_standard_report`), summed, then ``loss``
+    and ``accuracy`` as ratios.
 
     >>> standard_output_computation()([{"loss": (2.0, 4), "accuracy": (3, 4), "num_examples": 4}])
     {'loss': 0.5, 'accuracy': 0.75, 'num_examples': 4}
     """
-    return SumThenFinalize({"loss": ratio, "accuracy": ratio})
+    return SumThenFinalize({"loss": ratio, "accuracy": ratio}, check=check_standard_report)

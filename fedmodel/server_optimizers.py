@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fedmodel._weights import ModelWeights
+from fedmodel.validation import is_float
 
 __all__ = [
     "AdaptiveState",
@@ -38,7 +39,6 @@ __all__ = [
     "adagrad",
     "adam",
     "apply_rule",
-    "is_float",
     "sgd",
     "state_from_arrays",
     "state_to_arrays",
@@ -66,27 +66,25 @@ class AdaptiveState(NamedTuple):
     v: tuple[np.ndarray, ...]
 
 
-def is_float(array: np.ndarray) -> bool:
-    """Whether a variable is floating point (bfloat16 included): only those go through the server rule."""
-    return array.dtype.kind == "f" or array.dtype.name == "bfloat16"
-
-
 def apply_rule(
     params: ModelWeights, delta: ModelWeights, step: Callable[[int, np.ndarray], np.ndarray]
 ) -> ModelWeights:
     """New weights: ``params + step(i, delta_i)`` for trainable float variable ``i``, ``params + delta`` else.
 
-    Arithmetic is float64; each result is cast back to the variable's dtype.
+    Arithmetic is float64; each result is cast back to the variable's dtype (a value beyond the dtype's range
+    becomes inf, which :class:`fedmodel.server.ServerRound` refuses as a global model). Integer variables add
+    modularly, undoing :func:`fedmodel.algorithms.delta` exactly.
     """
     out = []
     n = len(params.trainable)
     for i, (p, d) in enumerate(zip(params.arrays, delta.arrays, strict=True)):
-        if not is_float(p):
-            out.append((p + np.asarray(d).astype(p.dtype)).astype(p.dtype))
-            continue
-        d64 = np.asarray(d, np.float64)
-        change = step(i, d64) if i < n else d64
-        out.append((np.asarray(p, np.float64) + change).astype(p.dtype))
+        with np.errstate(over="ignore"):
+            if not is_float(p):
+                out.append(np.asarray(np.add(p, np.asarray(d), dtype=p.dtype, casting="unsafe")))
+                continue
+            d64 = np.asarray(d, np.float64)
+            change = step(i, d64) if i < n else d64
+            out.append((np.asarray(p, np.float64) + change).astype(p.dtype))
     return params.with_arrays(out)
 
 

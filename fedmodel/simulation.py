@@ -1,11 +1,14 @@
 """The simulation runner: many clients, one process, one model instance, reproducible from a seed.
 
-Each round samples clients with ``np.random.default_rng([seed, round])`` and gives each client the seed
-``SeedSequence([seed, round, client_id])`` for its example order, so a run resumed at round ``r`` (from a
+Each round samples clients with :func:`fedmodel.server.sample_clients` and gives each client the seed
+:func:`fedmodel.server.client_seed` for its example order, so a run resumed at round ``r`` (from a
 checkpoint or an ``initial_state``) continues exactly as the uninterrupted run. Clients run one after
-another on one model instance (weights assigned, metrics reset, a fresh optimizer each time). A client
-that raises, overruns ``client_timeout`` or returns an invalid update (wrong shape or dtype, NaN) is
-dropped and reported in :attr:`RoundResult.failures`; the server state only ever sees validated updates.
+another on one model instance (weights assigned, metrics reset, a fresh optimizer each time), and every
+result goes through the one :class:`fedmodel.server.ServerRound` that the Flower strategy runs too. A
+client that raises, overruns ``client_timeout`` or returns an invalid update (wrong shape or dtype, NaN, an
+impossible number of examples) is dropped and reported in :attr:`RoundResult.failures`; a client whose
+metric report is invalid is left out of the round's metrics (:attr:`RoundResult.metrics_failures`); the
+server state only ever sees validated updates and is never non-finite.
 
 >>> from fedmodel.reference import SoftmaxRegression
 >>> from fedmodel.data import federated_digits
@@ -19,7 +22,6 @@ dropped and reported in :attr:`RoundResult.failures`; the server state only ever
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 import time
@@ -27,17 +29,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from fedmodel._backend import Backend, backend_for
 from fedmodel._errors import CheckpointError
 from fedmodel._weights import ModelWeights, get_weights
-from fedmodel.aggregation import check_update
 from fedmodel.algorithms import FederatedAlgorithm, ServerState
 from fedmodel.client import ClientResult
 from fedmodel.data import ClientData
 from fedmodel.evaluation import evaluate
+from fedmodel.server import Dropped, ServerRound, client_seed, report_template, sample_clients
 from fedmodel.server_optimizers import state_from_arrays, state_to_arrays
+from fedmodel.validation import ReplyLimits
 
 __all__ = [
     "ClientFailure",
@@ -64,6 +65,8 @@ class SimulationConfig:
         progress: show a tqdm progress bar.
         checkpoint_path: save weights and server-optimizer state there after every round.
         resume: start from ``checkpoint_path`` when it exists.
+        limits: what one client's reply may claim (:class:`fedmodel.validation.ReplyLimits`: the cap on its
+            number of examples, on report counts, and optionally on the norm of its change).
     """
 
     rounds: int = 10
@@ -74,6 +77,7 @@ class SimulationConfig:
     progress: bool = True
     checkpoint_path: str | os.PathLike[str] | None = None
     resume: bool = False
+    limits: ReplyLimits = field(default_factory=ReplyLimits)
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,12 @@ class ClientFailure:
 
 @dataclass(frozen=True)
 class RoundResult:
-    """One round: the sampled clients, aggregated train metrics, held-out metrics, failures, duration."""
+    """One round: the sampled clients, aggregated train metrics, held-out metrics, failures, duration.
+
+    ``failures`` are the clients whose update was not aggregated; ``metrics_failures`` those whose update
+    was but whose metric report was invalid; ``problem`` says why the round left the weights unchanged
+    (no valid update, or an aggregate that was not finite), ``None`` when it did not.
+    """
 
     round: int
     clients: tuple[int, ...]
@@ -94,6 +103,8 @@ class RoundResult:
     test: dict[str, Any]
     failures: tuple[ClientFailure, ...]
     seconds: float
+    metrics_failures: tuple[ClientFailure, ...] = ()
+    problem: str | None = None
 
     @property
     def num_ok(self) -> int:
@@ -114,17 +125,9 @@ class SimulationResult:
         return self.state.weights
 
 
-def sample_clients(num_clients: int, per_round: int | None, seed: int, round_index: int) -> list[int]:
-    """Client ids for round ``round_index`` (0-based), sorted, from ``default_rng([seed, round_index])``."""
-    if per_round is None or per_round >= num_clients:
-        return list(range(num_clients))
-    rng = np.random.default_rng([seed, round_index])
-    return sorted(int(i) for i in rng.choice(num_clients, size=per_round, replace=False))
-
-
-def client_seed(seed: int, round_index: int, client_id: int) -> int:
-    """The seed of one client in one round: independent of which other clients were sampled."""
-    return int(np.random.SeedSequence([seed, round_index, client_id]).generate_state(1)[0])
+def _failure(dropped: Dropped) -> ClientFailure:
+    """A dropped client as a :class:`ClientFailure` (``-1`` for the round as a whole)."""
+    return ClientFailure(dropped.client if isinstance(dropped.client, int) else -1, dropped.reason)
 
 
 class _TimeoutError(Exception):
@@ -205,6 +208,7 @@ class _Runner:
             self.fresh_model(kind)
         first = next(iter(factories))
         self.model, self.backend = self.models[first]
+        self.report_template = report_template(self.model)
 
     def fresh_model(self, kind: str) -> None:
         """Forget ``kind``'s instance (an abandoned client thread may still use it) and make a new one."""
@@ -214,43 +218,46 @@ class _Runner:
     def round(
         self, state: ServerState, clients: Sequence[ClientData], test_data: ClientData | None
     ) -> tuple[ServerState, RoundResult]:
-        """Run one round from ``state``: sample, train, validate, aggregate, step the server, evaluate."""
+        """Run one round from ``state``: sample, train each client, hand its result to the server round."""
         start, config, algorithm = time.perf_counter(), self.config, self.algorithm
         ids = sample_clients(len(clients), config.clients_per_round, config.seed, state.round)
-        metrics = self.model.federated_output_computation
-        acc, metric_state = algorithm.aggregator.init(state.weights), metrics.init()
-        failures, ok = [], 0
+        server_round = ServerRound(
+            algorithm,
+            state,
+            metrics=self.model.federated_output_computation,
+            report_template=self.report_template,
+            limits=config.limits,
+        )
         for cid in ids:
-            seed = client_seed(config.seed, state.round, cid)
             kind = self.groups[cid]
             model, backend = self.models[kind]
+            seed = client_seed(config.seed, state.round, cid)
             try:
-                update = _run_client(
-                    algorithm, model, backend, state.weights, clients[cid], seed, config.client_timeout
-                )
-                check_update(state.weights, update.weights, client=f"client {cid}")
-                if not update.num_examples > 0:
-                    raise ValueError(f"client {cid} reported {update.num_examples} examples")
-                # a report that cannot be summed must not leave half of itself in the round's metrics
-                next_metrics = metrics.accumulate(copy.deepcopy(metric_state), update.metrics)
-                acc = algorithm.aggregator.accumulate(acc, update.weights, float(update.num_examples))
-                metric_state, ok = next_metrics, ok + 1
+                reply = _run_client(algorithm, model, backend, state.weights, clients[cid], seed, config.client_timeout)
             except _TimeoutError as exc:
-                failures.append(ClientFailure(cid, str(exc)))
+                server_round.drop(cid, str(exc))
                 self.fresh_model(kind)
                 self.model, self.backend = self.models[next(iter(self.factories))]
-            except Exception as exc:
-                failures.append(ClientFailure(cid, f"{type(exc).__name__}: {exc}"))
-        if ok:
-            state = algorithm.apply(state, algorithm.aggregator.finalize(acc))
-        else:  # nothing valid arrived: the weights and the optimizer state stay as they were
-            state = state._replace(round=state.round + 1)
-        train = metrics.finalize(metric_state) if ok else {}
+            except Exception as exc:  # the client's own failure: reported, the round goes on
+                server_round.drop(cid, f"{type(exc).__name__}: {exc}")
+            else:
+                server_round.add(cid, reply)
+        outcome = server_round.finish()
         test: dict[str, Any] = {}
         if test_data is not None:
-            test = evaluate(self.model, [test_data], weights=state.weights, batch_size=config.eval_batch_size)
+            test = evaluate(self.model, [test_data], weights=outcome.state.weights, batch_size=config.eval_batch_size)
         seconds = time.perf_counter() - start
-        return state, RoundResult(state.round, tuple(ids), train, test, tuple(failures), seconds)
+        result = RoundResult(
+            outcome.state.round,
+            tuple(ids),
+            outcome.train,
+            test,
+            tuple(_failure(d) for d in outcome.dropped),
+            seconds,
+            tuple(_failure(d) for d in outcome.metrics_dropped),
+            outcome.problem,
+        )
+        return outcome.state, result
 
 
 def run_simulation(

@@ -1,9 +1,17 @@
-"""Validation of incoming client updates before aggregation: a bad update is rejected with its reason.
+"""The one validation of what a client sends: its weights, its weight (example count) and its metric report.
 
-An update is accepted when it is a :class:`~fedmodel.ModelWeights` that matches the server's template in
-count, names, shapes and dtypes (:func:`fedmodel.aggregation.check_update`), every floating-point value
-(bfloat16 included) is finite, its aggregation weight is finite and non-negative and, optionally, the L2
-norm of its change from the server's weights is at most a bound.
+Every engine (the simulation runner, the Flower strategy) hands a client's reply to
+:class:`fedmodel.server.ServerRound`, which validates it here, on exactly what it will aggregate:
+
+* :func:`validate_update` reads a :class:`~fedmodel.ModelWeights` once and returns plain weights: every array
+  a plain ``numpy.ndarray`` (subclasses such as masked arrays are rejected, never trusted) whose name,
+  shape and dtype (native byte order) match the server's template, and whose floating-point values
+  (``bfloat16`` and ``float8`` included) are all finite;
+* :func:`validate_weight` accepts a finite, non-negative number no larger than a documented cap;
+* :func:`check_report` accepts a metric report with the template report's names, paths and shapes, finite
+  floats, and counts that are non-negative integers within range.
+
+Each raises :class:`~fedmodel.AggregationError` naming the client, the variable or path, expected and actual.
 
 >>> from fedmodel import ModelWeights
 >>> server = ModelWeights((np.zeros(2, np.float32),), (), trainable_names=("w",))
@@ -11,91 +19,334 @@ norm of its change from the server's weights is at most a bound.
 >>> bad = ModelWeights((np.array([1.0, np.nan], np.float32),), (), trainable_names=("w",))
 >>> result = filter_updates(server, [(good, 10), (bad, 5)])
 >>> len(result.accepted), result.rejected[0].reason
-(1, "client 1: 'w' has 1 non-finite values (NaN or inf)")
+(1, "client 1: 'w' has 1 non-finite value(s) (NaN or inf)")
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from fedmodel import _tree
 from fedmodel._errors import AggregationError
 from fedmodel._weights import ModelWeights
-from fedmodel.aggregation import check_update
-from fedmodel.server_optimizers import is_float
 
 __all__ = [
+    "MAX_COUNT",
+    "MAX_WEIGHT",
     "FilterResult",
     "Rejection",
+    "ReplyLimits",
+    "ValidatedWeights",
     "check_client_update",
+    "check_report",
     "delta_norm",
     "filter_updates",
+    "is_float",
+    "max_abs",
+    "nonfinite_count",
     "update_problem",
+    "validate_update",
+    "validate_weight",
+    "validated_for",
 ]
+
+MAX_WEIGHT = 2.0**31
+"""The default cap on a client's aggregation weight (the number of examples it claims)."""
+
+MAX_COUNT = 2**53
+"""The largest integer a metric report may hold (every such count is exact in float64)."""
+
+_ML_FLOATS = frozenset(
+    {"bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz", "float8_e5m2", "float8_e5m2fnuz"}
+)
+_BLOCK = 1 << 16  # elements per block of the finiteness check: its boolean scratch stays in cache
+
+
+def is_float(array: Any) -> bool:
+    """Whether an array (or dtype) is floating point: numpy floats, complex, and ``ml_dtypes``' bfloat16/float8.
+
+    >>> is_float(np.zeros(1, np.float16)), is_float(np.dtype(np.int64))
+    (True, False)
+    """
+    dtype = array if isinstance(array, np.dtype) else array.dtype
+    return dtype.kind in "fc" or dtype.name in _ML_FLOATS
+
+
+def _generic_max_abs(flat: np.ndarray) -> float:
+    """The largest ``|value|`` of a flat array, block by block in float64; NaN when a value is not finite."""
+    biggest = 0.0
+    for start in range(0, flat.size, _BLOCK):
+        top = float(np.abs(flat[start : start + _BLOCK]).astype(np.float64).max())  # NaN propagates
+        if not math.isfinite(top):
+            return math.nan
+        biggest = max(biggest, top)
+    return biggest
+
+
+def max_abs(array: np.ndarray) -> float:
+    """An upper bound on ``|value|`` over ``array`` (its largest ``|value|``, or its L2 norm); NaN when a value
+    is not finite.
+
+    float32 and float64 arrays take one BLAS pass (the squared L2 norm, finite exactly when every value is
+    finite and the sum of squares does not overflow); other dtypes, that overflow, and sums of squares so small
+    that they may have underflowed take the exact path.
+    """
+    flat = array.reshape(-1)
+    if not flat.size or flat.dtype.kind == "b":
+        return float(flat.size and flat.any())
+    if flat.dtype.kind in "iu":
+        return max(abs(float(flat.min())), abs(float(flat.max())))
+    if flat.dtype in (np.float32, np.float64):
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow only sends us down the exact path
+            squares = float(np.dot(flat, flat))
+        if math.isfinite(squares) and squares >= np.finfo(flat.dtype).tiny:  # tiny squares may have underflowed
+            return math.sqrt(squares)
+    return _generic_max_abs(flat)
+
+
+def nonfinite_count(array: np.ndarray) -> int:
+    """How many values of a floating-point array are NaN or infinite (0 for any other dtype).
+
+    Works block by block, so it allocates one small scratch buffer, never one of the array's size.
+    """
+    if not is_float(array):
+        return 0
+    flat = array.reshape(-1)
+    scratch = np.empty(min(flat.size, _BLOCK), bool)
+    bad = 0
+    for start in range(0, flat.size, _BLOCK):
+        part = scratch[: min(_BLOCK, flat.size - start)]
+        np.isfinite(flat[start : start + _BLOCK], out=part)
+        bad += part.size - int(np.count_nonzero(part))
+    return bad
+
+
+@dataclass(frozen=True)
+class ReplyLimits:
+    """What the server accepts from one client (besides matching the template exactly).
+
+    Attributes:
+        max_weight: the largest aggregation weight (claimed number of examples); a larger claim is rejected.
+        max_count: the largest integer in a metric report.
+        max_delta_norm: when set, the largest L2 norm of ``update - server weights`` (float variables).
+        max_value: the largest ``|value|`` of a float variable. ``None`` (the default): the square root of the
+            largest float32 (about 1.8e19; float64 variables: of the largest float64, about 1.3e154). A larger
+            value is finite but its square is not: every model computes inf from it, so one such update would
+            leave a global model that no honest client can train any more.
+    """
+
+    max_weight: float = MAX_WEIGHT
+    max_count: int = MAX_COUNT
+    max_delta_norm: float | None = None
+    max_value: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_weight < math.inf:
+            raise ValueError(f"max_weight must be finite and > 0, got {self.max_weight}")
+        if not 0 < self.max_count <= 2**63 - 1:
+            raise ValueError(f"max_count must be in [1, 2**63 - 1], got {self.max_count}")
+        if self.max_delta_norm is not None and not self.max_delta_norm > 0:
+            raise ValueError(f"max_delta_norm must be > 0, got {self.max_delta_norm}")
+        if self.max_value is not None and not self.max_value > 0:
+            raise ValueError(f"max_value must be > 0, got {self.max_value}")
+
+    def value_limit(self, dtype: np.dtype[Any]) -> float:
+        """The largest ``|value|`` accepted in a float variable of ``dtype``."""
+        if self.max_value is not None:
+            return self.max_value
+        return math.sqrt(float(np.finfo(np.float64 if dtype == np.float64 else np.float32).max))
+
+
+def validate_weight(weight: Any, *, client: str = "client", max_weight: float = math.inf) -> float:
+    """``weight`` as a float when it is a real number, finite, ``>= 0`` and ``<= max_weight``.
+
+    Raises:
+        AggregationError: naming the client and the value.
+    """
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+        raise AggregationError(f"{client}: the weight (number of examples) {weight!r} is not a real number")
+    try:
+        w = float(weight)
+    except (OverflowError, ValueError, TypeError):
+        raise AggregationError(f"{client}: the weight {weight!r} cannot be read as a float") from None
+    if not math.isfinite(w) or w < 0:
+        raise AggregationError(f"{client}: the weight must be finite and >= 0, got {w}")
+    if w > max_weight:
+        raise AggregationError(f"{client}: the weight {w:.6g} is above the cap of {max_weight:.6g} examples")
+    return w
+
+
+def _dtype_label(dtype: np.dtype[Any]) -> str:
+    """``float32``, or ``float32 (big-endian)`` for a non-native byte order."""
+    if dtype.isnative:
+        return str(dtype.name)
+    return f"{dtype.name} ({'big' if dtype.byteorder == '>' else 'little'}-endian)"
 
 
 def _names(weights: ModelWeights) -> tuple[str, ...]:
     return weights.names or tuple(f"#{i}" for i in range(len(weights.arrays)))
 
 
+def _read_group(update: Any, group: str, client: str) -> tuple[tuple[Any, ...], tuple[str, ...] | None]:
+    """One group's arrays and names, each attribute read exactly once."""
+    try:
+        arrays = tuple(getattr(update, group))
+        names = getattr(update, f"{group}_names")
+        names = None if names is None else tuple(names)
+    except Exception as exc:  # a hostile ModelWeights subclass: report, never propagate
+        raise AggregationError(f"{client}: cannot read its {group} weights ({type(exc).__name__}: {exc})") from None
+    if names is not None and (len(names) != len(arrays) or not all(isinstance(n, str) for n in names)):
+        raise AggregationError(f"{client}: {group} names do not match its {len(arrays)} arrays")
+    return arrays, names
+
+
+@dataclass(frozen=True)
+class ValidatedWeights(ModelWeights):
+    """Weights that :func:`validate_update` accepted against one template, with a bound on each array's values.
+
+    Aggregators take such weights without checking them again when ``template`` is their own template;
+    any other :class:`~fedmodel.ModelWeights` they validate themselves.
+
+    Attributes:
+        max_abs: per array (trainable first), an upper bound on ``|value|`` (see :func:`max_abs`).
+        template: the weights they were checked against.
+    """
+
+    max_abs: tuple[float, ...] = ()
+    template: ModelWeights | None = field(default=None, repr=False, compare=False)
+
+
+def validated_for(template: ModelWeights, update: Any, *, client: str = "client") -> ValidatedWeights:
+    """``update`` itself when it was validated against ``template`` already, else :func:`validate_update` of it."""
+    if isinstance(update, ValidatedWeights) and update.template is template:
+        return update
+    return validate_update(template, update, client=client)
+
+
+def validate_update(
+    template: ModelWeights, update: Any, *, client: str = "client", limits: ReplyLimits | None = None
+) -> ValidatedWeights:
+    """The update as plain weights to aggregate, once it matches ``template`` and holds only finite floats.
+
+    ``update`` is read exactly once. Every array must be a plain ``numpy.ndarray`` (a masked array or any
+    other subclass is rejected: its methods could lie) of the template's shape and dtype, native byte order
+    included; every floating-point value (``bfloat16`` and ``float8`` included) must be finite, and with
+    ``limits`` within :meth:`ReplyLimits.value_limit`. Names, when both sides have them, must be the
+    template's, in order. The returned weights hold the same array
+    objects under the template's names.
+
+    Raises:
+        AggregationError: naming the client, the variable, expected and actual.
+    """
+    if not isinstance(update, ModelWeights):
+        raise AggregationError(f"{client}: expected fedmodel.ModelWeights, got {type(update).__name__}")
+    trainable, trainable_names = _read_group(update, "trainable", client)
+    non_trainable, non_trainable_names = _read_group(update, "non_trainable", client)
+    if len(trainable) != len(template.trainable) or len(non_trainable) != len(template.non_trainable):
+        raise AggregationError(
+            f"{client}: expected {len(template.trainable)}+{len(template.non_trainable)} arrays, "
+            f"got {len(trainable)}+{len(non_trainable)}"
+        )
+    for want_names, got_names in (
+        (template.trainable_names, trainable_names),
+        (template.non_trainable_names, non_trainable_names),
+    ):
+        if want_names is not None and got_names is not None and want_names != got_names:
+            i = next(i for i, (a, b) in enumerate(zip(want_names, got_names, strict=True)) if a != b)
+            raise AggregationError(
+                f"{client}: variable {i} of its group is named {got_names[i]!r}, expected {want_names[i]!r}"
+            )
+    names = _names(template)
+    bounds: list[float] = []
+    for name, want, got in zip(names, template.arrays, trainable + non_trainable, strict=True):
+        if type(got) is not np.ndarray:
+            raise AggregationError(f"{client}: {name!r} is {type(got).__name__}, not a plain numpy.ndarray")
+        if got.shape != want.shape:
+            raise AggregationError(f"{client}: {name!r} has shape {got.shape}, expected {want.shape}")
+        if got.dtype != want.dtype:
+            raise AggregationError(
+                f"{client}: {name!r} has dtype {_dtype_label(got.dtype)}, expected {_dtype_label(want.dtype)}"
+            )
+        bound = max_abs(got)
+        if not math.isfinite(bound):
+            bad = nonfinite_count(got)
+            raise AggregationError(f"{client}: {name!r} has {bad} non-finite value(s) (NaN or inf)")
+        if limits is not None and is_float(got) and bound > limits.value_limit(got.dtype):
+            bound = _generic_max_abs(got.reshape(-1))  # the bound may be the L2 norm: the exact largest value
+            if bound > (limit := limits.value_limit(got.dtype)):
+                raise AggregationError(
+                    f"{client}: {name!r} holds values up to {bound:.3g} in magnitude, above the limit {limit:.3g}"
+                )
+        bounds.append(bound)
+    arrays = trainable + non_trainable
+    n = len(template.trainable)
+    return ValidatedWeights(
+        arrays[:n], arrays[n:], template.trainable_names, template.non_trainable_names, tuple(bounds), template
+    )
+
+
 def delta_norm(template: ModelWeights, update: ModelWeights) -> float:
     """The L2 norm of ``update - template`` over every floating-point variable, in float64.
 
-    Integer variables (counters) are left out: they are not a direction in weight space. One temporary of
-    one variable's size is held at a time.
+    Integer variables (counters) are left out: they are not a direction in weight space. The sum of squares
+    is accumulated with a scale, so finite values never overflow it (``inf`` only if the norm itself is
+    beyond float64). One temporary of one variable's size is held at a time.
     """
-    total = 0.0
+    scale, total = 0.0, 0.0  # the norm is scale * sqrt(total)
     for want, got in zip(template.arrays, update.arrays, strict=True):
-        if is_float(want):
-            d = np.subtract(np.asarray(got, np.float64), np.asarray(want, np.float64)).reshape(-1)
+        if not is_float(want):
+            continue
+        d = np.subtract(np.asarray(got, np.float64), np.asarray(want, np.float64)).reshape(-1)
+        if not d.size:
+            continue
+        biggest = float(np.max(np.abs(d)))
+        if not math.isfinite(biggest):
+            return math.inf
+        if biggest > scale:
+            total *= (scale / biggest) ** 2
+            scale = biggest
+        if scale:
+            d /= scale
             total += float(np.dot(d, d))
-    return math.sqrt(total)
+    return scale * math.sqrt(total)
 
 
 def check_client_update(
     template: ModelWeights,
     update: Any,
-    weight: float = 1.0,
+    weight: Any = 1.0,
     *,
     client: str = "client",
     max_delta_norm: float | None = None,
-) -> None:
-    """Raise :class:`~fedmodel.AggregationError` with the reason unless ``update`` may be aggregated.
+    max_weight: float = math.inf,
+) -> ValidatedWeights:
+    """:func:`validate_weight` and :func:`validate_update`, and the bound on the change's norm when given.
 
-    Args:
-        template: the server's current weights (names, shapes and dtypes to match; the norm's origin).
-        update: what the client sent.
-        weight: its aggregation weight (usually its number of examples): finite and ``>= 0``.
-        client: how the client is named in the message.
-        max_delta_norm: when given, the largest accepted L2 norm of ``update - template`` (float variables).
+    Returns:
+        The plain weights to aggregate (see :func:`validate_update`).
+
+    Raises:
+        AggregationError: with the reason.
     """
-    if not isinstance(update, ModelWeights):
-        raise AggregationError(f"{client}: expected fedmodel.ModelWeights, got {type(update).__name__}")
-    try:
-        w = float(weight)
-    except (TypeError, ValueError):
-        raise AggregationError(f"{client}: the weight {weight!r} is not a number") from None
-    if not math.isfinite(w) or w < 0:
-        raise AggregationError(f"{client}: the weight must be finite and >= 0, got {w}")
-    check_update(template, update, client=client)
-    for name, arr in zip(_names(template), update.arrays, strict=True):
-        if arr.dtype.name == "bfloat16" and not np.isfinite(arr).all():  # check_update misses kind "V"
-            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-            raise AggregationError(f"{client}: {name!r} has {bad} non-finite values (NaN or inf)")
+    validate_weight(weight, client=client, max_weight=max_weight)
+    plain = validated_for(template, update, client=client)
     if max_delta_norm is not None:
-        norm = delta_norm(template, update)
+        norm = delta_norm(template, plain)
         if not norm <= max_delta_norm:
             raise AggregationError(f"{client}: the update moves the weights by {norm:.6g} (L2), above {max_delta_norm}")
+    return plain
 
 
 def update_problem(
     template: ModelWeights,
     update: Any,
-    weight: float = 1.0,
+    weight: Any = 1.0,
     *,
     client: str = "client",
     max_delta_norm: float | None = None,
@@ -106,6 +357,77 @@ def update_problem(
     except AggregationError as exc:
         return str(exc)
     return None
+
+
+def _report_leaf(path: str, value: Any, want: np.ndarray, max_count: int) -> np.ndarray:
+    """One leaf of a report as int64 (counts) or float64, after every check."""
+    if isinstance(value, bool) or not isinstance(value, np.ndarray | np.generic | numbers.Real | list | tuple):
+        raise AggregationError(f"report {path!r}: expected numbers, got {type(value).__name__}")
+    if isinstance(value, np.ndarray) and type(value) is not np.ndarray:
+        raise AggregationError(f"report {path!r}: {type(value).__name__} is not a plain numpy.ndarray")
+    try:
+        arr = np.asarray(value)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise AggregationError(f"report {path!r}: not an array of numbers ({exc})") from None
+    if arr.shape != want.shape:
+        raise AggregationError(f"report {path!r}: expected shape {want.shape}, got {arr.shape}")
+    if arr.dtype.kind not in "iuf" and arr.dtype.name not in _ML_FLOATS:
+        raise AggregationError(f"report {path!r}: expected numbers, got dtype {arr.dtype}")
+    if not arr.size:
+        return arr.astype(np.int64 if want.dtype.kind in "biu" else np.float64)
+    if want.dtype.kind not in "biu":  # a sum or a mean: finite
+        wide = arr.astype(np.float64)
+        if not np.isfinite(wide).all():
+            raise AggregationError(f"report {path!r}: non-finite value(s) {arr.tolist()}")
+        return wide
+    if arr.dtype.kind == "f" or arr.dtype.name in _ML_FLOATS:  # a count sent as a float: integral only
+        wide = arr.astype(np.float64)
+        if not np.isfinite(wide).all() or (wide != np.rint(wide)).any():
+            raise AggregationError(f"report {path!r}: expected integer counts, got {arr.tolist()}")
+    if arr.min() < 0 or arr.max() > max_count:
+        raise AggregationError(f"report {path!r}: counts must be integers in [0, {max_count}], got {arr.tolist()}")
+    return arr.astype(np.int64)
+
+
+def check_report(
+    report: Any, template: Mapping[str, Any], *, client: str = "client", max_count: int = MAX_COUNT
+) -> dict[str, Any]:
+    """A client's metric report checked against the server model's own (``template``) and made plain.
+
+    The report must have the template's metric names, and under each the same nesting and leaf shapes.
+    Where the template holds integers (counts) the report must hold integers in ``[0, max_count]`` (a float
+    is accepted only when integral); elsewhere finite numbers. Leaves come back as int64 or float64 arrays.
+
+    Raises:
+        AggregationError: naming the client and the metric path, expected and actual.
+    """
+    if not isinstance(report, Mapping):
+        raise AggregationError(f"{client}: the metric report is {type(report).__name__}, not a mapping")
+    try:
+        names = set(report)
+    except Exception as exc:
+        raise AggregationError(f"{client}: the metric report cannot be read ({exc})") from None
+    if names != set(template):
+        missing, extra = sorted(set(template) - names), sorted(map(str, names - set(template)))
+        raise AggregationError(f"{client}: report metrics missing {missing}, unexpected {extra}")
+    out: dict[str, Any] = {}
+    for name, like in template.items():
+        want_paths, want_leaves, treedef = _tree.flatten_with_paths(like)
+        try:
+            got_paths, got_leaves, _ = _tree.flatten_with_paths(report[name])
+        except Exception as exc:
+            raise AggregationError(f"{client}: report {name!r} cannot be read ({exc})") from None
+        if got_paths != want_paths:
+            raise AggregationError(f"{client}: report {name!r} has paths {got_paths}, expected {want_paths}")
+        leaves = []
+        for path, want, got in zip(want_paths, want_leaves, got_leaves, strict=True):
+            where = name if path == "<root>" else f"{name}/{path}"
+            try:
+                leaves.append(_report_leaf(where, got, np.asarray(want), max_count))
+            except AggregationError as exc:
+                raise AggregationError(f"{client}: {exc}") from None
+        out[name] = _tree.unflatten(treedef, leaves)
+    return out
 
 
 @dataclass(frozen=True)
@@ -127,12 +449,12 @@ class FilterResult:
 
 def filter_updates(
     template: ModelWeights,
-    updates: Iterable[tuple[Any, float]],
+    updates: Iterable[tuple[Any, Any]],
     *,
     clients: Sequence[str] | None = None,
     max_delta_norm: float | None = None,
 ) -> FilterResult:
-    """Split ``(update, weight)`` pairs into the accepted ones and the rejected ones with their reasons.
+    """Split ``(update, weight)`` pairs into the accepted ones (as plain weights) and the rejected ones.
 
     Args:
         template: the server's current weights.
@@ -143,9 +465,10 @@ def filter_updates(
     result = FilterResult()
     for i, (update, weight) in enumerate(updates):
         label = clients[i] if clients is not None else f"client {i}"
-        reason = update_problem(template, update, weight, client=label, max_delta_norm=max_delta_norm)
-        if reason is None:
-            result.accepted.append((update, float(weight)))
+        try:
+            plain = check_client_update(template, update, weight, client=label, max_delta_norm=max_delta_norm)
+        except AggregationError as exc:
+            result.rejected.append(Rejection(i, label, str(exc)))
         else:
-            result.rejected.append(Rejection(i, label, reason))
+            result.accepted.append((plain, float(weight)))
     return result

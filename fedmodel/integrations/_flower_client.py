@@ -23,7 +23,7 @@ from fedmodel.integrations._flower_wire import (
     write_weights,
 )
 from fedmodel.layout import Layout
-from fedmodel.simulation import client_seed
+from fedmodel.server import client_seed
 
 __all__ = ["REJECTED_MESSAGE", "client_app", "partition_id", "read_round_config"]
 
@@ -34,7 +34,7 @@ REJECTED_MESSAGE = 4220
 def partition_id(context: Context) -> int:
     """The client id of this node: ``node_config["partition-id"]`` (``--node-config "partition-id=0 ..."``).
 
-    It seeds the client's example order exactly as :func:`fedmodel.simulation.client_seed` does for the
+    It seeds the client's example order exactly as :func:`fedmodel.server.client_seed` does for the
     client of the same index in a simulation.
     """
     value = context.node_config.get("partition-id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -18,10 +19,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from fedmodel._backend import backend_for
-from fedmodel._errors import FedModelError
 from fedmodel._weights import ModelWeights, get_weights
-from fedmodel.aggregation import check_update
 from fedmodel.algorithms import FederatedAlgorithm, ServerState
+from fedmodel.client import ClientResult
 from fedmodel.data import ClientData
 from fedmodel.evaluation import evaluate
 from fedmodel.integrations._flower_wire import (
@@ -37,11 +37,13 @@ from fedmodel.integrations._flower_wire import (
     unflatten_report,
 )
 from fedmodel.layout import Layout
-from fedmodel.metrics import to_numpy_report
+from fedmodel.server import Dropped, ServerRound, report_template, sample_clients
+from fedmodel.validation import ReplyLimits, check_report, validate_update
 
 __all__ = ["FedModelStrategy", "NodeFailure", "RoundReport"]
 
 _NODE_UNAVAILABLE = 5  # flwr.common.constant.ErrorCode.NODE_UNAVAILABLE
+_MAX_PARTITION = 2**31 - 1
 
 
 @dataclass
@@ -55,12 +57,18 @@ class NodeFailure:
 
 @dataclass
 class RoundReport:
-    """One round as seen by the server: who was asked, who was aggregated, who failed, the metrics."""
+    """One round as seen by the server: who was asked, who was aggregated, who failed, the metrics.
+
+    ``failures`` are nodes whose update was not aggregated; ``metric_failures`` nodes whose update was, but
+    whose metric report was left out; ``problem`` says why the round left the weights unchanged.
+    """
 
     round: int
     sampled: list[int] = field(default_factory=list)
     aggregated: list[dict[str, int | None]] = field(default_factory=list)
     failures: list[NodeFailure] = field(default_factory=list)
+    metric_failures: list[NodeFailure] = field(default_factory=list)
+    problem: str | None = None
     train: dict[str, Any] = field(default_factory=dict)
     evaluate: dict[str, Any] = field(default_factory=dict)
     test: dict[str, Any] = field(default_factory=dict)
@@ -82,14 +90,17 @@ class FedModelStrategy(Strategy):
     """A :class:`fedmodel.algorithms.FederatedAlgorithm` driving Flower nodes that run :func:`client_app`.
 
     The strategy owns the global :class:`fedmodel.algorithms.ServerState` (weights and server-optimizer
-    state). Each round it sends the weights to the sampled nodes, validates every reply (names, shapes
-    and dtypes with :func:`fedmodel.aggregation.check_update`, the report against its own model's
-    report), folds the valid ones — sorted by partition id, as the simulation orders its clients — into
-    the algorithm's streaming aggregator weighted by ``num-examples``, applies the server optimizer, and
-    finalizes the clients' reports with ``model.federated_output_computation``. Error replies, invalid
-    replies and nodes that did not answer within the round timeout are dropped and reported in
-    :attr:`rounds`; a node that did not answer is not sampled again when ``exclude_unresponsive`` (a
-    SuperLink lists a crashed node as online until its heartbeat expires, about a minute).
+    state). Each round it sends the weights to the nodes chosen by :func:`fedmodel.server.sample_clients`,
+    decodes every reply and hands it — sorted by partition id, as the simulation orders its clients — to
+    the same :class:`fedmodel.server.ServerRound` the simulation runs: one validation (names, shapes,
+    dtypes, finite values, ``num-examples`` within ``limits``, the report against its own model's report),
+    the algorithm's streaming aggregator, the server optimizer, a finite global model, and the clients'
+    reports finalized with ``model.federated_output_computation``. Error replies, invalid replies and
+    nodes that did not answer within the round timeout are dropped and reported in :attr:`rounds`; no
+    reply can end the run. A node that did not answer is not sampled again when ``exclude_unresponsive``
+    (a SuperLink lists a crashed node as online until its heartbeat expires, about a minute). A node's
+    ``partition-id`` only orders the aggregation: it must be an integer in ``[0, 2**31)`` and stay the same
+    for a node across rounds.
 
     Args:
         model_factory: returns a fresh model, the server's template (initial weights, report layout).
@@ -102,6 +113,7 @@ class FedModelStrategy(Strategy):
         evaluate_clients: also run federated evaluation on the nodes after every round.
         layout: the model's :class:`fedmodel.layout.Layout`; the global weights are then held and sent in
             canonical names and axes (give the clients the same).
+        limits: what one reply may claim (:class:`fedmodel.validation.ReplyLimits`).
     """
 
     def __init__(
@@ -118,14 +130,15 @@ class FedModelStrategy(Strategy):
         exclude_unresponsive: bool = True,
         eval_batch_size: int = 256,
         layout: Callable[[Any], Layout] | None = None,
+        limits: ReplyLimits | None = None,
     ) -> None:
         self.model = model_factory()
         self.backend = backend_for(self.model)
         self.layout = layout(self.model) if layout is not None else None
         self.algorithm = algorithm
         self.state: ServerState = algorithm.init(get_weights(self.model, backend=self.backend, layout=self.layout))
-        self.model.reset_metrics()
-        self._template_report = to_numpy_report(self.model.report_local_outputs())
+        self._template_report = report_template(self.model)
+        self.limits = limits or ReplyLimits()
         self.clients_per_round, self.min_available_nodes = clients_per_round, max(1, min_available_nodes)
         self.seed, self.test_data, self.evaluate_clients = seed, test_data, evaluate_clients
         self.node_wait_timeout, self.exclude_unresponsive = node_wait_timeout, exclude_unresponsive
@@ -155,7 +168,7 @@ class FedModelStrategy(Strategy):
         if arrays is self._issued:
             return
         weights = decode_weights(arrays, encode_weights(self.state.weights)[1])
-        check_update(self.state.weights, weights, client="the arrays given to the strategy")
+        weights = validate_update(self.state.weights, weights, client="the arrays given to the strategy")
         self.state = self.algorithm.init(weights)._replace(round=self.state.round)
 
     def _round(self, server_round: int) -> RoundReport:
@@ -215,15 +228,33 @@ class FedModelStrategy(Strategy):
             log(WARNING, "fedmodel: round %d dropped node %d: %s", server_round, failure.node_id, failure.reason)
         return ok
 
-    def _client_metrics(self, message: Message) -> tuple[int, int | None, dict[str, Any]]:
+    def _partition(self, node: int, claimed: Any) -> int | None:
+        """The node's partition id: an integer in ``[0, 2**31)``, the same in every reply of that node."""
+        if claimed is None:
+            return self._partitions.get(node)
+        if isinstance(claimed, bool) or not isinstance(claimed, int) or not 0 <= claimed <= _MAX_PARTITION:
+            raise MessageError(f"{METRICS_KEY}['partition-id']: expected an integer in [0, 2**31), got {claimed!r}")
+        earlier = self._partitions.setdefault(node, claimed)
+        if earlier != claimed:
+            raise MessageError(f"node {node} claims partition {claimed}, but was partition {earlier} before")
+        return claimed
+
+    def _client_metrics(self, message: Message, node: int) -> tuple[Any, int | None, dict[str, Any], str | None]:
+        """``(num-examples as sent, partition id, report, why the report is unusable or None)`` of a reply."""
         metrics = message.content.metric_records.get(METRICS_KEY)
         if metrics is None:
             raise MessageError(f"the reply has no MetricRecord {METRICS_KEY!r}")
-        n, pid = metrics.get("num-examples"), metrics.get("partition-id")
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise MessageError(f"{METRICS_KEY}['num-examples']: expected an integer > 0, got {n!r}")
-        pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
-        return n, pid, unflatten_report(metrics, self._template_report)
+        pid = self._partition(node, metrics.get("partition-id"))
+        try:
+            return metrics.get("num-examples"), pid, unflatten_report(metrics, self._template_report), None
+        except Exception as exc:  # the report only: the update may still be aggregated
+            return metrics.get("num-examples"), pid, {}, f"{type(exc).__name__}: {exc}"
+
+    def _record(self, report: RoundReport, dropped: Iterable[Dropped], into: list[NodeFailure]) -> None:
+        for d in dropped:
+            node = int(d.client) if isinstance(d.client, int) else -1
+            into.append(NodeFailure(node, d.reason, self._partitions.get(node)))
+            log(WARNING, "fedmodel: round %d dropped node %d: %s", report.round, node, d.reason)
 
     # -- the Strategy interface ---------------------------------------------------------------
     def configure_train(
@@ -237,45 +268,38 @@ class FedModelStrategy(Strategy):
         """
         self._started = time.perf_counter()
         self._adopt(arrays)
-        nodes = self._available(grid)
-        if self.clients_per_round is not None and self.clients_per_round < len(nodes):
-            rng = np.random.default_rng([self.seed, server_round - 1])
-            nodes = sorted(int(n) for n in rng.choice(nodes, size=self.clients_per_round, replace=False))
+        nodes = sample_clients(self._available(grid), self.clients_per_round, self.seed, server_round - 1)
         self._round(server_round).sampled = list(nodes)
         return self._messages(MessageType.TRAIN, server_round, nodes, config)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate every reply, aggregate the valid ones in partition order, apply the server optimizer."""
+        """Decode every reply and run the round through :class:`fedmodel.server.ServerRound`, in partition order."""
         report = self._round(server_round)
-        valid = []
-        for message, node in self._triage(MessageType.TRAIN, server_round, replies):
-            try:
-                weights = read_weights(message.content)
-                check_update(self.state.weights, weights, client=f"node {node}")
-                n, pid, client_report = self._client_metrics(message)
-            except FedModelError as exc:
-                report.failures.append(NodeFailure(node, f"invalid reply: {exc}", self._partitions.get(node)))
-                log(WARNING, "fedmodel: round %d dropped node %d: %s", server_round, node, exc)
-                continue
-            if pid is not None:
-                self._partitions[node] = pid
-            valid.append((float("inf") if pid is None else float(pid), node, pid, weights, n, client_report))
-        valid.sort(key=lambda v: (v[0], v[1]))  # the simulation's order: by client index
         metrics = self.model.federated_output_computation
-        acc, metric_state = self.algorithm.aggregator.init(self.state.weights), metrics.init()
-        for _, node, pid, weights, n, client_report in valid:
-            metric_state = metrics.accumulate(metric_state, client_report)
-            acc = self.algorithm.aggregator.accumulate(acc, weights, float(n))
-            report.aggregated.append({"node": node, "partition": pid})
-        if valid:
-            self.state = self.algorithm.apply(self.state, self.algorithm.aggregator.finalize(acc))
-            report.train = _plain(metrics.finalize(metric_state))
-        else:
-            self.state = self.state._replace(round=self.state.round + 1)
+        round_ = ServerRound(self.algorithm, self.state, metrics, self._template_report, self.limits, "node")
+        decoded = []
+        for message, node in self._triage(MessageType.TRAIN, server_round, replies):
+            try:  # whatever a reply holds, it can only drop its own node
+                weights = read_weights(message.content)
+                n, pid, client_report, problem = self._client_metrics(message, node)
+            except Exception as exc:
+                round_.drop(node, f"invalid reply: {type(exc).__name__}: {exc}")
+                continue
+            decoded.append((float("inf") if pid is None else float(pid), node, pid, weights, n, client_report, problem))
+        decoded.sort(key=lambda v: (v[0], v[1]))  # the simulation's order: by client index
+        for _, node, pid, weights, n, client_report, problem in decoded:
+            if round_.add(node, ClientResult(weights, n, client_report), report_problem=problem) is None:
+                report.aggregated.append({"node": node, "partition": pid})
+        outcome = round_.finish()
+        self.state = outcome.state
+        self._record(report, outcome.dropped, report.failures)
+        self._record(report, outcome.metrics_dropped, report.metric_failures)
+        report.problem = outcome.problem
+        report.train = _plain(outcome.train)
         report.seconds = time.perf_counter() - self._started
-        return self.arrays(), MetricRecord(flatten_report(report.train, prefix="")) if valid else None
+        return self.arrays(), MetricRecord(flatten_report(report.train, prefix="")) if report.train else None
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -287,17 +311,27 @@ class FedModelStrategy(Strategy):
         return self._messages(MessageType.EVALUATE, server_round, nodes, config)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Sum the nodes' evaluation reports, finalize with ``federated_output_computation``."""
+        """Check and sum the nodes' evaluation reports, finalize with ``federated_output_computation``."""
         report = self._round(server_round)
         metrics = self.model.federated_output_computation
         state, count = metrics.init(), 0
         for message, node in self._triage(MessageType.EVALUATE, server_round, replies):
             try:
-                _, _, client_report = self._client_metrics(message)
-            except FedModelError as exc:
-                report.failures.append(NodeFailure(node, f"invalid evaluate reply: {exc}"))
+                _, _, client_report, problem = self._client_metrics(message, node)
+                if problem is not None:
+                    raise MessageError(problem)
+                client_report = check_report(
+                    client_report, self._template_report, client=f"node {node}", max_count=self.limits.max_count
+                )
+                state = metrics.accumulate(copy.deepcopy(state), client_report)
+            except Exception as exc:
+                report.metric_failures.append(
+                    NodeFailure(
+                        node, f"invalid evaluate reply: {type(exc).__name__}: {exc}", self._partitions.get(node)
+                    )
+                )
                 continue
-            state, count = metrics.accumulate(state, client_report), count + 1
+            count += 1
         if not count:
             return None
         report.evaluate = _plain(metrics.finalize(state))

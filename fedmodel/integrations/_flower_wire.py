@@ -61,6 +61,7 @@ WIDENED_DTYPES = frozenset(
 """``ml_dtypes`` floats that Flower's NPY encoding cannot carry and that travel as exact ``float32``."""
 
 _FORMAT = "fedmodel-weights/1"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class MessageError(FedModelError, ValueError):
@@ -260,6 +261,8 @@ def unflatten_report(values: Mapping[str, Any], like: Mapping[str, Any], prefix:
                 raise MessageError(f"report {key!r}: expected numbers, got {got!r}")
             if integer and not all(isinstance(v, int) for v in flat):
                 raise MessageError(f"report {key!r}: expected integers, got {got!r}")
+            if not all(_INT64_MIN <= v <= _INT64_MAX for v in flat if isinstance(v, int)):
+                raise MessageError(f"report {key!r}: integers beyond int64, got {got!r}")  # the wire carries uint64
             if isinstance(got, list) != (want.ndim > 0) or len(flat) != want.size:
                 raise MessageError(f"report {key!r}: expected {want.size} value(s) of shape {want.shape}, got {got!r}")
             rebuilt.append(np.asarray(flat, np.int64 if integer else np.float64).reshape(want.shape))

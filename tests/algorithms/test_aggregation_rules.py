@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from fedmodel import AggregationError, ModelWeights
-from fedmodel.aggregation import WeightedMean, check_update
+from fedmodel.aggregation import WeightedMean
+from fedmodel.validation import validate_update
 
 
 def _w(value: float, counter: int = 0) -> ModelWeights:
@@ -48,8 +49,8 @@ def test_blocked_accumulation_equals_the_plain_weighted_mean(accumulator: str) -
 def test_auto_accumulates_float32_in_float32_and_float64_in_float64() -> None:
     template = ModelWeights((np.zeros(3, np.float32), np.zeros(3, np.float64)), (np.zeros((), np.int64),))
     sums = WeightedMean().init(template).sums
-    assert [s.dtype for s in sums] == [np.float32, np.float64, np.float64]
-    assert [s.dtype for s in WeightedMean(accumulator="float64").init(template).sums] == [np.float64] * 3
+    assert [s.acc.dtype for s in sums] == [np.float32, np.float64, np.float64]
+    assert [s.acc.dtype for s in WeightedMean(accumulator="float64").init(template).sums] == [np.float64] * 3
 
 
 @pytest.mark.parametrize(("rule", "want"), [("round", 3), ("max", 7), ("first", 1)])
@@ -79,8 +80,8 @@ def test_nothing_to_aggregate_is_an_error() -> None:
         WeightedMean().aggregate([(_w(1.0), 0.0)])
 
 
-def test_check_update_accepts_a_matching_update() -> None:
-    check_update(_w(0.0), _w(5.0, 3))
+def test_validate_update_accepts_a_matching_update() -> None:
+    validate_update(_w(0.0), _w(5.0, 3))
 
 
 @pytest.mark.parametrize(
@@ -94,11 +95,11 @@ def test_check_update_accepts_a_matching_update() -> None:
         (ModelWeights((np.zeros(2, np.float32),), (np.array(0, np.int64),), ("bias",), ("count",)), "named"),
     ],
 )
-def test_check_update_rejects_with_a_reason(update: ModelWeights, message: str) -> None:
+def test_validate_update_rejects_with_a_reason(update: ModelWeights, message: str) -> None:
     with pytest.raises(AggregationError, match=message):
-        check_update(_w(0.0), update, client="client 7")
+        validate_update(_w(0.0), update, client="client 7")
 
 
-def test_check_update_rejects_something_that_is_not_weights() -> None:
+def test_validate_update_rejects_something_that_is_not_weights() -> None:
     with pytest.raises(AggregationError, match=r"expected fedmodel\.ModelWeights, got str"):
-        check_update(_w(0.0), "not weights", client="client 3")  # type: ignore[arg-type]
+        validate_update(_w(0.0), "not weights", client="client 3")  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from fedmodel.client import batches, full_batch_step, local_sgd, train_client
 from fedmodel.data import ClientData
 from fedmodel.evaluation import evaluate
 from fedmodel.reference import NUMPY_BACKEND, SoftmaxRegression
+from fedmodel.server import ServerRound
 
 
 def _data(rng: np.random.Generator, n: int = 12, features: int = 4, classes: int = 3) -> ClientData:
@@ -109,8 +110,10 @@ def test_fedsgd_round_equals_one_gradient_step_on_the_union(rng: np.random.Gener
     a, b = _data(rng, n=5), _data(rng, n=11)
     algo = fedsgd(client_lr=0.7)
     state = algo.init(get_weights(model))
-    results = [algo.client_update(model, NUMPY_BACKEND, state.weights, d, 0) for d in (a, b)]
-    state = algo.apply(state, algo.aggregate(state.weights, results))
+    server_round = ServerRound(algo, state)
+    for cid, d in enumerate((a, b)):
+        server_round.add(cid, algo.client_update(model, NUMPY_BACKEND, state.weights, d, 0))
+    state = server_round.finish().state
     union = ClientData(np.concatenate([a.x, b.x]), np.concatenate([a.y, b.y]))
     central = full_batch_step(learning_rate=0.7)(
         model, NUMPY_BACKEND, algo.init(get_weights(SoftmaxRegression(4, 3, seed=3))).weights, union, 0

@@ -15,6 +15,7 @@ from fedmodel.algorithms import FederatedAlgorithm, fedadam, fedavg
 from fedmodel.client import ClientResult
 from fedmodel.data import ClientData, split_dirichlet
 from fedmodel.reference import NUMPY_BACKEND, SoftmaxRegression
+from fedmodel.server import ServerRound
 from fedmodel.simulation import SimulationConfig, client_seed, run_simulation, sample_clients
 
 
@@ -77,10 +78,10 @@ def test_a_raising_client_is_dropped_reported_and_the_others_are_aggregated(rng:
     # expected: the same client updates for clients 0 and 2, aggregated by hand
     model = _factory()
     start = algo.init(get_weights(model))
-    results = [
-        algo.client_update(model, NUMPY_BACKEND, start.weights, clients[c], client_seed(3, 0, c)) for c in (0, 2)
-    ]
-    want = algo.apply(start, algo.aggregate(start.weights, results))
+    server_round = ServerRound(algo, start)
+    for c in (0, 2):
+        server_round.add(c, algo.client_update(model, NUMPY_BACKEND, start.weights, clients[c], client_seed(3, 0, c)))
+    want = server_round.finish().state
     for a, b in zip(out.weights.arrays, want.weights.arrays, strict=True):
         np.testing.assert_array_equal(a, b)
     assert out.rounds[0].train["num_examples"] == 20
@@ -216,15 +217,20 @@ def test_per_round_metrics_aggregate_train_and_test(rng: np.random.Generator) ->
     assert 0.0 <= out.rounds[0].test["accuracy"] <= 1.0
 
 
-def test_a_metric_report_that_cannot_be_summed_leaves_no_trace_in_the_round(rng: np.random.Generator) -> None:
+def test_an_invalid_metric_report_drops_the_client_from_the_metrics_but_not_from_the_weights(
+    rng: np.random.Generator,
+) -> None:
     clients = _clients(rng, 3)
     _mark(clients, 2)
     bad = run_simulation(_factory, clients, _sabotage(fedavg(), {2: "bad_metrics"}), _config(rounds=1))
-    crashed = run_simulation(_factory, clients, _sabotage(fedavg(), {2: "raise"}), _config(rounds=1))
-    (failure,) = bad.rounds[0].failures
-    assert failure.client_id == 2 and "AggregationError" in failure.reason
-    assert bad.rounds[0].train == crashed.rounds[0].train
-    np.testing.assert_array_equal(bad.weights.trainable[0], crashed.weights.trainable[0])
+    clean = run_simulation(_factory, clients, fedavg(), _config(rounds=1))
+    assert bad.rounds[0].failures == ()
+    (failure,) = bad.rounds[0].metrics_failures
+    assert failure.client_id == 2 and "report 'accuracy/0': expected shape ()" in failure.reason
+    assert bad.rounds[0].train["num_examples"] == 20  # clients 0 and 1 only
+    assert clean.rounds[0].train["num_examples"] == 30
+    for a, b in zip(bad.weights.arrays, clean.weights.arrays, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_resuming_with_another_algorithm_is_refused(rng: np.random.Generator, tmp_path: Path) -> None:
