@@ -2,7 +2,7 @@
 
 Each client trains the same torch MLP on the same digits partition with the same local update as
 fedmodel's in-process runner (:func:`fedmodel.client.train_client`: one epoch, batch 32, SGD 0.1, the
-example order seeded by :func:`fedmodel.simulation.client_seed`), so the two runs differ only in the
+example order seeded by :func:`fedmodel.server.client_seed`), so the two runs differ only in the
 engine. Each worker process caches its model and the data (Flower's best case).
 """
 
@@ -56,7 +56,7 @@ def make_apps(num_clients: int, rounds: int, stamps: list[float]) -> tuple[Any, 
     def train(msg: Message, context: Context) -> Message:
         import fedmodel
         from fedmodel.client import train_client
-        from fedmodel.simulation import client_seed
+        from fedmodel.server import client_seed
 
         cid = int(context.node_config["partition-id"])
         model = _worker_model()

@@ -1,9 +1,14 @@
-"""Bench 3: FedAvg aggregation of K client updates, fedmodel's ``WeightedMean`` vs Flower's own functions.
+"""Bench 3: validation plus FedAvg aggregation of K client updates, against ``np.add`` and Flower's functions.
 
 Identical inputs: K float32 client updates of an MLP-shaped model (four arrays) with their example
-counts. Flower's baselines: ``flwr.server.strategy.aggregate.aggregate`` (the legacy strategies'
-weighted average) and ``flwr.serverapp.strategy.strategy_utils.aggregate_arrayrecords`` (the 1.42
-``FedAvg`` strategy's, on ``ArrayRecord`` s built before timing). Bar: ratio < 1 against ``aggregate``.
+counts. fedmodel's side is what :class:`fedmodel.server.ServerRound` does with them, the server
+optimizer's step aside: each update validated (names, shapes, dtypes, every value finite, a bound on its
+values) and folded into ``WeightedMean``'s accumulator, the mean finalized and checked finite. Baselines:
+one plain ``np.add`` pass of every update into one accumulator (bar: ratio <= 1.5),
+``flwr.server.strategy.aggregate.aggregate`` (the legacy strategies' weighted average; bar < 1) and
+``flwr.serverapp.strategy.strategy_utils.aggregate_arrayrecords`` (the 1.42 ``FedAvg`` strategy's, on
+``ArrayRecord`` s built before timing). A last row times the whole server round (``ServerRound`` with
+FedAvg's server step) for information.
 
 Peak extra memory is measured with ``tracemalloc`` (numpy reports its buffers to it): the largest
 allocation above the inputs during one aggregation, in units of one model's float32 size.
@@ -20,10 +25,15 @@ import numpy as np
 from benchmarks._harness import Result, Sizes, UnavailableError, measure
 from fedmodel import ModelWeights
 from fedmodel.aggregation import WeightedMean
+from fedmodel.algorithms import fedavg
+from fedmodel.client import ClientResult
+from fedmodel.server import ServerRound
+from fedmodel.validation import nonfinite_count
 
-__all__ = ["BAR", "client_updates", "peak_extra_bytes", "run"]
+__all__ = ["BAR", "BAR_NP_ADD", "client_updates", "peak_extra_bytes", "run", "validate_and_aggregate"]
 
 BAR = 1.0
+BAR_NP_ADD = 1.5
 
 
 def client_updates(num_clients: int, num_params: int, seed: int = 0) -> list[tuple[ModelWeights, int]]:
@@ -39,6 +49,23 @@ def client_updates(num_clients: int, num_params: int, seed: int = 0) -> list[tup
         )
         for _ in range(num_clients)
     ]
+
+
+def validate_and_aggregate(updates: list[tuple[ModelWeights, int]]) -> ModelWeights:
+    """What a server round does with the updates, the server step aside: validate each, fold it in, check the mean."""
+    out = WeightedMean().aggregate(updates)  # accumulate() validates every update before it adds it
+    if any(nonfinite_count(a) for a in out.arrays):
+        raise AssertionError("the aggregate is not finite")
+    return out
+
+
+def plain_add(updates: list[tuple[ModelWeights, int]]) -> list[np.ndarray]:
+    """The floor: one ``np.add`` of every update into one float32 accumulator, nothing checked."""
+    acc = [np.zeros_like(a) for a in updates[0][0].arrays]
+    for weights, _ in updates:
+        for total, array in zip(acc, weights.arrays, strict=True):
+            np.add(total, array, out=total)
+    return acc
 
 
 def peak_extra_bytes(fn: Callable[[], Any]) -> int:
@@ -91,7 +118,10 @@ def run(sizes: Sizes, backends: tuple[str, ...] = ()) -> Iterator[Result | tuple
     params = sum(a.size for a in updates[0][0].arrays)
 
     def ours() -> ModelWeights:
-        return WeightedMean().aggregate(updates)
+        return validate_and_aggregate(updates)
+
+    def add() -> Any:
+        return plain_add(updates)
 
     def legacy() -> Any:
         return aggregate(ndarrays)
@@ -99,16 +129,34 @@ def run(sizes: Sizes, backends: tuple[str, ...] = ()) -> Iterator[Result | tuple
     def records_1_42() -> Any:
         return aggregate_arrayrecords(recs, "num-examples")
 
+    algorithm = fedavg()
+    start = algorithm.init(updates[0][0])
+
+    def server_round() -> Any:
+        round_ = ServerRound(algorithm, start)
+        for k, (weights, n) in enumerate(updates):
+            round_.add(k, ClientResult(weights, n, {}))
+        return round_.finish()
+
     expected = legacy()
     np.testing.assert_allclose(ours().arrays[0], expected[0], rtol=1e-5, atol=1e-6)
-    timing = measure({"fedmodel": ours, "aggregate": legacy, "arrayrecords": records_1_42}, sizes.repeat)
+    timing = measure(
+        {"fedmodel": ours, "np.add": add, "aggregate": legacy, "arrayrecords": records_1_42, "round": server_round},
+        sizes.repeat,
+    )
     what = f"K={sizes.agg_clients}, {params / 1e6:.1f}M params"
-    yield timing.result("aggregation vs flwr aggregate", "numpy", "fedmodel", "aggregate", BAR, what)
+    yield timing.result("validation + aggregation vs one np.add pass", "numpy", "fedmodel", "np.add", BAR_NP_ADD, what)
+    yield timing.result("validation + aggregation vs flwr aggregate", "numpy", "fedmodel", "aggregate", BAR, what)
     note = what + " (Flower's time includes decoding its Array bytes)"
-    yield timing.result("aggregation vs flwr aggregate_arrayrecords", "numpy", "fedmodel", "arrayrecords", BAR, note)
+    yield timing.result(
+        "validation + aggregation vs flwr aggregate_arrayrecords", "numpy", "fedmodel", "arrayrecords", BAR, note
+    )
+    yield timing.result(
+        "ServerRound (FedAvg step included) vs one np.add pass", "numpy", "round", "np.add", None, what
+    )
     peaks = {name: peak_extra_bytes(fn) / model_bytes for name, fn in (("fedmodel", ours), ("aggregate", legacy))}
     yield Result(
-        "aggregation peak extra memory",
+        "validation + aggregation peak extra memory",
         "numpy",
         peaks["fedmodel"],
         peaks["aggregate"],

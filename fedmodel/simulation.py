@@ -45,9 +45,7 @@ __all__ = [
     "RoundResult",
     "SimulationConfig",
     "SimulationResult",
-    "client_seed",
     "run_simulation",
-    "sample_clients",
 ]
 
 

@@ -15,8 +15,8 @@ from fedmodel.algorithms import FederatedAlgorithm, fedadam, fedavg
 from fedmodel.client import ClientResult
 from fedmodel.data import ClientData, split_dirichlet
 from fedmodel.reference import NUMPY_BACKEND, SoftmaxRegression
-from fedmodel.server import ServerRound
-from fedmodel.simulation import SimulationConfig, client_seed, run_simulation, sample_clients
+from fedmodel.server import ServerRound, client_seed, sample_clients
+from fedmodel.simulation import SimulationConfig, run_simulation
 
 
 def _clients(rng: np.random.Generator, count: int = 6, n: int = 10) -> list[ClientData]:

@@ -70,22 +70,24 @@ def test_aggregation_benchmark_gives_time_and_memory_rows() -> None:
     pytest.importorskip("flwr")
     rows = _rows(aggregation.run(TINY))
     assert [r.bench for r in rows] == [
-        "aggregation vs flwr aggregate",
-        "aggregation vs flwr aggregate_arrayrecords",
-        "aggregation peak extra memory",
+        "validation + aggregation vs one np.add pass",
+        "validation + aggregation vs flwr aggregate",
+        "validation + aggregation vs flwr aggregate_arrayrecords",
+        "ServerRound (FedAvg step included) vs one np.add pass",
+        "validation + aggregation peak extra memory",
     ]
-    assert rows[2].unit == "models"
+    assert rows[0].bar == 1.5 and rows[4].unit == "models"
     for row in rows:
         _well_formed(row)
 
 
 def test_weighted_mean_peak_memory_does_not_grow_with_the_number_of_clients() -> None:
-    from fedmodel.aggregation import WeightedMean
-
     few, many = aggregation.client_updates(2, 40_000), aggregation.client_updates(16, 40_000)
-    peak_few = aggregation.peak_extra_bytes(lambda: WeightedMean().aggregate(few))
-    peak_many = aggregation.peak_extra_bytes(lambda: WeightedMean().aggregate(many))
+    peak_few = aggregation.peak_extra_bytes(lambda: aggregation.validate_and_aggregate(few))
+    peak_many = aggregation.peak_extra_bytes(lambda: aggregation.validate_and_aggregate(many))
     assert peak_many < 1.2 * peak_few
+    model = sum(a.nbytes for a in few[0][0].arrays)
+    assert peak_many < 1.3 * model  # the accumulator, and a few blocks of scratch
 
 
 def test_peak_extra_bytes_counts_a_temporary_numpy_buffer() -> None:
@@ -104,7 +106,7 @@ def test_flower_client_app_trains_like_fedmodels_client() -> None:
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
 
     from fedmodel.client import train_client
-    from fedmodel.simulation import client_seed
+    from fedmodel.server import client_seed
 
     client, _ = _flower_app.make_apps(num_clients=4, rounds=1, stamps=[])
     server = fedmodel.get_weights(_flower_app.make_model())

@@ -26,7 +26,7 @@ from fedmodel.integrations.flower import (
     write_weights,
 )
 from fedmodel.reference import SoftmaxRegression
-from fedmodel.simulation import client_seed
+from fedmodel.server import client_seed
 
 Wire = Callable[[RecordDict], RecordDict]
 ALGORITHM = fedavg(client_lr=0.5, batch_size=8)

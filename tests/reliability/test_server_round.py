@@ -12,29 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedmodel import AggregationError, ModelWeights, Variable, get_weights
+from fedmodel import AggregationError, ModelWeights, get_weights
 from fedmodel.aggregation import ScaledSum, WeightedMean
 from fedmodel.algorithms import FederatedAlgorithm, ServerState, fedavg
 from fedmodel.client import ClientResult
-from fedmodel.reference import SoftmaxRegression
 from fedmodel.robust import CoordinateMedian, NormClipping, TrimmedMean
 from fedmodel.server import ServerRound, report_template
 from fedmodel.validation import MAX_WEIGHT, ReplyLimits, validate_update
+from tests._models import MixedDtypes
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
 INT64_MAX = np.iinfo(np.int64).max
-
-
-class MixedDtypes(SoftmaxRegression):
-    """The reference model with a bfloat16 preprocessing scale and an int64 counter among its weights."""
-
-    def __init__(self) -> None:
-        super().__init__(4, 3, seed=0)
-        self._non_trainable = (
-            Variable("input_scale", np.ones(4, ml_dtypes.bfloat16)),
-            Variable("steps", np.zeros((), np.int64)),
-        )
 
 
 def _server(model: Any | None = None, algorithm: FederatedAlgorithm | None = None) -> tuple[Any, ServerState]:
@@ -123,6 +112,10 @@ BAD_WEIGHTS: dict[str, tuple[Callable[[ServerState], ClientResult], str]] = {
         lambda s: _with_array(_honest(s, 1.0), 2, np.array([1, np.nan, 1, 1], ml_dtypes.bfloat16)),
         "'input_scale' has 1 non-finite value(s)",
     ),
+    "float8 NaN": (
+        lambda s: _with_array(_honest(s, 1.0), 2, np.array([1, np.nan, 1, 1], ml_dtypes.float8_e4m3fn)),
+        "'input_scale' has dtype float8_e4m3fn, expected bfloat16",
+    ),
     "float32 where bfloat16 is due": (
         lambda s: _with_array(_honest(s, 1.0), 2, np.ones(4, np.float32)),
         "'input_scale' has dtype float32, expected bfloat16",
@@ -170,6 +163,16 @@ def test_an_invalid_update_drops_only_its_client(name: str) -> None:
     assert outcome.problem is None and _finite(outcome.state)
     _same(outcome.state, _without_client_1())
     assert outcome.train["num_examples"] == 20
+
+
+@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "float8_e5m2", "bfloat16", "float16"])
+def test_nan_is_found_in_every_narrow_float_dtype(dtype: str) -> None:
+    narrow = np.dtype(getattr(ml_dtypes, dtype, None) or dtype)
+    template = ModelWeights((np.ones(5, narrow),), (), ("w",), ())
+    bad = ModelWeights((np.array([1, 1, np.nan, 1, 1], np.float32).astype(narrow),), (), ("w",), ())
+    with pytest.raises(AggregationError, match="'w' has 1 non-finite value"):
+        validate_update(template, bad)
+    assert validate_update(template, template).max_abs == (1.0,)
 
 
 def test_a_weights_object_that_changes_between_reads_is_read_once() -> None:
