@@ -63,7 +63,12 @@ class SimulationConfig:
         eval_batch_size: batch size of the held-out evaluation.
         progress: show a tqdm progress bar.
         checkpoint_path: save weights and server-optimizer state there after every round.
-        resume: start from ``checkpoint_path`` when it exists.
+        resume: start from ``checkpoint_path`` when it exists. The checkpoint must be of this run: its
+            round at most ``rounds``, and the same algorithm (by name), ``seed``, ``clients_per_round``
+            and ``run_options``; otherwise :class:`~fedmodel.CheckpointError` names each difference.
+        run_options: what else decides the result (e.g. the command line's data split and
+            hyperparameters, which the runner cannot see): ``str`` keys to ``str``, ``int`` or finite
+            ``float`` values, saved with every checkpoint and compared on resume.
     """
 
     rounds: int = 10
@@ -74,6 +79,7 @@ class SimulationConfig:
     progress: bool = True
     checkpoint_path: str | os.PathLike[str] | None = None
     resume: bool = False
+    run_options: Mapping[str, str | int | float] | None = None
 
 
 @dataclass(frozen=True)
@@ -161,31 +167,73 @@ def _run_client(
     return result
 
 
-def _load(config: SimulationConfig, algorithm: FederatedAlgorithm, fresh: ServerState) -> ServerState:
-    if config.checkpoint_path is None or not config.resume or not os.path.exists(config.checkpoint_path):
-        return fresh
-    from fedmodel.checkpoint import load_checkpoint
+def _load(
+    config: SimulationConfig, algorithm: FederatedAlgorithm, fresh: ServerState, num_clients: int | None = None
+) -> ServerState:
+    """The state to start from: ``fresh``, or the checkpoint's when resuming, checked against this run.
 
-    ckpt = load_checkpoint(config.checkpoint_path, like=fresh.weights)
+    Raises:
+        CheckpointError: the file is unreadable or corrupted, its server state does not fit, its round is
+            not a count of rounds or beyond ``config.rounds``, or it was saved by another configuration
+            (every differing option is named).
+    """
+    if config.checkpoint_path is None or not config.resume or not os.path.lexists(config.checkpoint_path):
+        return fresh
+    from fedmodel.checkpoint import check_extra, load_checkpoint
+
     where = os.fspath(config.checkpoint_path)
-    if "round" not in ckpt.metadata:
-        raise CheckpointError(f"{where}: no 'round' in its metadata; not a checkpoint of a simulation")
-    if ckpt.metadata.get("algorithm", algorithm.name) != algorithm.name:
-        raise CheckpointError(f"{where}: saved by {ckpt.metadata['algorithm']!r}, resumed with {algorithm.name!r}")
+    ckpt = load_checkpoint(where, like=fresh.weights)
+    saved_round = ckpt.metadata.get("round")
+    if type(saved_round) is not int or saved_round < 0:
+        raise CheckpointError(f"{where}: metadata 'round' must be an integer >= 0, got {saved_round!r}")
+    if saved_round > config.rounds:
+        raise CheckpointError(
+            f"{where} is at round {saved_round}, beyond rounds={config.rounds}: a resumed run cannot go back "
+            f"(ask for at least {saved_round} rounds)"
+        )
+    # the same entries as _save writes: what decides the result besides the round
+    run: dict[str, str | int | float] = {"algorithm": algorithm.name, "seed": config.seed}
+    run["clients_per_round"] = "all" if config.clients_per_round is None else config.clients_per_round
+    if num_clients is not None:
+        run["clients"] = num_clients
+    run.update(config.run_options or {})
+    saved = {k.removeprefix("run/"): v for k, v in ckpt.metadata.items() if k.startswith("run/")}
+    differences = []
+    for key in [*run, *(k for k in saved if k not in run)]:
+        now, then = run.get(key), saved.get(key)
+        if key == "algorithm" and now != then:
+            differences.append(f"saved by {then!r}, resumed with {now!r}")
+        elif key not in saved:
+            differences.append(f"{key} {now!r} (not in the checkpoint)")
+        elif key not in run:
+            differences.append(f"{key} missing (the checkpoint's: {then!r})")
+        elif now != then:
+            differences.append(f"{key} {now!r} (the checkpoint's: {then!r})")
+    if differences:
+        raise CheckpointError(f"{where}: cannot resume with another configuration: {'; '.join(differences)}")
+    check_extra(where, ckpt.extra, state_to_arrays(fresh.optimizer_state))  # e.g. no int64 momentum
     try:
-        opt_state = state_from_arrays(fresh.optimizer_state, dict(ckpt.extra or {}))
+        opt_state = state_from_arrays(fresh.optimizer_state, ckpt.extra)
     except ValueError as exc:
         raise CheckpointError(f"{where}: {exc}") from exc
-    return algorithm.init(ckpt.weights)._replace(optimizer_state=opt_state, round=int(ckpt.metadata["round"]))
+    return algorithm.init(ckpt.weights)._replace(optimizer_state=opt_state, round=saved_round)
 
 
-def _save(config: SimulationConfig, algorithm: FederatedAlgorithm, state: ServerState) -> None:
+def _save(
+    config: SimulationConfig, algorithm: FederatedAlgorithm, state: ServerState, num_clients: int | None = None
+) -> None:
     if config.checkpoint_path is None:
         return
     from fedmodel.checkpoint import save_checkpoint
 
+    # what decides the result besides the round; _load compares every entry, so the two cannot drift apart
+    run: dict[str, str | int | float] = {"algorithm": algorithm.name, "seed": config.seed}
+    run["clients_per_round"] = "all" if config.clients_per_round is None else config.clients_per_round
+    if num_clients is not None:
+        run["clients"] = num_clients
+    run.update(config.run_options or {})
+    meta = {"round": state.round, **{f"run/{key}": value for key, value in run.items()}}
     extra = state_to_arrays(state.optimizer_state)
-    meta: dict[str, str | int] = {"round": state.round, "seed": config.seed, "algorithm": algorithm.name}
     save_checkpoint(config.checkpoint_path, state.weights, extra=extra, metadata=meta)
 
 
