@@ -11,7 +11,7 @@ import pytest
 
 import fedmodel
 from fedmodel import CheckpointError, ModelWeights, WeightsError
-from fedmodel.checkpoint import FORMAT, load_checkpoint, restore, save_checkpoint
+from fedmodel.checkpoint import load_checkpoint, restore, save_checkpoint
 from fedmodel.reference import SoftmaxRegression
 
 

@@ -54,7 +54,8 @@ def test_a_matching_configuration_resumes_where_the_checkpoint_ends(saved: Path)
 def test_a_finished_run_resumed_to_its_own_round_runs_nothing(saved: Path) -> None:
     rest = run_simulation(_factory, _clients(), fedavgm(batch_size=4), _config(saved, run_options={"lr": 0.1}))
     assert rest.rounds == [] and rest.state.round == 2
-    assert all(a.tobytes() == b.tobytes() for a, b in zip(rest.weights.arrays, load_checkpoint(saved).weights.arrays))
+    saved_arrays = load_checkpoint(saved).weights.arrays
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(rest.weights.arrays, saved_arrays, strict=True))
 
 
 @pytest.mark.parametrize("value", ["x", -5, 1.5, 1e30, 2.0], ids=repr)
