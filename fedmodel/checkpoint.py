@@ -84,7 +84,7 @@ def _check_metadata(where: str, metadata: object) -> dict[str, MetadataValue]:
             raise CheckpointError(f"{where}: metadata {key!r}: {value} is outside the 64-bit integer range")
         if isinstance(value, float) and not math.isfinite(value):
             raise CheckpointError(f"{where}: metadata {key!r}: {value} is not a finite number")
-        out[key] = str(value) if isinstance(value, str) else int(value) if isinstance(value, int) else float(value)
+        out[key] = value
     return out
 
 

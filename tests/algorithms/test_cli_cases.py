@@ -42,6 +42,10 @@ def _nothing(out: Path) -> None:
     pass
 
 
+def _written(name: str, text: str) -> Callable[[Path], None]:
+    return lambda out: (out.mkdir(exist_ok=True), (out / name).write_text(text))[-1]
+
+
 # (id, arguments after `fedmodel train` (OUT: the output folder), set-up of OUT, exit status, in stderr)
 CASES: list[tuple[str, list[str], Callable[[Path], None], int, str]] = [
     ("rounds -3", ["--rounds", "-3"], _nothing, 2, "--rounds: expected an integer >= 1, got '-3'"),
@@ -80,6 +84,14 @@ CASES: list[tuple[str, list[str], Callable[[Path], None], int, str]] = [
     ("curves.png a folder", [], _folder("curves.png"), 2, "curves.png exists and is not a regular file"),
     ("weights a FIFO", [], _fifo("weights-numpy-fedavg.safetensors"), 2, "is not a regular file"),
     ("checkpoint a FIFO", ["--resume"], _fifo("checkpoint-numpy-fedavg.safetensors"), 2, "is not a regular file"),
+    (
+        "resume, checkpoint not one",
+        ["--resume"],
+        _written("checkpoint-numpy-fedavg.safetensors", "garbage"),
+        2,
+        "--resume: ",
+    ),
+    ("resume, foreign metrics.csv", ["--resume"], _written("metrics.csv", "a,b\n1,2\n"), 2, "is not a metrics.csv"),
     ("resume, no checkpoint", ["--resume"], _nothing, 0, ""),
     ("a valid run", [], _nothing, 0, ""),
     ("--help", ["--help"], _nothing, 0, ""),

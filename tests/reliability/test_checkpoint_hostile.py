@@ -170,6 +170,13 @@ FORGERIES: dict[str, tuple[dict[str, Any], str, bytes]] = {
         W_BODY,
     ),
     "an entry not an object": ({"trainable/w": [1, 2]}, _header(), W_BODY),
+    "a group with another field": (W_ENTRY, _header(trainable={"count": 1, "names": ["w"], "x": 0}), W_BODY),
+    "extra without names": (W_ENTRY, _header(extra={"count": 0, "names": None}), W_BODY),
+    "extra names twice": (
+        {**W_ENTRY, "extra/#0": {"dtype": "U8", "shape": [0], "data_offsets": [8, 8]}},
+        _header(extra={"count": 2, "names": ["a", "a"]}),
+        W_BODY,
+    ),
 }
 
 
@@ -455,3 +462,106 @@ def test_a_big_endian_array_is_saved_as_little_endian_and_loads_native(tmp_path:
     assert got.trainable[0].dtype == np.dtype("<f4") and got.trainable[0].dtype.isnative
     np.testing.assert_array_equal(got.trainable[0], big)
     assert got.non_trainable[0].dtype == np.dtype("<i8") and got.non_trainable[0].tolist() == [1, -(2**40)]
+
+
+def test_every_tensor_starts_aligned_and_the_header_is_padded(tmp_path: Path) -> None:
+    """As safetensors writes: widest dtypes first, so each offset is a multiple of its item size."""
+    weights = ModelWeights((np.ones(3, np.float32), np.ones(1, np.int8)), (np.ones(2, np.float64),), ("a", "b"), ("c",))
+    save_checkpoint(tmp_path / "c.safetensors", weights, extra={"h": np.ones(3, np.float16)})
+    data = (tmp_path / "c.safetensors").read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    assert size % 8 == 0
+    header = json.loads(data[8 : 8 + size])
+    sizes = {"F64": 8, "F32": 4, "F16": 2, "I8": 1}
+    for key, entry in header.items():
+        if key != "__metadata__":
+            assert entry["data_offsets"][0] % sizes[entry["dtype"]] == 0, key
+
+
+def test_an_unaligned_but_consistent_file_loads_correct_aligned_arrays(
+    tmp_path: Path, forge: Callable[..., bytes]
+) -> None:
+    entries = {
+        "trainable/w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+        "trainable/v": {"dtype": "F64", "shape": [1], "data_offsets": [4, 12]},
+    }
+    header = _header(trainable={"count": 2, "names": ["w", "v"]})
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(forge(entries, header, np.float32(1.5).tobytes() + np.float64(-2.25).tobytes()))
+    w, v = load_checkpoint(path).weights.trainable
+    assert (w.tolist(), v.tolist()) == ([1.5], [-2.25])
+    assert w.flags.aligned and v.flags.aligned and v.flags.writeable
+
+
+def test_repeated_names_are_stored_by_position_and_kept(tmp_path: Path) -> None:
+    weights = ModelWeights((np.zeros(2, np.float32), np.ones(3, np.float32)), (), ("dense", "dense"))
+    save_checkpoint(tmp_path / "c.safetensors", weights)
+    got = load_checkpoint(tmp_path / "c.safetensors", like=weights).weights
+    assert got.trainable_names == ("dense", "dense")
+    assert [a.tolist() for a in got.trainable] == [[0.0, 0.0], [1.0, 1.0, 1.0]]
+
+
+@pytest.mark.parametrize(
+    ("weights", "extra", "message"),
+    [
+        ([np.zeros(2)], None, "expected fedmodel.ModelWeights, got list"),
+        (ModelWeights((np.zeros(2),)), {1: np.zeros(2)}, "extra keys must be strings"),
+    ],
+    ids=["a-list-of-arrays", "an-int-key"],
+)
+def test_what_is_not_weights_or_has_non_string_keys_is_refused(
+    tmp_path: Path, weights: Any, extra: Any, message: str
+) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        save_checkpoint(tmp_path / "c.safetensors", weights, extra=extra)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_numpy_float_in_metadata_reads_back_as_a_float(tmp_path: Path) -> None:
+    weights, _, _ = _small()
+    save_checkpoint(tmp_path / "c.safetensors", weights, metadata={"lr": np.float64(0.5), "round": 3})
+    metadata = load_checkpoint(tmp_path / "c.safetensors").metadata
+    assert metadata == {"lr": 0.5, "round": 3} and type(metadata["lr"]) is float
+
+
+def test_a_header_beyond_the_limit_is_refused_when_saving_and_when_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fedmodel._checkpoint_io as checkpoint_io
+
+    weights, extra, metadata = _small()
+    save_checkpoint(tmp_path / "ok.safetensors", weights, extra=extra, metadata=metadata)
+    monkeypatch.setattr(checkpoint_io, "_MAX_HEADER", 256)
+    with pytest.raises(CheckpointError, match=r"more than readers accept \(256\)"):
+        save_checkpoint(tmp_path / "big.safetensors", weights, extra=extra, metadata=metadata)
+    with pytest.raises(CheckpointError, match="a header of"):
+        load_checkpoint(tmp_path / "ok.safetensors")
+    assert sorted(os.listdir(tmp_path)) == ["ok.safetensors"]
+
+
+def test_a_file_that_shrinks_while_it_is_read_is_a_checkpoint_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights, extra, metadata = _small()
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, weights, extra=extra, metadata=metadata)
+    real = path.read_bytes()
+    size = len(real)
+    path.write_bytes(real[: size - 4])  # what a reader that trusted its first look at the size meets
+    fstat = os.fstat
+
+    def stale_size(fd: int) -> os.stat_result:
+        info = list(fstat(fd))
+        info[6] = size  # st_size as it was before the file shrank
+        return os.stat_result(info)
+
+    monkeypatch.setattr(os, "fstat", stale_size)
+    with pytest.raises(CheckpointError, match="ended after 28 of 32 bytes"):  # 8 + 8 + 16 bytes of tensors
+        load_checkpoint(path)
+
+
+def test_saving_below_a_file_is_a_checkpoint_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    weights, _, _ = _small()
+    with pytest.raises(CheckpointError, match="Not a directory"):
+        save_checkpoint(tmp_path / "file" / "c.safetensors", weights)
