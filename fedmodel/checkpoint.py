@@ -1,20 +1,27 @@
-"""Checkpoints of :class:`~fedmodel.ModelWeights` (and server state) in safetensors, written atomically.
+"""Checkpoints of :class:`~fedmodel.ModelWeights` (and server state): safetensors files, every byte checked.
 
-A checkpoint is one safetensors file: the tensors ``trainable/<name>``, ``non_trainable/<name>`` and
-``extra/<key>`` (e.g. the server optimizer's state), and a header whose metadata holds, as JSON, the order
-and names of every group, a SHA-256 digest of every tensor and the caller's own ``metadata`` (round number,
-seed, ...). Nothing is pickled and nothing in a file is executed.
+A checkpoint is one safetensors file (readable by any safetensors tool): the tensors
+``trainable/<name>``, ``non_trainable/<name>`` and ``extra/<key>`` (e.g. the server optimizer's state),
+and a header whose ``__metadata__`` holds two entries, always first and in this order:
+
+* ``fedmodel.sha256``: the SHA-256 of the whole file, read with these 64 hex digits as ``"0"``s. It
+  covers the header length, every name, dtype, shape and offset, the metadata and every tensor byte.
+* ``fedmodel``: JSON with the format tag, each group's count and names, and the caller's ``metadata``.
+
+Nothing is pickled and nothing in a file is executed.
 
 Guarantees:
 
-* **Writes are atomic**: the file is written to a temporary file in the same directory, flushed and
-  fsynced, then renamed over ``path`` (and the directory fsynced). A failed write (disk full, a value that
-  cannot be serialized) raises :class:`~fedmodel.CheckpointError` and leaves any old file intact.
-* **Reads are checked**: a missing, truncated or corrupted file, a file that is not a fedmodel
-  checkpoint or whose tensors do not match their digests raises :class:`~fedmodel.CheckpointError`.
-  A readable checkpoint that does not fit the model (another architecture: count, name, shape or dtype)
-  raises :class:`~fedmodel.WeightsError`, as :func:`fedmodel.assign_weights` does. Either way nothing
-  is changed: not the model, not the file.
+* **Writes are atomic**: the file is written to a temporary file in the same directory (locked while
+  it is written), flushed and fsynced, then renamed over ``path`` (and the directory fsynced). A failed
+  write raises :class:`~fedmodel.CheckpointError` and leaves any old file intact; the temporary files
+  of earlier saves of ``path`` that were killed are removed by the next save.
+* **Reads are checked before they are believed**: only a regular file is opened (never waited on); its
+  size must be the one its header describes before the tensors are read; the digest must match; then
+  every field is checked for type and range, since a digest proves integrity, not authorship. Anything
+  else raises :class:`~fedmodel.CheckpointError`. A valid checkpoint that does not fit the model
+  (another architecture) raises :class:`~fedmodel.WeightsError`, as :func:`fedmodel.assign_weights`
+  does. Either way nothing is changed: not the model, not the file.
 
 >>> import tempfile, os
 >>> w = ModelWeights((np.arange(3, dtype=np.float32),), (), trainable_names=("bias",))
@@ -27,17 +34,16 @@ Guarantees:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
+import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fedmodel._checkpoint_io import as_storable, is_count, read, strict_json, write
 from fedmodel._errors import CheckpointError, WeightsError
 from fedmodel._weights import ModelWeights, assign_weights
 
@@ -45,31 +51,13 @@ if TYPE_CHECKING:
     from fedmodel._backend import Backend
     from fedmodel.layout import Layout
 
-__all__ = ["FORMAT", "Checkpoint", "load_checkpoint", "restore", "save_checkpoint"]
+__all__ = ["FORMAT", "Checkpoint", "check_extra", "load_checkpoint", "restore", "save_checkpoint"]
 
-FORMAT = "fedmodel.checkpoint/1"
-"""The format tag written in every checkpoint's header; a file without it is refused."""
+FORMAT = "fedmodel.checkpoint/2"
+"""The format tag written in every checkpoint's header; a file with another one is refused."""
 
-_HEADER_KEY = "fedmodel"
 _GROUPS = ("trainable", "non_trainable", "extra")
-# safetensors dtype codes <-> numpy dtype names (bfloat16 needs ml_dtypes, imported only when met)
-_CODES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U64": "uint64",
-    "U32": "uint32",
-    "U16": "uint16",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
-_NAMES = {v: k for k, v in _CODES.items()}
-
+_INT64 = 2**63
 MetadataValue = str | int | float
 
 
@@ -82,40 +70,20 @@ class Checkpoint:
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
 
 
-def _numpy_dtype(name: str) -> np.dtype[Any]:
-    if name == "bfloat16":
-        try:
-            import ml_dtypes
-        except ImportError as exc:  # pragma: no cover - ml_dtypes comes with jax and tensorflow
-            raise CheckpointError("a bfloat16 tensor needs the ml_dtypes package") from exc
-        bfloat16: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
-        return bfloat16
-    return np.dtype(name)
-
-
-def _as_array(group: str, key: str, value: Any) -> np.ndarray:
-    if not isinstance(value, (np.ndarray, np.generic)):
-        raise CheckpointError(f"{group} {key!r}: expected a numpy array, got {type(value).__name__}")
-    arr = np.asarray(value)
-    if not arr.flags.c_contiguous:
-        arr = arr.copy(order="C")  # np.ascontiguousarray would turn a 0-d array into 1-d
-    if arr.dtype.name not in _NAMES:
-        raise CheckpointError(f"{group} {key!r}: dtype {arr.dtype} cannot be stored (supported: {sorted(_NAMES)})")
-    if arr.dtype.byteorder == ">":
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return arr
-
-
-def _digest(arr: np.ndarray | bytes | bytearray) -> str:
-    data = arr.reshape(-1).view(np.uint8).data if isinstance(arr, np.ndarray) else arr
-    return hashlib.sha256(data).hexdigest()
-
-
-def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, MetadataValue]:
+def _check_metadata(where: str, metadata: object) -> dict[str, MetadataValue]:
+    """``metadata`` as ``str`` keys to ``str``, 64-bit ``int`` or finite ``float`` values, or CheckpointError."""
+    if not isinstance(metadata, Mapping):
+        raise CheckpointError(f"{where}: metadata must be a mapping, got {type(metadata).__name__}")
     out: dict[str, MetadataValue] = {}
-    for key, value in (metadata or {}).items():
-        if not isinstance(key, str) or not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise CheckpointError(f"metadata {key!r}: expected str keys and str, int or float values, got {value!r}")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise CheckpointError(
+                f"{where}: metadata {key!r}: expected str keys and str, int or float values, got {value!r}"
+            )
+        if isinstance(value, int) and not -_INT64 <= value < _INT64:
+            raise CheckpointError(f"{where}: metadata {key!r}: {value} is outside the 64-bit integer range")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CheckpointError(f"{where}: metadata {key!r}: {value} is not a finite number")
         out[key] = value
     return out
 
@@ -126,48 +94,25 @@ def _group_keys(group: str, names: Sequence[str] | None, count: int) -> list[str
     return [f"{group}/#{i}" for i in range(count)]  # positional or duplicate names: index keys
 
 
-def _plan(
-    weights: ModelWeights, extra: Mapping[str, np.ndarray] | None
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Every tensor by key, and the header describing them; raises CheckpointError before any write."""
+def _plan(weights: ModelWeights, extra: Mapping[str, Any] | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every tensor by key, and the fedmodel header; raises CheckpointError before any write."""
     if not isinstance(weights, ModelWeights):
         raise CheckpointError(f"expected fedmodel.ModelWeights, got {type(weights).__name__}")
+    extra = dict(extra or {})
+    if any(not isinstance(k, str) for k in extra):
+        raise CheckpointError("extra keys must be strings")
     tensors: dict[str, np.ndarray] = {}
     header: dict[str, Any] = {"format": FORMAT}
     groups: list[tuple[str, Sequence[str] | None, Sequence[Any]]] = [
         ("trainable", weights.trainable_names, weights.trainable),
         ("non_trainable", weights.non_trainable_names, weights.non_trainable),
+        ("extra", list(extra), list(extra.values())),
     ]
-    extra = dict(extra or {})
-    if any(not isinstance(k, str) for k in extra):
-        raise CheckpointError("extra keys must be strings")
-    groups.append(("extra", list(extra), list(extra.values())))
     for group, names, values in groups:
-        keys = _group_keys(group, names, len(values))
-        for key, value in zip(keys, values, strict=True):
-            tensors[key] = _as_array(group, key, value)
-        header[group] = {"keys": keys, "names": None if names is None else list(names)}
-    header["sha256"] = {k: _digest(a) for k, a in tensors.items()}
+        for key, value in zip(_group_keys(group, names, len(values)), values, strict=True):
+            tensors[key] = as_storable(key, value)
+        header[group] = {"count": len(values), "names": None if names is None else list(names)}
     return tensors, header
-
-
-def _write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    import safetensors
-
-    specs = {
-        k: safetensors.TensorSpec(dtype=a.dtype.name, shape=a.shape, data_ptr=a.ctypes.data, data_len=a.nbytes)
-        for k, a in tensors.items()
-    }
-    safetensors.serialize_file(specs, path, metadata=metadata)
-
-
-def _fsync_directory(directory: str) -> None:
-    with contextlib.suppress(OSError, AttributeError):  # not every platform can open a directory
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def save_checkpoint(
@@ -180,85 +125,36 @@ def save_checkpoint(
     """Write ``weights`` (and ``extra`` arrays, ``metadata``) to ``path`` atomically.
 
     Args:
-        path: the checkpoint file (conventionally ``*.safetensors``); its directory must exist.
+        path: the checkpoint file (conventionally ``*.safetensors``); its directory must exist, and an
+            existing ``path`` must be a regular file.
         weights: the weights; their names (or positions) are recorded.
         extra: more arrays to keep, e.g. :func:`fedmodel.server_optimizers.state_to_arrays` output.
-        metadata: ``str`` keys to ``str``, ``int`` or ``float`` values (round, seed, ...), types preserved.
+        metadata: ``str`` keys to ``str``, 64-bit ``int`` or finite ``float`` values (round, seed, ...),
+            types preserved.
 
     Raises:
         CheckpointError: a value cannot be stored, or the write failed; an old file at ``path`` is intact.
     """
     path = os.fspath(path)
     tensors, header = _plan(weights, extra)
-    header["metadata"] = _check_metadata(metadata)
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write a checkpoint in {directory!r}: {exc}") from exc
-    try:
-        os.close(fd)
-        _write(tmp, tensors, {_HEADER_KEY: json.dumps(header)})
-        with open(tmp, "rb+") as f:
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, Exception):
-            raise CheckpointError(f"writing the checkpoint {path!r} failed (any old file is intact): {exc}") from exc
-        raise
-    _fsync_directory(directory)
-
-
-def _read(path: str) -> tuple[dict[str, Any], dict[str, tuple[str, list[int], bytearray]]]:
-    import safetensors
-
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"no checkpoint at {path!r}") from exc
-    except OSError as exc:
-        raise CheckpointError(f"cannot read the checkpoint {path!r}: {exc}") from exc
-    try:
-        tensors = {k: (v["dtype"], list(v["shape"]), v["data"]) for k, v in safetensors.deserialize(data)}  # type: ignore[no-untyped-call]
-        size = int.from_bytes(data[:8], "little")  # the layout safetensors just validated
-        raw_meta = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
-    except Exception as exc:  # safetensors raises SafetensorError, or others on a mangled header
-        raise CheckpointError(f"{path!r} is not a valid safetensors file (truncated or corrupted?): {exc}") from exc
-    try:
-        header = json.loads(raw_meta[_HEADER_KEY])
-    except (KeyError, TypeError, ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path!r} is a safetensors file but not a fedmodel checkpoint") from exc
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        found = header.get("format") if isinstance(header, dict) else header
-        raise CheckpointError(f"{path!r}: unknown checkpoint format {found!r}, expected {FORMAT!r}")
-    return header, tensors
+    header["metadata"] = _check_metadata(path, metadata or {})
+    write(path, tensors, json.dumps(header, separators=(",", ":"), allow_nan=False))
 
 
 def _group(path: str, header: dict[str, Any], group: str) -> tuple[list[str], list[str] | None]:
+    """The tensor keys and names of ``group`` (names None: positional)."""
     entry = header.get(group)
-    keys = entry.get("keys") if isinstance(entry, dict) else None
-    names = entry.get("names") if isinstance(entry, dict) else None
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise CheckpointError(f"{path!r}: the header has no valid key list for {group!r}")
+    if not isinstance(entry, dict) or set(entry) != {"count", "names"} or not is_count(entry["count"]):
+        raise CheckpointError(f"{path!r}: the header has no valid count and names for {group!r}")
+    count: int = entry["count"]
+    names = entry["names"]
     if names is not None and (
-        not isinstance(names, list) or len(names) != len(keys) or not all(isinstance(n, str) for n in names)
+        not isinstance(names, list) or len(names) != count or not all(isinstance(n, str) for n in names)
     ):
-        raise CheckpointError(f"{path!r}: the header has invalid names for {group!r}")
-    return keys, names
-
-
-def _decode(path: str, header: dict[str, Any], key: str, raw: tuple[str, list[int], bytearray]) -> np.ndarray:
-    code, shape, data = raw
-    if code not in _CODES:
-        raise CheckpointError(f"{path!r}: tensor {key!r} has dtype {code}, which fedmodel does not read")
-    digests = header.get("sha256")
-    if not isinstance(digests, dict) or digests.get(key) != _digest(data):
-        raise CheckpointError(f"{path!r}: tensor {key!r} does not match its SHA-256 digest (the file is corrupted)")
-    return np.frombuffer(data, dtype=_numpy_dtype(_CODES[code])).reshape(shape)
+        raise CheckpointError(f"{path!r}: the header's names for {group!r} are not {count} strings")
+    if group == "extra" and (names is None or len(set(names)) != len(names)):
+        raise CheckpointError(f"{path!r}: the extra arrays need distinct names, got {names!r}")
+    return _group_keys(group, names, count), names
 
 
 def _check_like(path: str, like: ModelWeights, got: ModelWeights) -> None:
@@ -284,41 +180,67 @@ def _check_like(path: str, like: ModelWeights, got: ModelWeights) -> None:
                 )
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, like: ModelWeights | None = None) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`; every tensor is checked against its digest.
+def check_extra(path: str | os.PathLike[str], extra: Mapping[str, np.ndarray], like: Mapping[str, Any]) -> None:
+    """Raise CheckpointError unless ``extra`` has exactly ``like``'s keys, dtypes and shapes.
+
+    What a resumed run checks before it trusts a checkpoint's server state (``path`` names the file).
+    """
+    path = os.fspath(path)
+    if set(like) != set(extra):
+        missing, unexpected = sorted(set(like) - set(extra)), sorted(set(extra) - set(like))
+        raise CheckpointError(f"{path!r}: extra arrays missing {missing}, unexpected {unexpected}")
+    for key, want in like.items():
+        want, got = np.asarray(want), extra[key]
+        if got.dtype != want.dtype:
+            raise CheckpointError(f"{path!r}: extra {key!r} has dtype {got.dtype}, expected {want.dtype}")
+        if got.shape != want.shape:
+            raise CheckpointError(f"{path!r}: extra {key!r} has shape {got.shape}, expected {want.shape}")
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    like: ModelWeights | None = None,
+    extra_like: Mapping[str, np.ndarray] | None = None,
+) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`; every byte is checked against the digest.
 
     Args:
         path: the checkpoint file.
         like: when given, the loaded weights must match its counts, names, shapes and dtypes.
+        extra_like: when given, the extra arrays must have exactly its keys, dtypes and shapes.
 
     Returns:
         A :class:`Checkpoint` whose arrays are writable and owned by the caller.
 
     Raises:
-        CheckpointError: a missing, unreadable, truncated or corrupted file, or not a fedmodel checkpoint.
-        WeightsError: the file is a valid checkpoint that does not match ``like``.
+        CheckpointError: a missing, unreadable, special, truncated, corrupted or malformed file, not a
+            fedmodel checkpoint, or extra arrays unlike ``extra_like``.
+        WeightsError: the file is a valid checkpoint whose weights do not match ``like``.
     """
     path = os.fspath(path)
-    header, tensors = _read(path)
-    layout = {group: _group(path, header, group) for group in _GROUPS}
-    listed = [k for keys, _ in layout.values() for k in keys]
+    text, tensors = read(path)
+    header = strict_json(path, "the fedmodel header", text)
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else header
+        raise CheckpointError(f"{path!r}: unknown checkpoint format {found!r}, expected {FORMAT!r}")
+    groups = {group: _group(path, header, group) for group in _GROUPS}
+    listed = [k for keys, _ in groups.values() for k in keys]
     if sorted(listed) != sorted(tensors):
         missing, unexpected = sorted(set(listed) - set(tensors)), sorted(set(tensors) - set(listed))
         raise CheckpointError(f"{path!r}: tensors missing {missing}, unexpected {unexpected}")
-    arrays = {group: [_decode(path, header, k, tensors[k]) for k in keys] for group, (keys, _) in layout.items()}
+    arrays = {group: [tensors[k] for k in keys] for group, (keys, _) in groups.items()}
+    names = {group: None if n is None else tuple(n) for group, (_, n) in groups.items()}
     weights = ModelWeights(
-        tuple(arrays["trainable"]),
-        tuple(arrays["non_trainable"]),
-        None if layout["trainable"][1] is None else tuple(layout["trainable"][1]),
-        None if layout["non_trainable"][1] is None else tuple(layout["non_trainable"][1]),
+        tuple(arrays["trainable"]), tuple(arrays["non_trainable"]), names["trainable"], names["non_trainable"]
     )
-    extra_names = layout["extra"][1] or [k.removeprefix("extra/") for k in layout["extra"][0]]
-    metadata = header.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise CheckpointError(f"{path!r}: the header's metadata is not a mapping")
+    extra = dict(zip(names["extra"] or (), arrays["extra"], strict=True))
+    metadata = _check_metadata(path, header.get("metadata"))
     if like is not None:
         _check_like(path, like, weights)
-    return Checkpoint(weights, dict(zip(extra_names, arrays["extra"], strict=True)), _check_metadata(metadata))
+    if extra_like is not None:
+        check_extra(path, extra, extra_like)
+    return Checkpoint(weights, extra, metadata)
 
 
 def restore(

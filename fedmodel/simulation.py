@@ -62,9 +62,14 @@ class SimulationConfig:
         eval_batch_size: batch size of the held-out evaluation.
         progress: show a tqdm progress bar.
         checkpoint_path: save weights and server-optimizer state there after every round.
-        resume: start from ``checkpoint_path`` when it exists.
+        resume: start from ``checkpoint_path`` when it exists. The checkpoint must be of this run: its
+            round at most ``rounds``, and the same algorithm (by name), ``seed``, ``clients_per_round``
+            and ``run_options``; otherwise :class:`~fedmodel.CheckpointError` names each difference.
         limits: what one client's reply may claim (:class:`fedmodel.validation.ReplyLimits`: the cap on its
             number of examples, on report counts, and optionally on the norm of its change).
+        run_options: what else decides the result (e.g. the command line's data split and
+            hyperparameters, which the runner cannot see): ``str`` keys to ``str``, ``int`` or finite
+            ``float`` values, saved with every checkpoint and compared on resume.
     """
 
     rounds: int = 10
@@ -76,6 +81,7 @@ class SimulationConfig:
     checkpoint_path: str | os.PathLike[str] | None = None
     resume: bool = False
     limits: ReplyLimits = field(default_factory=ReplyLimits)
+    run_options: Mapping[str, str | int | float] | None = None
 
 
 @dataclass(frozen=True)
@@ -162,31 +168,75 @@ def _run_client(
     return result
 
 
-def _load(config: SimulationConfig, algorithm: FederatedAlgorithm, fresh: ServerState) -> ServerState:
-    if config.checkpoint_path is None or not config.resume or not os.path.exists(config.checkpoint_path):
-        return fresh
-    from fedmodel.checkpoint import load_checkpoint
+def _run_identity(
+    config: SimulationConfig, algorithm: FederatedAlgorithm, num_clients: int | None
+) -> dict[str, str | int | float]:
+    """What decides a run's result besides its round: saved with every checkpoint, compared on resume."""
+    run: dict[str, str | int | float] = {"algorithm": algorithm.name, "seed": config.seed}
+    run["clients_per_round"] = "all" if config.clients_per_round is None else config.clients_per_round
+    if num_clients is not None:
+        run["clients"] = num_clients
+    run.update(config.run_options or {})
+    return run
 
-    ckpt = load_checkpoint(config.checkpoint_path, like=fresh.weights)
+
+def _load(
+    config: SimulationConfig, algorithm: FederatedAlgorithm, fresh: ServerState, num_clients: int | None = None
+) -> ServerState:
+    """The state to start from: ``fresh``, or the checkpoint's when resuming, checked against this run.
+
+    Raises:
+        CheckpointError: the file is unreadable or corrupted, its server state does not fit, its round is
+            not a count of rounds or beyond ``config.rounds``, or it was saved by another configuration
+            (every differing option is named).
+    """
+    if config.checkpoint_path is None or not config.resume or not os.path.lexists(config.checkpoint_path):
+        return fresh
+    from fedmodel.checkpoint import check_extra, load_checkpoint
+
     where = os.fspath(config.checkpoint_path)
-    if "round" not in ckpt.metadata:
-        raise CheckpointError(f"{where}: no 'round' in its metadata; not a checkpoint of a simulation")
-    if ckpt.metadata.get("algorithm", algorithm.name) != algorithm.name:
-        raise CheckpointError(f"{where}: saved by {ckpt.metadata['algorithm']!r}, resumed with {algorithm.name!r}")
+    ckpt = load_checkpoint(where, like=fresh.weights)
+    saved_round = ckpt.metadata.get("round")
+    if type(saved_round) is not int or saved_round < 0:
+        raise CheckpointError(f"{where}: metadata 'round' must be an integer >= 0, got {saved_round!r}")
+    if saved_round > config.rounds:
+        raise CheckpointError(
+            f"{where} is at round {saved_round}, beyond rounds={config.rounds}: a resumed run cannot go back "
+            f"(ask for at least {saved_round} rounds)"
+        )
+    run = _run_identity(config, algorithm, num_clients)
+    saved = {k.removeprefix("run/"): v for k, v in ckpt.metadata.items() if k.startswith("run/")}
+    differences = []
+    for key in [*run, *(k for k in saved if k not in run)]:
+        now, then = run.get(key), saved.get(key)
+        if key == "algorithm" and now != then:
+            differences.append(f"saved by {then!r}, resumed with {now!r}")
+        elif key not in saved:
+            differences.append(f"{key} {now!r} (not in the checkpoint)")
+        elif key not in run:
+            differences.append(f"{key} missing (the checkpoint's: {then!r})")
+        elif now != then:
+            differences.append(f"{key} {now!r} (the checkpoint's: {then!r})")
+    if differences:
+        raise CheckpointError(f"{where}: cannot resume with another configuration: {'; '.join(differences)}")
+    check_extra(where, ckpt.extra, state_to_arrays(fresh.optimizer_state))  # e.g. no int64 momentum
     try:
-        opt_state = state_from_arrays(fresh.optimizer_state, dict(ckpt.extra or {}))
+        opt_state = state_from_arrays(fresh.optimizer_state, ckpt.extra)
     except ValueError as exc:
         raise CheckpointError(f"{where}: {exc}") from exc
-    return algorithm.init(ckpt.weights)._replace(optimizer_state=opt_state, round=int(ckpt.metadata["round"]))
+    return algorithm.init(ckpt.weights)._replace(optimizer_state=opt_state, round=saved_round)
 
 
-def _save(config: SimulationConfig, algorithm: FederatedAlgorithm, state: ServerState) -> None:
+def _save(
+    config: SimulationConfig, algorithm: FederatedAlgorithm, state: ServerState, num_clients: int | None = None
+) -> None:
     if config.checkpoint_path is None:
         return
     from fedmodel.checkpoint import save_checkpoint
 
+    run = _run_identity(config, algorithm, num_clients)
+    meta = {"round": state.round, **{f"run/{key}": value for key, value in run.items()}}
     extra = state_to_arrays(state.optimizer_state)
-    meta: dict[str, str | int] = {"round": state.round, "seed": config.seed, "algorithm": algorithm.name}
     save_checkpoint(config.checkpoint_path, state.weights, extra=extra, metadata=meta)
 
 
@@ -300,17 +350,17 @@ def run_simulation(
         raise ValueError(f"client_kinds must name one of {kinds} for each of the {len(clients)} clients")
     runner = _Runner(factories, groups, algorithm, config)
     fresh = algorithm.init(get_weights(runner.model, backend=runner.backend))
-    state = initial_state or _load(config, algorithm, fresh)
+    state = initial_state or _load(config, algorithm, fresh, len(clients))
     result = SimulationResult(state)
     from tqdm.auto import tqdm
 
     with tqdm(total=config.rounds, initial=state.round, disable=not config.progress, desc=algorithm.name) as bar:
         while state.round < config.rounds:
             state, round_result = runner.round(state, clients, test_data)
-            _save(config, algorithm, state)
             result.rounds.append(round_result)
             result.state = state
-            bar.update(1)
-            if on_round is not None:
+            if on_round is not None:  # before the save: a kill between the two never loses a round's row
                 on_round(round_result)
+            _save(config, algorithm, state, len(clients))
+            bar.update(1)
     return result

@@ -1,42 +1,53 @@
 """``fedmodel train``: a federated run on scikit-learn's digits, with any backend and any algorithm.
 
 ``fedmodel train --backend numpy torch --algorithm fedavg --clients 20 --rounds 30 --alpha 0.5 --out runs``
-prints a table per round, writes ``metrics.csv`` and ``curves.png`` (one line per run) into ``--out``,
-and saves each run's final weights there (safetensors through :mod:`fedmodel.checkpoint` when that
-module is available, otherwise ``.npz`` without pickle). Frameworks are imported only for the backends
-asked for; ``--backend numpy`` needs none.
+prints a table per round, appends each round's row to ``metrics.csv`` as it ends, and writes
+``curves.png`` (one line per run) and each run's final weights (``weights-<backend>-<algorithm>.safetensors``)
+into ``--out``. Frameworks are imported only for the backends asked for; ``--backend numpy`` needs none.
+
+Everything is checked before the first round: each option's value, the backends, the data split, that
+``--out`` is a folder this process can write to, that no output is a FIFO or another special file, and
+with ``--resume`` each checkpoint (its round at most ``--rounds``, its configuration this one). A user
+error is one line on stderr and exit status 2; a failure during the run (a checkpoint that cannot be
+written) one line and status 1; Ctrl-C status 130. ``metrics.csv`` keeps every finished round.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fedmodel import algorithms
+from fedmodel._errors import FedModelError
+from fedmodel._run_outputs import OutputError, check_folder, earlier_rows, metrics_file
 from fedmodel._weights import ModelWeights
+
+if TYPE_CHECKING:
+    from fedmodel.data import FederatedData
+    from fedmodel.simulation import SimulationConfig
 
 __all__ = ["ALGORITHMS", "BACKENDS", "build_algorithm", "main", "model_factory", "save_weights"]
 
+PROG = "fedmodel train"
 BACKENDS = ("numpy", "torch", "tensorflow", "jax")
 ALGORITHMS = ("fedavg", "fedsgd", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm")
-_COLUMNS = (
-    "run",
-    "round",
-    "train_loss",
-    "train_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "clients_ok",
-    "clients_failed",
-    "seconds",
-)
+_LOCAL = ("local_epochs", "batch_size", "lr", "server_lr")
+# the options each algorithm reads (build_algorithm): they change its result, so --resume compares them
+_OPTIONS = {
+    "fedavg": _LOCAL,
+    "fedsgd": ("lr", "server_lr"),
+    "fedprox": (*_LOCAL, "mu"),
+    "fedavgm": (*_LOCAL, "server_momentum"),
+    "fedadam": (*_LOCAL, "tau"),
+    "fedyogi": (*_LOCAL, "tau"),
+    "fedadagrad": (*_LOCAL, "tau"),
+}
 
 
 def model_factory(backend: str, seed: int = 0) -> Callable[[], Any]:
@@ -70,32 +81,68 @@ def build_algorithm(args: argparse.Namespace) -> algorithms.FederatedAlgorithm:
     return factory[name](tau=args.tau, **local, **server)
 
 
+class _UsageError(Exception):
+    """A user error found before training: one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (``fedmodel train: error: ...``) with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _value(rule: str, convert: Callable[[str], Any], ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}")
+        return value
+
+    return parse
+
+
+_COUNT = _value("an integer >= 1", int, lambda v: v >= 1)
+_SEED = _value("an integer in [0, 2**63)", int, lambda v: 0 <= v < 2**63)
+_POSITIVE = _value("a finite number > 0", float, lambda v: math.isfinite(v) and v > 0)
+_NON_NEGATIVE = _value("a finite number >= 0", float, lambda v: math.isfinite(v) and v >= 0)
+_FRACTION = _value("a number in (0, 1)", float, lambda v: 0 < v < 1)
+_MOMENTUM = _value("a number in [0, 1)", float, lambda v: 0 <= v < 1)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fedmodel train",
+    from fedmodel import __version__
+
+    p = _Parser(
+        prog=PROG,
         description="A federated run on scikit-learn's digits, with any backend and any algorithm.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--backend", nargs="+", choices=BACKENDS, default=["numpy"], help="one run per backend")
-    p.add_argument("--algorithm", choices=ALGORITHMS, default="fedavg")
-    p.add_argument("--clients", type=int, default=20, help="number of clients the training set is split into")
-    p.add_argument("--clients-per-round", type=int, default=None, help="sampled per round; None: all of them")
-    p.add_argument("--rounds", type=int, default=30)
-    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew; 0 for an IID split")
-    p.add_argument("--local-epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=0.2, help="client learning rate (SGD)")
-    p.add_argument("--server-lr", type=float, default=None, help="server learning rate; None: the algorithm's own")
-    p.add_argument("--server-momentum", type=float, default=0.9, help="FedAvgM's server momentum")
-    p.add_argument("--mu", type=float, default=0.01, help="FedProx's proximal coefficient")
-    p.add_argument("--tau", type=float, default=1e-3, help="adaptivity of FedAdam/FedYogi/FedAdagrad")
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--client-timeout", type=float, default=None, help="seconds before a client is dropped")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("fedmodel-run"))
-    p.add_argument("--checkpoint", action="store_true", help="save the server state into --out after every round")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out (implies --checkpoint)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add = p.add_argument
+    add("--version", action="version", version=f"fedmodel {__version__}")
+    add("--backend", nargs="+", choices=BACKENDS, default=["numpy"], help="one run per backend, one after another")
+    add("--algorithm", choices=ALGORITHMS, default="fedavg", help="the federated algorithm")
+    add("--clients", type=_COUNT, default=20, help="number of clients the training set is split into")
+    add("--clients-per-round", type=_COUNT, default=None, help="clients sampled per round; None: all of them")
+    add("--rounds", type=_COUNT, default=30, help="total rounds (with --resume: up to this round)")
+    add("--alpha", type=_NON_NEGATIVE, default=0.5, help="Dirichlet label skew across clients; 0: an IID split")
+    add("--local-epochs", type=_COUNT, default=2, help="epochs of local SGD per client and round")
+    add("--batch-size", type=_COUNT, default=16, help="client batch size")
+    add("--lr", type=_POSITIVE, default=0.2, help="client learning rate (SGD)")
+    add("--server-lr", type=_POSITIVE, default=None, help="server learning rate; None: the algorithm's own")
+    add("--server-momentum", type=_MOMENTUM, default=0.9, help="FedAvgM's server momentum")
+    add("--mu", type=_POSITIVE, default=0.01, help="FedProx's proximal coefficient")
+    add("--tau", type=_POSITIVE, default=1e-3, help="adaptivity of FedAdam, FedYogi and FedAdagrad")
+    add("--test-fraction", type=_FRACTION, default=0.2, help="share of the digits held out for evaluation")
+    add("--client-timeout", type=_POSITIVE, default=None, help="seconds before a client is dropped; None: never")
+    add("--seed", type=_SEED, default=0, help="root of every random choice: split, sampling, initial weights")
+    add("--out", type=Path, default=Path("fedmodel-run"), help="folder for metrics.csv, curves.png, weights")
+    add("--checkpoint", action="store_true", help="save each run's server state into --out after every round")
+    add("--resume", action="store_true", help="continue each run from its checkpoint in --out (implies --checkpoint)")
+    add("--no-progress", action="store_true", help="no progress bar (it is shown only when stderr is a terminal)")
     return p
 
 
@@ -104,33 +151,130 @@ def _fmt(value: Any) -> str:
 
 
 def save_weights(weights: ModelWeights, stem: Path) -> Path:
-    """Save ``weights`` as ``stem.safetensors`` via :mod:`fedmodel.checkpoint`, else as ``stem.npz``."""
-    try:
-        from fedmodel.checkpoint import save_checkpoint
-    except ImportError:
-        path = stem.with_suffix(".npz")
-        arrays: dict[str, Any] = dict(weights.items())
-        np.savez(path, allow_pickle=False, **arrays)
-        return path
+    """Save ``weights`` as ``stem.safetensors`` with :func:`fedmodel.checkpoint.save_checkpoint`."""
+    from fedmodel.checkpoint import save_checkpoint
+
     path = stem.with_suffix(".safetensors")
     save_checkpoint(path, weights)
     return path
 
 
-def _run_one(args: argparse.Namespace, backend: str, data: Any, rows: list[dict[str, Any]]) -> ModelWeights:
+@dataclass
+class _Run:
+    """One backend's run: how it is made and configured, and its rows (earlier ones kept, then new ones)."""
+
+    backend: str
+    label: str
+    factory: Callable[[], Any]
+    config: SimulationConfig
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    rounds_run: int = 0
+    updates_accepted: int = 0
+
+
+@dataclass
+class _Plan:
+    """Everything checked before the first round."""
+
+    data: FederatedData
+    algorithm: algorithms.FederatedAlgorithm
+    runs: list[_Run]
+    kept_rows: list[dict[str, Any]]
+
+
+def _run_options(args: argparse.Namespace, backend: str) -> dict[str, str | int | float]:
+    """The options besides seed, sampling and algorithm that change a run's result (kept in checkpoints)."""
+    options: dict[str, str | int | float] = {"--backend": backend, "--clients": args.clients}
+    options.update({"--alpha": args.alpha, "--test-fraction": args.test_fraction})
+    for name in _OPTIONS[args.algorithm]:
+        value = getattr(args, name)
+        options["--" + name.replace("_", "-")] = "default" if value is None else value
+    return options
+
+
+def _config(args: argparse.Namespace, backend: str) -> SimulationConfig:
+    from fedmodel.simulation import SimulationConfig
+
+    checkpoint = args.out / f"checkpoint-{backend}-{args.algorithm}.safetensors"
+    return SimulationConfig(
+        rounds=args.rounds,
+        clients_per_round=args.clients_per_round,
+        seed=args.seed,
+        client_timeout=args.client_timeout,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        checkpoint_path=checkpoint if args.checkpoint or args.resume else None,
+        resume=args.resume,
+        run_options=_run_options(args, backend),
+    )
+
+
+def _prepare(args: argparse.Namespace) -> _Plan:
+    """Check everything a run needs before its first round; raises _UsageError with one line."""
+    if args.clients_per_round is not None and args.clients_per_round > args.clients:
+        raise _UsageError(f"--clients-per-round {args.clients_per_round} exceeds --clients {args.clients}")
+    backends = list(dict.fromkeys(args.backend))
+    runs = []
+    for backend in backends:
+        try:
+            factory = model_factory(backend, args.seed)
+        except (ImportError, ValueError) as exc:
+            raise _UsageError(f"--backend {backend}: cannot load it: {exc}") from None
+        runs.append(_Run(backend, f"{backend}/{args.algorithm}", factory, _config(args, backend)))
+    from fedmodel.data import federated_digits
+
+    try:
+        data = federated_digits(
+            args.clients, alpha=args.alpha or None, test_fraction=args.test_fraction, seed=args.seed
+        )
+        algorithm = build_algorithm(args)
+    except ValueError as exc:
+        raise _UsageError(f"{exc} (from --clients, --alpha, --test-fraction or the algorithm's options)") from None
+    stems = [f"{kind}-{b}-{args.algorithm}.safetensors" for b in backends for kind in ("weights", "checkpoint")]
+    try:  # the first thing written: --out itself
+        check_folder(args.out, [args.out / name for name in ("metrics.csv", "curves.png", *stems)])
+        earlier = earlier_rows(args.out / "metrics.csv") if args.resume else []
+    except OutputError as exc:
+        raise _UsageError(str(exc)) from None
+    starts = {run.label: _start(run, algorithm, len(data.clients)) for run in runs}
+    kept = [r for r in earlier if r["run"] not in starts or int(r["round"]) <= starts[r["run"]]]
+    for run in runs:
+        run.rows = [r for r in kept if r["run"] == run.label]
+    return _Plan(data, algorithm, runs, kept)
+
+
+def _start(run: _Run, algorithm: algorithms.FederatedAlgorithm, num_clients: int) -> int:
+    """The round ``run`` resumes from (0 without a checkpoint), after checking its checkpoint fits."""
+    path = run.config.checkpoint_path
+    if path is None or not run.config.resume:
+        return 0
+    if not os.path.lexists(path):
+        print(f"{run.label}: no checkpoint at {path}; --resume starts this run from round 0")
+        return 0
+    from fedmodel._weights import get_weights
+    from fedmodel.simulation import _load  # the runner's own check, run before anything is written
+
+    fresh = algorithm.init(get_weights(run.factory()))
+    try:
+        state = _load(run.config, algorithm, fresh, num_clients)
+    except FedModelError as exc:  # CheckpointError, or WeightsError: a checkpoint of another model
+        raise _UsageError(f"--resume: {exc}") from None
+    print(f"{run.label}: resuming from {path} after round {state.round}")
+    return int(state.round)
+
+
+def _train_one(args: argparse.Namespace, plan: _Plan, run: _Run, write_row: Callable[[dict[str, Any]], None]) -> None:
     from tqdm.auto import tqdm
 
-    from fedmodel.simulation import RoundResult, SimulationConfig, run_simulation
+    from fedmodel.simulation import RoundResult, run_simulation
 
-    label = f"{backend}/{args.algorithm}"
-    print(f"\n{label}: {len(data.clients)} clients, {args.rounds} rounds")
+    print(f"\n{run.label}: {len(plan.data.clients)} clients, {args.rounds} rounds")
     print(
         f"{'round':>5} {'train loss':>10} {'train acc':>9} {'test loss':>9} {'test acc':>8} {'ok/failed':>9} {'s':>6}"
     )
 
     def on_round(r: RoundResult) -> None:
         row = {
-            "run": label,
+            "run": run.label,
             "round": r.round,
             "train_loss": r.train.get("loss"),
             "train_accuracy": r.train.get("accuracy"),
@@ -140,70 +284,61 @@ def _run_one(args: argparse.Namespace, backend: str, data: Any, rows: list[dict[
             "clients_failed": len(r.failures),
             "seconds": round(r.seconds, 3),
         }
-        rows.append(row)
+        write_row(row)
+        run.rows.append(row)
+        run.rounds_run += 1
+        run.updates_accepted += r.num_ok
         cells = [_fmt(row[k]) for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")]
         line = f"{r.round:>5} {cells[0]:>10} {cells[1]:>9} {cells[2]:>9} {cells[3]:>8} "
-        tqdm.write(line + f"{f'{r.num_ok}/{len(r.failures)}':>9} {r.seconds:>6.2f}")
+        tqdm.write(line + f"{f'{r.num_ok}/{len(r.failures)}':>9} {r.seconds:>6.2f}", file=sys.stdout)
         for failure in r.failures:
-            tqdm.write(f"      client {failure.client_id} dropped: {failure.reason}")
+            tqdm.write(f"      client {failure.client_id} dropped: {failure.reason}", file=sys.stdout)
+        sys.stdout.flush()
 
-    config = SimulationConfig(
-        rounds=args.rounds,
-        clients_per_round=args.clients_per_round,
-        seed=args.seed,
-        client_timeout=args.client_timeout,
-        progress=not args.no_progress,
-        checkpoint_path=args.out / f"checkpoint-{backend}-{args.algorithm}.safetensors"
-        if args.checkpoint or args.resume
-        else None,
-        resume=args.resume,
-    )
+    data = plan.data
     result = run_simulation(
-        model_factory(backend, args.seed),
-        data.clients,
-        build_algorithm(args),
-        config,
-        test_data=data.test,
-        on_round=on_round,
+        run.factory, data.clients, plan.algorithm, run.config, test_data=data.test, on_round=on_round
     )
-    return result.weights
+    saved = save_weights(result.weights, args.out / f"weights-{run.backend}-{args.algorithm}")
+    print(f"final weights: {saved}")
 
 
-def _earlier_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of an earlier ``metrics.csv`` (kept when a run is resumed), or none."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def _train(args: argparse.Namespace, plan: _Plan) -> int:
+    from fedmodel.plotting import plot_curves
+
+    metrics = args.out / "metrics.csv"
+    with metrics_file(metrics, plan.kept_rows) as write_row:  # fresh: empty; resumed: the earlier rounds
+        for run in plan.runs:
+            _train_one(args, plan, run, write_row)
+    plot_curves({run.label: run.rows for run in plan.runs}, args.out / "curves.png")
+    print(f"wrote {os.fspath(metrics)} and {os.fspath(args.out / 'curves.png')}")
+    idle = [run.label for run in plan.runs if run.rounds_run and not run.updates_accepted]
+    if idle:
+        print(f"{PROG}: error: no client update was accepted in {', '.join(idle)} (see why above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``fedmodel train`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    from fedmodel.data import federated_digits
-    from fedmodel.plotting import plot_curves
-
-    data = federated_digits(args.clients, alpha=args.alpha or None, test_fraction=args.test_fraction, seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    earlier = _earlier_rows(args.out / "metrics.csv") if args.resume else []
-    rows: list[dict[str, Any]] = []
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for backend in dict.fromkeys(args.backend):
-        label = f"{backend}/{args.algorithm}"
-        new: list[dict[str, Any]] = []
-        weights = _run_one(args, backend, data, new)
-        first = int(new[0]["round"]) if new else args.rounds + 1
-        runs[label] = [r for r in earlier if r["run"] == label and int(r["round"]) < first] + new
-        rows.extend(runs[label])
-        saved = save_weights(weights, args.out / f"weights-{backend}-{args.algorithm}")
-        print(f"final weights: {saved}")
-    with open(args.out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=_COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    plot_curves(runs, args.out / "curves.png")
-    print(f"wrote {os.fspath(args.out / 'metrics.csv')} and {os.fspath(args.out / 'curves.png')}")
-    return 0
+    try:
+        args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as exc:  # --help or --version (0), or a usage error already printed (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        plan = _prepare(args)
+    except _UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _train(args, plan)
+    except KeyboardInterrupt:
+        again = "rerun the same command with --resume" if args.checkpoint or args.resume else "add --checkpoint"
+        print(f"\n{PROG}: interrupted; metrics.csv has every finished round ({again} to continue)", file=sys.stderr)
+        return 130
+    except (FedModelError, OSError) as exc:  # e.g. a checkpoint that cannot be written: the earlier one stays
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,205 @@
+"""The command line as a careless or hostile user meets it: every case, its exit status and its one line.
+
+A user error exits 2 with one line on stderr (no traceback) before anything is written; the table below
+is the list of cases the closing note of issue 18 cites. A few real processes check what only a process
+shows: ``python -m fedmodel``, and the progress bar only on a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fedmodel import __version__, cli, train_cli
+
+RUN = ["--clients", "3", "--rounds", "1", "--local-epochs", "1", "--no-progress"]
+
+
+def _fifo(name: str) -> Callable[[Path], None]:
+    return lambda out: (out.mkdir(exist_ok=True), os.mkfifo(out / name))[-1]
+
+
+def _folder(name: str) -> Callable[[Path], None]:
+    return lambda out: (out / name).mkdir(parents=True)
+
+
+def _file(out: Path) -> None:
+    out.write_text("not a folder")
+
+
+def _nothing(out: Path) -> None:
+    pass
+
+
+def _written(name: str, text: str) -> Callable[[Path], None]:
+    return lambda out: (out.mkdir(exist_ok=True), (out / name).write_text(text))[-1]
+
+
+# (id, arguments after `fedmodel train` (OUT: the output folder), set-up of OUT, exit status, in stderr)
+CASES: list[tuple[str, list[str], Callable[[Path], None], int, str]] = [
+    ("rounds -3", ["--rounds", "-3"], _nothing, 2, "--rounds: expected an integer >= 1, got '-3'"),
+    ("rounds 0", ["--rounds", "0"], _nothing, 2, "--rounds: expected an integer >= 1, got '0'"),
+    ("rounds 1.5", ["--rounds", "1.5"], _nothing, 2, "--rounds: expected an integer >= 1, got '1.5'"),
+    ("rounds x", ["--rounds", "x"], _nothing, 2, "--rounds: expected an integer >= 1, got 'x'"),
+    ("clients 0", ["--clients", "0"], _nothing, 2, "--clients: expected an integer >= 1"),
+    ("clients 100000", ["--clients", "100000"], _nothing, 2, "num_clients must be between 1 and the 1438 examples"),
+    ("clients-per-round 0", ["--clients-per-round", "0"], _nothing, 2, "--clients-per-round: expected an integer >= 1"),
+    ("clients-per-round > clients", ["--clients-per-round", "4"], _nothing, 2, "--clients-per-round 4 exceeds"),
+    ("batch-size 0", ["--batch-size", "0"], _nothing, 2, "--batch-size: expected an integer >= 1"),
+    ("local-epochs 0", ["--local-epochs", "0"], _nothing, 2, "--local-epochs: expected an integer >= 1"),
+    ("client-timeout 0", ["--client-timeout", "0"], _nothing, 2, "--client-timeout: expected a finite number > 0"),
+    ("client-timeout inf", ["--client-timeout", "inf"], _nothing, 2, "--client-timeout: expected a finite number"),
+    ("lr inf", ["--lr", "inf"], _nothing, 2, "--lr: expected a finite number > 0, got 'inf'"),
+    ("lr nan", ["--lr", "nan"], _nothing, 2, "--lr: expected a finite number > 0, got 'nan'"),
+    ("lr 1e400", ["--lr", "1e400"], _nothing, 2, "--lr: expected a finite number > 0, got '1e400'"),
+    ("lr 0", ["--lr", "0"], _nothing, 2, "--lr: expected a finite number > 0, got '0'"),
+    ("lr -0.1", ["--lr", "-0.1"], _nothing, 2, "--lr: expected a finite number > 0"),
+    ("server-lr nan", ["--server-lr", "nan"], _nothing, 2, "--server-lr: expected a finite number > 0"),
+    ("server-momentum 1", ["--server-momentum", "1"], _nothing, 2, "--server-momentum: expected a number in [0, 1)"),
+    ("mu 0", ["--mu", "0"], _nothing, 2, "--mu: expected a finite number > 0"),
+    ("tau -1", ["--tau", "-1"], _nothing, 2, "--tau: expected a finite number > 0"),
+    ("alpha -1", ["--alpha", "-1"], _nothing, 2, "--alpha: expected a finite number >= 0"),
+    ("alpha nan", ["--alpha", "nan"], _nothing, 2, "--alpha: expected a finite number >= 0"),
+    ("test-fraction 1", ["--test-fraction", "1"], _nothing, 2, "--test-fraction: expected a number in (0, 1)"),
+    ("seed -1", ["--seed", "-1"], _nothing, 2, "--seed: expected an integer in [0, 2**63), got '-1'"),
+    ("seed 2**63", ["--seed", str(2**63)], _nothing, 2, "--seed: expected an integer in [0, 2**63)"),
+    ("backend mxnet", ["--backend", "mxnet"], _nothing, 2, "--backend: invalid choice: 'mxnet'"),
+    ("algorithm sgd", ["--algorithm", "sgd"], _nothing, 2, "--algorithm: invalid choice: 'sgd'"),
+    ("unknown option", ["--bogus"], _nothing, 2, "unrecognized arguments: --bogus"),
+    ("out is a file", [], _file, 2, "exists and is not a folder"),
+    ("out under a file", ["--out", "OUT/sub"], _file, 2, "cannot be written: Not a directory"),
+    ("out not writable", ["--out", "/proc/self"], _nothing, 2, "--out /proc/self cannot be written"),
+    ("metrics.csv a FIFO", [], _fifo("metrics.csv"), 2, "metrics.csv exists and is not a regular file"),
+    ("curves.png a folder", [], _folder("curves.png"), 2, "curves.png exists and is not a regular file"),
+    ("weights a FIFO", [], _fifo("weights-numpy-fedavg.safetensors"), 2, "is not a regular file"),
+    ("checkpoint a FIFO", ["--resume"], _fifo("checkpoint-numpy-fedavg.safetensors"), 2, "is not a regular file"),
+    (
+        "resume, checkpoint not one",
+        ["--resume"],
+        _written("checkpoint-numpy-fedavg.safetensors", "garbage"),
+        2,
+        "--resume: ",
+    ),
+    ("resume, foreign metrics.csv", ["--resume"], _written("metrics.csv", "a,b\n1,2\n"), 2, "is not a metrics.csv"),
+    ("resume, no checkpoint", ["--resume"], _nothing, 0, ""),
+    ("a valid run", [], _nothing, 0, ""),
+    ("--help", ["--help"], _nothing, 0, ""),
+    ("--version", ["--version"], _nothing, 0, ""),
+]
+
+
+@pytest.mark.parametrize(("argv", "setup", "status", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_each_case_exits_with_its_status_and_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    setup: Callable[[Path], None],
+    status: int,
+    message: str,
+) -> None:
+    out = tmp_path / "out"
+    setup(out)
+    argv = [a.replace("OUT", str(out)) for a in argv]
+    before = sorted(os.listdir(out)) if out.is_dir() else None
+    assert train_cli.main([*RUN, "--out", str(out), *argv]) == status
+    err = capsys.readouterr().err
+    if status == 2:
+        assert err.startswith("fedmodel train: error: ") and err.count("\n") == 1, err
+        assert message in err
+        assert (sorted(os.listdir(out)) if out.is_dir() else None) == before  # nothing written
+    else:
+        assert err == ""
+
+
+def test_the_table_covers_every_option_of_fedmodel_train() -> None:
+    options = {o for a in train_cli._parser()._actions for o in a.option_strings if o.startswith("--")}
+    tried = {a for c in CASES for a in c[1] if a.startswith("--")}
+    assert options - tried <= {"--checkpoint", "--no-progress", "--help"}  # flags: no value to get wrong
+
+
+def test_every_option_has_help_that_shows_its_default() -> None:
+    parser = train_cli._parser()
+    text = " ".join(parser.format_help().split())
+    for action in parser._actions:
+        if action.option_strings[-1] in ("--help", "--version"):
+            continue
+        assert action.help, action.option_strings
+        assert f"{action.help} (default: {action.default})" in text, action.option_strings
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "stream", "text"),
+    [
+        ([], 2, "err", "fedmodel: error: a command is required"),
+        (["trian"], 2, "err", "fedmodel: error: unknown command 'trian'"),
+        (["--help"], 0, "out", "commands:"),
+        (["--version"], 0, "out", f"fedmodel {__version__}\n"),
+        (["train", "--version"], 0, "out", f"fedmodel {__version__}\n"),
+        (["train", "--rounds", "0"], 2, "err", "fedmodel train: error: argument --rounds"),
+    ],
+)
+def test_the_fedmodel_command(
+    capsys: pytest.CaptureFixture[str], argv: list[str], status: int, stream: str, text: str
+) -> None:
+    assert cli.main(argv) == status
+    assert text in getattr(capsys.readouterr(), stream)
+
+
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_python_dash_m_fedmodel_shows_its_version_and_a_one_line_usage_error() -> None:
+    assert _python("-m", "fedmodel", "--version").stdout == f"fedmodel {__version__}\n"
+    bad = _python("-m", "fedmodel", "train", "--lr", "nan")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == (
+        "fedmodel train: error: argument --lr: expected a finite number > 0, got 'nan' (see 'fedmodel train --help')\n"
+    )
+
+
+def test_with_stderr_piped_there_is_no_progress_bar_and_the_table_is_whole(tmp_path: Path) -> None:
+    run = _python("-m", "fedmodel", "train", "--clients", "3", "--rounds", "3", "--out", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    lines = run.stdout.splitlines()
+    table = [line.split()[0] for line in lines[lines.index(next(x for x in lines if x.startswith("round"))) + 1 :][:3]]
+    assert table == ["1", "2", "3"]
+
+
+def test_with_stderr_on_a_terminal_the_progress_bar_shows(tmp_path: Path) -> None:
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 0x0 terminal hides tqdm
+    seen: list[bytes] = []
+
+    def read_terminal() -> None:  # while the child runs: a closed terminal may drop what was not read
+        with contextlib.suppress(OSError):  # EIO once the child's side is closed
+            while chunk := os.read(leader, 4096):
+                seen.append(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        argv = [sys.executable, "-m", "fedmodel", "train", "--clients", "3", "--rounds", "2", "--out", str(tmp_path)]
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=follower, env=env) as child:
+            os.close(follower)
+            stdout, _ = child.communicate(timeout=300)
+        reader.join(10)
+    finally:
+        os.close(leader)
+    assert child.returncode == 0
+    assert b"fedavg" in b"".join(seen) and b"2/2" in b"".join(seen)  # tqdm's bar: its description and count
+    assert b"train loss" in stdout and b"2/2" not in stdout
