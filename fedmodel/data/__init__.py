@@ -31,14 +31,22 @@ from fedmodel.data.partition import split_dirichlet as split_dirichlet
 from fedmodel.data.partition import split_iid as split_iid
 from fedmodel.data.partition import split_quantity_skew as split_quantity_skew
 from fedmodel.data.partition import split_shards as split_shards
+from fedmodel.data.sources import MODEL_KINDS as MODEL_KINDS
+from fedmodel.data.sources import FederatedTask as FederatedTask
+from fedmodel.data.sources import load_federated as load_federated
+from fedmodel.data.synthetic import federated_synthetic as federated_synthetic
 
 __all__ = [
+    "MODEL_KINDS",
     "ClientData",
     "ClientSequence",
     "DataError",
     "FederatedData",
+    "FederatedTask",
     "federated_digits",
+    "federated_synthetic",
     "load_digits",
+    "load_federated",
     "pool_clients",
     "split_by_id",
     "split_dirichlet",

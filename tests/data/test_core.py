@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -92,3 +96,13 @@ def test_federated_data_accepts_a_lazy_sequence_and_per_client_test_sets() -> No
     data = FederatedData(clients, pool_clients(clients[:2]), test_clients=clients[2:])
     assert len(data.clients) == 4 and len(data.test) == 3 and len(data.test_clients or []) == 2
 
+
+def test_importing_fedmodel_data_loads_no_optional_library() -> None:
+    code = (
+        "import json, sys\n"
+        "import fedmodel.data\n"
+        "heavy = ('h5py', 'datasets', 'flwr_datasets', 'sklearn', 'matplotlib', 'torch', 'tensorflow', 'jax')\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == []
