@@ -100,7 +100,7 @@ def test_federated_data_accepts_a_lazy_sequence_and_per_client_test_sets() -> No
 def test_importing_fedmodel_data_loads_no_optional_library() -> None:
     code = (
         "import json, sys\n"
-        "import fedmodel.data\n"
+        "import fedmodel.data, fedmodel.heterogeneity\n"
         "heavy = ('h5py', 'datasets', 'flwr_datasets', 'sklearn', 'matplotlib', 'torch', 'tensorflow', 'jax')\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))"
     )
