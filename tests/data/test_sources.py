@@ -125,3 +125,21 @@ def test_a_tff_file_without_a_test_file_asks_for_test_path(tmp_path: Path, tff_f
     path = tff_file(tmp_path / "mine.h5", {"a": {"snippets": np.array([b"x"], dtype=object)}})
     with pytest.raises(DataError, match=r"no test file beside .*mine\.h5.*pass test_path="):
         load_federated(f"tff-h5:{path}")
+
+
+def test_file_backed_clients_survive_a_round_trip_to_a_worker_process(
+    tmp_path: Path, leaf_file: Callable[..., Path], tff_file: Callable[..., Path]
+) -> None:
+    """Parallel runners ship the client sequence to worker processes (multiprocessing pickles it)."""
+    import pickle  # our own objects, as multiprocessing would send them; never another party's bytes
+
+    leaf_file(tmp_path / "train" / "a.json", {"u": {"x": ["a" * 80], "y": ["b"]}})
+    leaf_file(tmp_path / "test" / "a.json", {"u": {"x": ["c" * 80], "y": ["d"]}})
+    snippets = {"a": {"snippets": np.array([b"to be"], dtype=object)}}
+    train = tff_file(tmp_path / "shakespeare_train.h5", snippets)
+    tff_file(tmp_path / "shakespeare_test.h5", snippets)
+    for source in (f"leaf:{tmp_path}", f"tff-h5:{train}"):
+        clients = load_federated(source).data.clients
+        copied = pickle.loads(pickle.dumps(clients))
+        assert copied.client_ids == clients.client_ids  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(copied[0].x, clients[0].x)
