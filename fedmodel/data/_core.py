@@ -117,6 +117,7 @@ class Selection(ClientSequence):
         ids = parent.client_ids
         self._parent = parent
         self._ids = tuple(ids[i] for i in positions)
+        self._members = frozenset(self._ids)
 
     @property
     def client_ids(self) -> tuple[str, ...]:
@@ -125,7 +126,7 @@ class Selection(ClientSequence):
 
     def load(self, client_id: str) -> ClientData:
         """Read the client from the parent sequence."""
-        if client_id not in self._ids:
+        if client_id not in self._members:
             raise DataError(f"no client with id {client_id!r} in this selection of {len(self._ids)} clients")
         return self._parent.load(client_id)
 
