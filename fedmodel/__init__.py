@@ -23,6 +23,7 @@ from fedmodel._contract import check_protocol as check_protocol
 from fedmodel._errors import AggregationError as AggregationError
 from fedmodel._errors import BackendError as BackendError
 from fedmodel._errors import CheckpointError as CheckpointError
+from fedmodel._errors import DataError as DataError
 from fedmodel._errors import FedModelError as FedModelError
 from fedmodel._errors import ProtocolError as ProtocolError
 from fedmodel._errors import SpecError as SpecError
@@ -53,6 +54,7 @@ __all__ = [
     "BackendError",
     "BatchOutput",
     "CheckpointError",
+    "DataError",
     "FedModelError",
     "Model",
     "ModelWeights",

@@ -6,6 +6,7 @@ __all__ = [
     "AggregationError",
     "BackendError",
     "CheckpointError",
+    "DataError",
     "FedModelError",
     "ProtocolError",
     "SpecError",
@@ -39,3 +40,7 @@ class AggregationError(FedModelError, ValueError):
 
 class CheckpointError(FedModelError, OSError):
     """A checkpoint cannot be read or written; the model and the old file are untouched."""
+
+
+class DataError(FedModelError, ValueError):
+    """A data set cannot be read or split as asked (the message names the file, client, option or shape)."""
