@@ -56,6 +56,6 @@ def clip_factor(template: ModelWeights, update: ModelWeights, clip: float, *, cl
 
 def clipped_change(origin: np.ndarray, value: np.ndarray, scale: float) -> np.ndarray:
     """``scale * (value - origin)`` in float64 (one temporary of the variable's size)."""
-    change = np.subtract(np.asarray(value, np.float64), np.asarray(origin, np.float64))
+    change: np.ndarray = np.subtract(value, origin, dtype=np.float64)
     change *= scale
     return change
