@@ -18,7 +18,16 @@ import numpy as np
 from fedmodel import _tree
 from fedmodel._errors import SpecError
 
-__all__ = ["TensorSpec", "check_spec", "classification_spec", "dtype_name", "is_compatible", "shape_of", "spec_like"]
+__all__ = [
+    "TensorSpec",
+    "check_bounds",
+    "check_spec",
+    "classification_spec",
+    "dtype_name",
+    "is_compatible",
+    "shape_of",
+    "spec_like",
+]
 
 
 def dtype_name(dtype: Any) -> str:
@@ -72,16 +81,23 @@ def _dtype_of(value: Any) -> str:
 class TensorSpec:
     """Shape and dtype of one tensor; ``None`` dimensions are free (typically the batch).
 
-    A frozen dataclass, so :mod:`optree` treats it as a leaf of a spec tree.
+    ``minimum`` and ``maximum``, when given, bound every value (inclusive), as TensorFlow's
+    ``BoundedTensorSpec`` and dm_env's ``BoundedArray`` do: a classifier's labels are
+    ``TensorSpec((None,), "int64", minimum=0, maximum=num_classes - 1)``. A frozen dataclass, so
+    :mod:`optree` treats it as a leaf of a spec tree.
 
     >>> spec = TensorSpec((None, 64), "float32", name="pixels")
     >>> spec.is_compatible_with(np.zeros((8, 64), np.float32))
     True
+    >>> TensorSpec((None,), "int64", minimum=0, maximum=9).mismatch(np.array([3, 10]))
+    'expected values in [0, 9], got values in [3, 10]'
     """
 
     shape: tuple[int | None, ...]
     dtype: str
     name: str | None = None
+    minimum: int | float | None = None
+    maximum: int | float | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -92,6 +108,18 @@ class TensorSpec:
             raise ValueError(f"TensorSpec shape has a negative dimension: {shape}")
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        if self.dtype in ("object", "str", "bytes", "void") or self.dtype.startswith(("str", "bytes", "void")):
+            raise ValueError(f"TensorSpec dtype {self.dtype!r} does not describe numbers")
+        for bound in (self.minimum, self.maximum):
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float, np.number))):
+                raise TypeError(f"TensorSpec bounds must be numbers or None, got {bound!r}")
+        if self.minimum is not None and self.maximum is not None and not self.minimum <= self.maximum:
+            raise ValueError(f"TensorSpec minimum {self.minimum} is above its maximum {self.maximum}")
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the spec bounds the values (``minimum`` or ``maximum`` set)."""
+        return self.minimum is not None or self.maximum is not None
 
     def mismatch(self, value: Any) -> str | None:
         """Why ``value`` is not compatible with this spec, or ``None`` when it is."""
@@ -110,13 +138,33 @@ class TensorSpec:
             return f"expected shape {_fmt_shape(self.shape)}, got {_fmt_shape(shape)}"
         if dtype != self.dtype:
             return f"expected dtype {self.dtype}, got {dtype}"
+        if not getattr(getattr(value, "dtype", None), "isnative", True):
+            order = "big" if value.dtype.byteorder == ">" else "little"
+            return f"expected native byte order, got {order}-endian {dtype} (convert with .astype('{dtype}'))"
+        return self.out_of_range(value)
+
+    def out_of_range(self, value: Any) -> str | None:
+        """Why ``value``'s values break ``minimum``/``maximum`` (NaN breaks any bound), or ``None``."""
+        if not self.bounded:
+            return None
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if arr.size == 0:
+            return None
+        low, high = arr.min(), arr.max()
+        if (self.minimum is not None and not low >= self.minimum) or (
+            self.maximum is not None and not high <= self.maximum
+        ):
+            low_bound = "-inf" if self.minimum is None else self.minimum
+            high_bound = "inf" if self.maximum is None else self.maximum
+            return f"expected values in [{low_bound}, {high_bound}], got values in [{low}, {high}]"
         return None
 
     def _quick_ok(self, value: Any) -> bool:
-        """The common case without building a message: an array of the right shape and dtype."""
+        """The common case without building a message: an array of the right shape and dtype, native byte order
+        (bounds are checked apart, on every call)."""
         shape = getattr(value, "shape", None)
         dtype = getattr(value, "dtype", None)
-        if shape is None or dtype is None or dtype_name(dtype) != self.dtype:
+        if shape is None or dtype is None or dtype_name(dtype) != self.dtype or not getattr(dtype, "isnative", True):
             return False
         try:
             if len(shape) != len(self.shape):
@@ -126,7 +174,7 @@ class TensorSpec:
             return False
 
     def is_compatible_with(self, value: Any) -> bool:
-        """True when ``value`` (an array of any framework) has a matching shape and dtype."""
+        """True when ``value`` (an array of any framework) has a matching shape, dtype and values."""
         return self.mismatch(value) is None
 
 
@@ -138,13 +186,15 @@ def _is_spec(x: Any) -> bool:
     return isinstance(x, TensorSpec)
 
 
-def check_spec(spec: Any, value: Any, *, what: str = "batch", prefix: str = "") -> None:
-    """Raise :class:`SpecError` unless ``value`` matches the spec tree ``spec``.
+def check_spec(spec: Any, value: Any, *, what: str = "batch", prefix: str = "") -> int | None:
+    """Raise :class:`SpecError` unless ``value`` matches the spec tree ``spec``; return its batch size.
 
-    The message names the path (``x/pixels``), the expected and the actual shape or dtype. The
-    spec's flattening, the leaf order of each value structure seen, and each accepted signature
-    (structure, leaf shapes and dtypes) are cached, so a batch like one already accepted costs a
-    flatten and one set lookup.
+    Every leaf must have the spec's shape (``None`` dimensions free), dtype (native byte order) and, for a
+    bounded spec, values within its bounds; leaves whose spec has a free first dimension (the batch) must
+    agree on it. The message names the path (``x/pixels``), the expected and the actual shape, dtype or
+    values. The spec's flattening, the leaf order of each value structure seen, and each accepted signature
+    (structure, leaf shapes and dtypes) are cached, so a batch like one already accepted costs a flatten and
+    one set lookup, plus a min and a max of each bounded leaf.
 
     >>> check_spec({"x": TensorSpec((None, 2), "float32")}, {"x": np.zeros((1, 3), np.float32)})
     Traceback (most recent call last):
@@ -152,6 +202,9 @@ def check_spec(spec: Any, value: Any, *, what: str = "batch", prefix: str = "") 
     fedmodel._errors.SpecError: batch at 'x': expected shape (None, 2), got (1, 3)
 
     ``prefix`` is prepended to every path in messages (``check_batch`` checks ``x`` and ``y`` apart).
+
+    Returns:
+        The common first dimension of the leaves whose spec leaves it free, or ``None`` when there are none.
     """
     spec_paths, spec_leaves = _spec_plan(spec)
     try:
@@ -159,20 +212,51 @@ def check_spec(spec: Any, value: Any, *, what: str = "batch", prefix: str = "") 
     except Exception as exc:  # optree refuses some exotic containers
         raise SpecError(f"{what} cannot be read as a nested structure: {exc}") from exc
     signature = _signature(id(spec), value_treedef, value_leaves)
-    if _seen(signature, _ACCEPTED):
-        return
     order = _ORDERS.get((id(spec), value_treedef))
     if order is None:
         order = _leaf_order(spec, spec_paths, value_treedef, what, prefix)
-    for path, leaf, index in zip(spec_paths, spec_leaves, order, strict=True):
-        value_leaf = value_leaves[index]
-        if not leaf._quick_ok(value_leaf):
-            reason = leaf.mismatch(value_leaf)
-            if reason is not None:
-                raise SpecError(f"{what} at {_join(prefix, path)!r}: {reason}")
+    if _seen(signature, _ACCEPTED):
+        check_bounds(spec_paths, spec_leaves, [value_leaves[i] for i in order], what, prefix)
+        return _batch_size(spec_leaves, [value_leaves[i] for i in order])
+    ordered = [value_leaves[i] for i in order]
+    for path, leaf, value_leaf in zip(spec_paths, spec_leaves, ordered, strict=True):
+        reason = None if leaf._quick_ok(value_leaf) else leaf.mismatch(value_leaf)
+        if reason is None and leaf.bounded:
+            reason = leaf.out_of_range(value_leaf)
+        if reason is not None:
+            raise SpecError(f"{what} at {_join(prefix, path)!r}: {reason}")
+    sizes = {
+        path: size
+        for path, leaf, v in zip(spec_paths, spec_leaves, ordered, strict=True)
+        if _free_batch(leaf) and (size := shape_of(v)[0]) is not None  # None: a symbolic tensor being traced
+    }
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{_join(prefix, p)!r} has {n}" for p, n in sizes.items())
+        raise SpecError(f"{what}: its parts disagree on the number of examples: {listed}")
     if signature is not None and len(_ACCEPTED) < _CACHE_LIMIT * 4:
         with contextlib.suppress(TypeError):
             _ACCEPTED.add(signature)
+    return next(iter(sizes.values()), None)
+
+
+def _free_batch(spec: TensorSpec) -> bool:
+    return bool(spec.shape) and spec.shape[0] is None
+
+
+def _batch_size(spec_leaves: list[TensorSpec], values: list[Any]) -> int | None:
+    for leaf, value in zip(spec_leaves, values, strict=True):
+        if _free_batch(leaf):
+            return shape_of(value)[0]
+    return None
+
+
+def check_bounds(paths: list[str], spec_leaves: list[TensorSpec], values: list[Any], what: str, prefix: str) -> None:
+    """Raise :class:`SpecError` for the first value outside its bounded spec's ``[minimum, maximum]``."""
+    for path, leaf, value in zip(paths, spec_leaves, values, strict=True):
+        if leaf.bounded:
+            reason = leaf.out_of_range(value)
+            if reason is not None:
+                raise SpecError(f"{what} at {_join(prefix, path)!r}: {reason}")
 
 
 def _signature(spec_id: int, treedef: Any, leaves: list[Any]) -> tuple[Any, ...] | None:
@@ -254,13 +338,21 @@ def is_compatible(spec: Any, value: Any) -> bool:
     return True
 
 
-def classification_spec(num_features: int) -> tuple[TensorSpec, TensorSpec]:
+def classification_spec(num_features: int, num_classes: int | None = None) -> tuple[TensorSpec, TensorSpec]:
     """The input spec of a classifier over flat features with integer labels, as :mod:`fedmodel.data` serves them.
 
-    >>> classification_spec(64)
-    (TensorSpec(shape=(None, 64), dtype='float32', name='x'), TensorSpec(shape=(None,), dtype='int64', name='y'))
+    With ``num_classes``, labels are bounded to ``[0, num_classes - 1]``, so a batch with another label is a
+    :class:`SpecError` before any framework sees it.
+
+    >>> classification_spec(64, 10)[1]
+    TensorSpec(shape=(None,), dtype='int64', name='y', minimum=0, maximum=9)
     """
-    return TensorSpec((None, num_features), "float32", "x"), TensorSpec((None,), "int64", "y")
+    if num_classes is not None and num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    x = TensorSpec((None, num_features), "float32", "x")
+    if num_classes is None:
+        return x, TensorSpec((None,), "int64", "y")
+    return x, TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1)
 
 
 def spec_like(value: Any, *, batch_dim_free: bool = True) -> Any:

@@ -63,7 +63,7 @@ class SoftmaxRegression:
             Variable("correct", np.zeros((), np.int64)),
             Variable("count", np.zeros((), np.int64)),
         )
-        self._spec = classification_spec(num_features)
+        self._spec = classification_spec(num_features, num_classes)
 
     # -- the contract -------------------------------------------------------------------------
     @property

@@ -14,6 +14,8 @@ order (dicts by sorted key, tuples and namedtuples in order), named by key path
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -88,8 +90,8 @@ def _frozen_predicate(frozen: Frozen) -> Callable[[str], bool]:
 def _jax_dtype_spec(spec: Any) -> Any:
     """``spec`` with dtypes as JAX holds them (``int64`` becomes ``int32`` while x64 is off)."""
 
-    def leaf(s: TensorSpec) -> TensorSpec:
-        return TensorSpec(s.shape, jax.dtypes.canonicalize_dtype(np.dtype(s.dtype)).name, s.name)
+    def leaf(s: TensorSpec) -> TensorSpec:  # shape, name and bounds kept
+        return dataclasses.replace(s, dtype=jax.dtypes.canonicalize_dtype(np.dtype(s.dtype)).name)
 
     return _tree.map_structure(leaf, spec)
 

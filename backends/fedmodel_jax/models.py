@@ -63,7 +63,9 @@ def mlp(num_features: int = 64, hidden: Sequence[int] = (32,), num_classes: int 
     ['params/0/kernel', 'params/0/bias', 'params/1/kernel', 'params/1/bias']
     """
     sizes = [num_features, *hidden, num_classes]
-    return from_functions(_mlp_init(sizes), mlp_apply, cross_entropy, classification_spec(num_features), seed=seed)
+    return from_functions(
+        _mlp_init(sizes), mlp_apply, cross_entropy, classification_spec(num_features, num_classes), seed=seed
+    )
 
 
 def frozen_mlp(num_features: int = 64, hidden: Sequence[int] = (32,), num_classes: int = 10, seed: int = 0) -> JaxModel:
@@ -75,7 +77,12 @@ def frozen_mlp(num_features: int = 64, hidden: Sequence[int] = (32,), num_classe
         raise ValueError("frozen_mlp needs at least one hidden layer (the frozen one)")
     sizes = [num_features, *hidden, num_classes]
     return from_functions(
-        _mlp_init(sizes), mlp_apply, cross_entropy, classification_spec(num_features), frozen="params/0", seed=seed
+        _mlp_init(sizes),
+        mlp_apply,
+        cross_entropy,
+        classification_spec(num_features, num_classes),
+        frozen="params/0",
+        seed=seed,
     )
 
 
@@ -88,7 +95,7 @@ def bn_mlp(
     that training updates; dropout makes training outputs random (reproducible from ``seed``).
     """
     module = _bn_mlp_class()(hidden=hidden, num_classes=num_classes, dropout=dropout)
-    return from_flax(module, cross_entropy, classification_spec(num_features), seed=seed)
+    return from_flax(module, cross_entropy, classification_spec(num_features, num_classes), seed=seed)
 
 
 def cnn_bn(
@@ -108,7 +115,7 @@ def cnn_bn(
     if side * side != num_features:
         raise ValueError(f"num_features must be a square (side * side), got {num_features}")
     module = _cnn_bn_class()(side=side, channels=tuple(channels), num_classes=num_classes, dropout=dropout)
-    return from_flax(module, cross_entropy, classification_spec(num_features), seed=seed)
+    return from_flax(module, cross_entropy, classification_spec(num_features, num_classes), seed=seed)
 
 
 @functools.cache

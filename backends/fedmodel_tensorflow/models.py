@@ -45,7 +45,9 @@ def mlp(
 ) -> KerasModel:
     """A ReLU multilayer perceptron: ``Dense(h) -> ReLU`` per hidden width, then ``Dense(num_classes)``."""
     keras_model = keras.Sequential(_mlp_layers(num_features, hidden, num_classes, seed))
-    return from_keras_model(keras_model, _loss(), classification_spec(num_features), run_eagerly=run_eagerly)
+    return from_keras_model(
+        keras_model, _loss(), classification_spec(num_features, num_classes), run_eagerly=run_eagerly
+    )
 
 
 def frozen_mlp(
@@ -62,7 +64,9 @@ def frozen_mlp(
     layers = _mlp_layers(num_features, hidden, num_classes, seed)
     layers[1].trainable = False
     keras_model = keras.Sequential(layers)
-    return from_keras_model(keras_model, _loss(), classification_spec(num_features), run_eagerly=run_eagerly)
+    return from_keras_model(
+        keras_model, _loss(), classification_spec(num_features, num_classes), run_eagerly=run_eagerly
+    )
 
 
 def cnn_bn(
@@ -102,5 +106,5 @@ def cnn_bn(
         _dense(num_classes, seed + 2),
     ]
     return from_keras_model(
-        keras.Sequential(layers), _loss(), classification_spec(num_features), run_eagerly=run_eagerly
+        keras.Sequential(layers), _loss(), classification_spec(num_features, num_classes), run_eagerly=run_eagerly
     )

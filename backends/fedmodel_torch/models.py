@@ -49,7 +49,7 @@ def mlp(num_features: int = 64, hidden: Sequence[int] = (32,), num_classes: int 
     is ``(out, in)``, torch's layout.
     """
     module = _seeded(seed, lambda: nn.Sequential(*_layers(num_features, hidden, num_classes)))
-    return from_module(module, nn.functional.cross_entropy, input_spec(num_features))
+    return from_module(module, nn.functional.cross_entropy, input_spec(num_features, num_classes))
 
 
 def frozen_mlp(
@@ -62,7 +62,7 @@ def frozen_mlp(
     first: nn.Module = module[0]  # type: ignore[index]
     for p in first.parameters():
         p.requires_grad_(False)
-    return from_module(module, nn.functional.cross_entropy, input_spec(num_features))
+    return from_module(module, nn.functional.cross_entropy, input_spec(num_features, num_classes))
 
 
 class _SmallCNN(nn.Module):
@@ -104,4 +104,4 @@ def cnn_bn(
     if side * side != num_features:
         raise ValueError(f"num_features must be a square (side * side), got {num_features}")
     module = _seeded(seed, lambda: _SmallCNN(side, channels, num_classes, dropout))
-    return from_module(module, nn.functional.cross_entropy, input_spec(num_features))
+    return from_module(module, nn.functional.cross_entropy, input_spec(num_features, num_classes))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import namedtuple
+from typing import Any
 
 import numpy as np
 import pytest
 
+import fedmodel
 from fedmodel import SpecError, TensorSpec, check_batch, check_spec, dtype_name, is_compatible, spec_like
 
 Pair = namedtuple("Pair", ["image", "mask"])
@@ -140,3 +142,57 @@ def test_a_pair_of_array_subclasses_is_checked_like_any_array() -> None:
     check_batch(spec, (x.view(_Tagged), y))  # another type: a key of its own, checked in full
     with pytest.raises(SpecError, match="at 'y': expected dtype int64, got uint8"):
         check_batch(spec, (x.view(_Tagged), y.view(np.uint8)[:3]))
+
+
+# -- bounds, byte order, batch sizes (issue 18) ---------------------------------------------------
+def test_a_bounded_spec_refuses_values_outside_even_after_the_same_shapes_were_accepted() -> None:
+    spec = (TensorSpec((None, 2), "float32"), TensorSpec((None,), "int64", minimum=0, maximum=2))
+    x = np.zeros((3, 2), np.float32)
+    assert check_batch(spec, (x, np.array([0, 1, 2]))) is not None  # accepted: its signature is now cached
+    for labels, shown in (([0, 3, 1], "[0, 3]"), ([-1, 0, 0], "[-1, 0]")):
+        with pytest.raises(SpecError, match=rf"batch at 'y': expected values in \[0, 2\], got values in \{shown}"):
+            check_batch(spec, (x, np.array(labels)))  # the pair fast path checks bounds too
+    nested = {"x": {"a": x}, "y": np.array([0, 5, 1])}
+    nested_spec = {"x": {"a": spec[0]}, "y": spec[1]}
+    check_batch(nested_spec, {"x": {"a": x}, "y": np.array([0, 1, 1])})
+    with pytest.raises(SpecError, match=r"at 'y': expected values in \[0, 2\]"):
+        check_batch(nested_spec, nested)  # and so does the cached path of a nested batch
+
+
+def test_nested_parts_must_agree_on_the_number_of_examples() -> None:
+    spec = {"a": TensorSpec((None, 2), "float32"), "b": TensorSpec((None,), "float32"), "c": TensorSpec((), "float32")}
+    value = {"a": np.zeros((3, 2), np.float32), "b": np.zeros(4, np.float32), "c": np.float32(1)}
+    with pytest.raises(SpecError, match="disagree on the number of examples: 'a' has 3, 'b' has 4"):
+        check_spec(spec, value)
+    assert check_spec(spec, {**value, "b": np.zeros(3, np.float32)}) == 3
+
+
+def test_non_native_byte_order_is_refused_never_misread() -> None:
+    spec = TensorSpec((None,), "float32")
+    swapped = np.arange(3, dtype=">f4")
+    assert (
+        spec.mismatch(swapped) == "expected native byte order, got big-endian float32 (convert with .astype('float32'))"
+    )
+    assert spec.mismatch(swapped.astype("float32")) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"dtype": "object"}, "does not describe numbers"),
+        ({"minimum": 3, "maximum": 2}, "minimum 3 is above its maximum 2"),
+        ({"minimum": True}, "bounds must be numbers"),
+        ({"maximum": "9"}, "bounds must be numbers"),
+    ],
+)
+def test_a_spec_that_cannot_describe_a_batch_is_refused_when_built(kwargs: dict[str, Any], error: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=error):
+        TensorSpec(**{"shape": (None,), "dtype": "int64", **kwargs})
+
+
+def test_classification_labels_are_bounded_by_the_number_of_classes() -> None:
+    _, labels = fedmodel.classification_spec(4, 3)
+    assert (labels.minimum, labels.maximum) == (0, 2)
+    assert fedmodel.classification_spec(4)[1].bounded is False
+    with pytest.raises(ValueError, match="num_classes must be >= 1"):
+        fedmodel.classification_spec(4, 0)

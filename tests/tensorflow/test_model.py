@@ -97,7 +97,7 @@ def test_builtin_mlp_follows_the_shared_conventions() -> None:
     model = fmtf.models.mlp(num_features=6, hidden=(5, 4), num_classes=3)
     assert model.input_spec == (
         fedmodel.TensorSpec((None, 6), "float32", "x"),
-        fedmodel.TensorSpec((None,), "int64", "y"),
+        fedmodel.TensorSpec((None,), "int64", "y", minimum=0, maximum=2),
     )
     assert [tuple(v.shape) for v in model.trainable_variables] == [(6, 5), (5,), (5, 4), (4,), (4, 3), (3,)]
     assert model.non_trainable_variables == ()
