@@ -13,6 +13,8 @@ from fedmodel.reference import SoftmaxRegression, Variable
 
 __all__ = [
     "CountIsAlsoWeight",
+    "NewHandlesPerRead",
+    "ResetForgetsCorrect",
     "DoubledGradient",
     "DropoutInEval",
     "EvalUpdatesStatistics",
@@ -291,3 +293,54 @@ class DoubledGradient(SoftmaxRegression):
         """The reference output with doubled gradients."""
         out, grads = super().value_and_grad(batch)
         return out, [2 * g for g in grads]
+
+
+class _Handle:
+    """A new object per read that reads and writes a box it points to (as some C libraries' wrappers do)."""
+
+    __slots__ = ("_box",)
+
+    def __init__(self, box: Variable) -> None:
+        self._box = box
+
+    @property
+    def name(self) -> str:
+        """The box's name."""
+        return self._box.name
+
+    @property
+    def value(self) -> np.ndarray:
+        """The box's value."""
+        return self._box.value  # type: ignore[no-any-return]
+
+    @value.setter
+    def value(self, value: np.ndarray) -> None:
+        self._box.value = value
+
+
+class NewHandlesPerRead(SoftmaxRegression):
+    """Every read of a variable group returns new handle objects (so no two reads list the same objects)."""
+
+    @property
+    def trainable_variables(self) -> Sequence[Any]:
+        """New handles on ``kernel``, ``bias``."""
+        return tuple(_Handle(v) for v in self._trainable)
+
+    @property
+    def non_trainable_variables(self) -> Sequence[Any]:
+        """A new handle on ``input_scale``."""
+        return tuple(_Handle(v) for v in self._non_trainable)
+
+    @property
+    def local_variables(self) -> Sequence[Any]:
+        """New handles on the accumulators."""
+        return tuple(_Handle(v) for v in self._local)
+
+
+class ResetForgetsCorrect(SoftmaxRegression):
+    """``reset_metrics`` zeroes ``loss_sum`` and ``count`` but forgets ``correct``."""
+
+    def reset_metrics(self) -> None:
+        """Zero two of the three accumulators."""
+        for v in (self._local[0], self._local[2]):
+            v.value = np.zeros_like(v.value)
