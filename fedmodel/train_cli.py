@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 
 from fedmodel import algorithms
+from fedmodel._backend import backend_names, backend_package
 from fedmodel._weights import ModelWeights
 
 __all__ = ["ALGORITHMS", "BACKENDS", "build_algorithm", "main", "model_factory", "save_weights"]
 
-BACKENDS = ("numpy", "torch", "tensorflow", "jax")
+BACKENDS = ("numpy", *backend_names())
+"""``numpy`` (the core's reference model), then every backend installed in the ``fedmodel.backends`` entry points."""
 ALGORITHMS = ("fedavg", "fedsgd", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm")
 _COLUMNS = (
     "run",
@@ -40,17 +42,24 @@ _COLUMNS = (
 
 
 def model_factory(backend: str, seed: int = 0) -> Callable[[], Any]:
-    """A factory of the backend's digits model: numpy softmax regression, or the backend's ``models.mlp()``."""
+    """A factory of the backend's digits model: numpy softmax regression, or the backend's ``models.mlp()``.
+
+    A backend is found by name in the ``fedmodel.backends`` entry points; its package's
+    ``models.mlp(num_features=64, num_classes=10, seed=seed)`` builds the model.
+
+    Raises:
+        ValueError: for a backend that is not installed or has no ``models.mlp``.
+    """
     if backend == "numpy":
         from fedmodel.reference import SoftmaxRegression
 
         return lambda: SoftmaxRegression(64, 10, seed=seed)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
-    import importlib
-
-    module = importlib.import_module(f"fedmodel_{backend}.models")
-    return lambda: module.mlp(num_features=64, num_classes=10, seed=seed)
+    mlp = getattr(getattr(backend_package(backend), "models", None), "mlp", None)
+    if not callable(mlp):
+        raise ValueError(f"the backend {backend!r} has no models.mlp(num_features=, num_classes=, seed=) to train")
+    return lambda: mlp(num_features=64, num_classes=10, seed=seed)
 
 
 def build_algorithm(args: argparse.Namespace) -> algorithms.FederatedAlgorithm:

@@ -13,8 +13,6 @@ from fedmodel.reference import SoftmaxRegression, Variable
 
 __all__ = [
     "CountIsAlsoWeight",
-    "NewHandlesPerRead",
-    "ResetForgetsCorrect",
     "DoubledGradient",
     "DropoutInEval",
     "EvalUpdatesStatistics",
@@ -22,6 +20,7 @@ __all__ = [
     "LazyBatchCounter",
     "MetricsKeepLastBatch",
     "NaiveSoftmaxLoss",
+    "NewHandlesPerRead",
     "NudgingForward",
     "NumExamplesIsLenOfBatch",
     "PairOnly",
@@ -29,6 +28,7 @@ __all__ = [
     "PredictCachesWeights",
     "PredictCountsMetrics",
     "ReportResets",
+    "ResetForgetsCorrect",
     "ResetForgetsCount",
     "ResetReordersMetrics",
     "ScaleListedTwice",
