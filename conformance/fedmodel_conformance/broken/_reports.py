@@ -282,4 +282,3 @@ class MutatingAggregatorModel(SoftmaxRegression):
     def federated_output_computation(self) -> Any:
         """An aggregator that changes its input."""
         return _PoppingAggregator()
-
