@@ -133,7 +133,8 @@ class Model(Protocol[VarT_co]):
     def report_local_outputs(self) -> Mapping[str, Any]:
         """Metric name → *unfinalized* values (sums and counts, any shapes), convertible to numpy.
 
-        Clause: pure — calling it twice changes nothing and returns equal values. The standard
+        Clause: pure — calling it twice changes nothing and returns equal values — and a snapshot: later
+        batches do not change a report already returned (return copies, not the accumulators). The standard
         metrics (:data:`fedmodel.metrics.STANDARD_METRICS`), where reported, count every example seen
         once (``num_examples`` and the counts of ``loss`` and ``accuracy``), ``accuracy`` counts the
         examples whose predicted class is the label (labels shaped ``(n,)`` or ``(n, 1)``) and is
@@ -156,7 +157,7 @@ class Model(Protocol[VarT_co]):
         """Return every local variable to its initial value.
 
         Clause: every local variable, including those the last batches moved, equals its value after
-        ``__init__``; the report then equals the report of a fresh model.
+        ``__init__``; the report then equals the report of a fresh model; no weight changes.
         """
 
 

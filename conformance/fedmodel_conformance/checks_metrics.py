@@ -13,6 +13,7 @@ from fedmodel_conformance._core import (
     CheckFailure,
     CheckSkipped,
     Snapshot,
+    all_variables,
     close,
     concat_batches,
     exclusive_groups,
@@ -80,27 +81,55 @@ def check_metrics_count_every_batch(case: Case) -> None:
     )
 
 
-PURE = "report_local_outputs is pure: calling it twice changes nothing and returns equal values (as numpy)"
+PURE = (
+    "report_local_outputs is pure: calling it twice changes no variable and returns equal values (as numpy), and a "
+    "report is a snapshot that later batches do not change"
+)
+
+
+def _same_report(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return sorted(a) == sorted(b) and all(close(a[k], b[k], 0, 0) for k in a)
 
 
 @register(PURE)
 def check_report_is_pure(case: Case) -> None:
-    """Clause: reading the metrics neither resets nor moves them."""
+    """Clause: reading the metrics neither resets nor moves anything, and what was read stays as it was."""
     model, backend = fresh(case)
-    model.forward_pass(make_batch(case, 5, np.random.default_rng(seed_for("report_is_pure"))), training=False)
+    rng = np.random.default_rng(seed_for("report_is_pure"))
+    model.forward_pass(make_batch(case, 5, rng), training=False)
     note = repro("report_is_pure", batch_size=5)
-    snap = Snapshot.take(backend, model, exclusive_groups(model)["local"])
+    snap = Snapshot.take(backend, model, all_variables(model))
     try:
-        first = report_as_numpy(model.report_local_outputs())
+        raw = model.report_local_outputs()
+        first = report_as_numpy(raw)
     except Exception as exc:
         raise CheckFailure(PURE, "report_local_outputs()", "values convertible to numpy", repr(exc), note) from exc
     snap.assert_unchanged(backend, PURE, "report_local_outputs()", note)
     second = report_as_numpy(model.report_local_outputs())
-    if sorted(first) != sorted(second) or not all(close(first[k], second[k], 0, 0) for k in first):
+    if not _same_report(first, second):
         raise CheckFailure(PURE, "report_local_outputs() called twice", first, second, note)
+    model.forward_pass(make_batch(case, 3, rng), training=False)
+    if not _same_report(first, report_as_numpy(raw)):
+        raise CheckFailure(
+            PURE,
+            "a report read before another forward_pass",
+            f"{first} (a snapshot)",
+            f"{report_as_numpy(raw)} (it follows the metrics: return copies)",
+            note,
+        )
 
 
-RESET = "reset_metrics returns every local variable to its initial value"
+RESET = "reset_metrics returns every local variable to its initial value, and changes no weight"
+
+
+def _moved(weights: fedmodel.ModelWeights, rng: np.random.Generator) -> fedmodel.ModelWeights:
+    """The weights with every floating trainable value moved a little (so a reset of weights would show)."""
+    n = len(weights.trainable)
+    out = [
+        (a + 0.1 * rng.standard_normal(a.shape)).astype(a.dtype) if i < n and a.dtype.kind == "f" else a
+        for i, a in enumerate(weights.arrays)
+    ]
+    return weights.with_arrays(out)
 
 
 def moving_batches(case: Case, model: Any, rng: np.random.Generator) -> list[tuple[str, Any, bool]]:
@@ -129,15 +158,19 @@ def check_reset_metrics_restores_initial(case: Case) -> None:
     ``__init__``.
     """
     model, backend = fresh(case)
+    rng = np.random.default_rng(seed_for("reset_metrics_restores_initial"))
+    fedmodel.assign_weights(model, _moved(fedmodel.get_weights(model, backend=backend), rng), backend=backend)
     initial = Snapshot.take(backend, model, exclusive_groups(model)["local"])
     initial_report = report_as_numpy(model.report_local_outputs())
-    rng = np.random.default_rng(seed_for("reset_metrics_restores_initial"))
     batches = moving_batches(case, model, rng)
     for _, batch, training in batches:
         model.forward_pass(batch, training=training)
+    g = exclusive_groups(model)
+    weights = Snapshot.take(backend, model, g["trainable"] + g["non_trainable"])
     model.reset_metrics()
     note = repro("reset_metrics_restores_initial", batches=[what for what, _, _ in batches])
     initial.assert_unchanged(backend, RESET, f"{len(batches)} forward_pass calls then reset_metrics()", note)
+    weights.assert_unchanged(backend, RESET, "reset_metrics() (it must change local variables only)", note)
     _compare(
         RESET,
         "report_local_outputs() after reset_metrics()",

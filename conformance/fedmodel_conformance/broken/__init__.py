@@ -142,8 +142,13 @@ BROKEN: dict[str, Callable[[], Case]] = {
 """check name -> a factory of the case made to fail exactly that check."""
 
 VARIANTS: dict[str, tuple[Callable[[], Case], ...]] = {
+    "weights_round_trip": (_backend("weights_round_trip", B.StaleViewBackend()),),
     "stable_order": (_model("stable_order", M.NewHandlesPerRead),),
-    "reset_metrics_restores_initial": (_model("reset_metrics_restores_initial", M.ResetForgetsCorrect),),
+    "reset_metrics_restores_initial": (
+        _model("reset_metrics_restores_initial", M.ResetForgetsCorrect),
+        _model("reset_metrics_restores_initial", M.ResetAlsoZeroesBias),
+    ),
+    "report_is_pure": (_model("report_is_pure", M.ReportsLiveArrays),),
     "standard_metrics_sane": (_regression_with_accuracy,),
     "aggregator_is_streaming": (_model("aggregator_is_streaming", R.MutatingAggregatorModel),),
     "training_changes_non_trainable_as_declared": (

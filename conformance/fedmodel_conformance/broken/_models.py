@@ -28,6 +28,8 @@ __all__ = [
     "PredictCachesWeights",
     "PredictCountsMetrics",
     "ReportResets",
+    "ReportsLiveArrays",
+    "ResetAlsoZeroesBias",
     "ResetForgetsCorrect",
     "ResetForgetsCount",
     "ResetReordersMetrics",
@@ -344,3 +346,38 @@ class ResetForgetsCorrect(SoftmaxRegression):
         """Zero two of the three accumulators."""
         for v in (self._local[0], self._local[2]):
             v.value = np.zeros_like(v.value)
+
+
+class ResetAlsoZeroesBias(SoftmaxRegression):
+    """``reset_metrics`` zeroes the accumulators and, wrongly, the ``bias`` too."""
+
+    def reset_metrics(self) -> None:
+        """Zero the accumulators and the bias."""
+        super().reset_metrics()
+        self._trainable[1].value = np.zeros_like(self._trainable[1].value)
+
+
+class ReportsLiveArrays(SoftmaxRegression):
+    """Keeps its sums in arrays updated in place and reports those arrays, not copies: a report follows the metrics."""
+
+    def __init__(self, num_features: int, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(num_features, num_classes, **kwargs)
+        self._live = [np.zeros((), np.float64), np.zeros((), np.int64), np.zeros((), np.int64)]
+
+    def forward_pass(self, batch_input: Any, training: bool = True) -> BatchOutput[Any]:
+        """The reference forward pass, then the sums copied into the live arrays, in place."""
+        out = super().forward_pass(batch_input, training)
+        for live, v in zip(self._live, self._local, strict=True):
+            live[...] = v.value
+        return out
+
+    def reset_metrics(self) -> None:
+        """Zero the accumulators and the live arrays."""
+        super().reset_metrics()
+        for live in self._live:
+            live[...] = 0
+
+    def report_local_outputs(self) -> dict[str, Any]:
+        """The live arrays themselves."""
+        loss_sum, correct, count = self._live
+        return {"loss": (loss_sum, count), "accuracy": (correct, count), "num_examples": count}
