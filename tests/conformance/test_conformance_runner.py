@@ -143,3 +143,13 @@ def test_the_protocol_check_names_a_missing_member_and_a_backend_that_is_not_one
     assert result.status == "fail" and "missing method 'reset_metrics'" in result.reason
     result = run_checks(dataclasses.replace(reference_case(), backend=object()), checks=["protocol"]).results[0]  # type: ignore[arg-type]
     assert result.status == "fail" and "a fedmodel.Backend" in result.reason and "train_step" in result.reason
+
+
+def test_handles_made_anew_on_every_read_fail_stable_order_with_that_reason_and_are_not_called_shared() -> None:
+    from fedmodel_conformance.broken import VARIANTS
+
+    (factory,) = VARIANTS["stable_order"]
+    report = run_checks(factory())
+    assert report.by_name()["instances_independent"].status == "pass"  # no id() of a freed temporary reused
+    reason = report.by_name()["stable_order"].reason
+    assert "a new object" in reason and "return the same variable objects on every read" in reason
