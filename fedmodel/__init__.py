@@ -11,8 +11,12 @@ This module is the public API. ``import fedmodel`` imports numpy and optree, nev
 ('kernel', 'bias', 'input_scale')
 """
 
+from fedmodel._backend import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
 from fedmodel._backend import Backend as Backend
 from fedmodel._backend import backend_for as backend_for
+from fedmodel._backend import backend_names as backend_names
+from fedmodel._backend import backend_package as backend_package
+from fedmodel._backend import load_backend as load_backend
 from fedmodel._backend import register_backend as register_backend
 from fedmodel._backend import unregister_backend as unregister_backend
 from fedmodel._batch import check_batch as check_batch
@@ -46,6 +50,7 @@ from fedmodel.optimizers import OptimizerSpec as OptimizerSpec
 __version__ = "0.1.0"
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "SGD",
     "Adam",
     "AggregationError",
@@ -66,6 +71,8 @@ __all__ = [
     "WeightsError",
     "assign_weights",
     "backend_for",
+    "backend_names",
+    "backend_package",
     "check_batch",
     "check_protocol",
     "check_spec",
@@ -73,6 +80,7 @@ __all__ = [
     "dtype_name",
     "get_weights",
     "is_compatible",
+    "load_backend",
     "register_backend",
     "spec_like",
     "split_batch",

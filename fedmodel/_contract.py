@@ -26,7 +26,8 @@ class BatchOutput(Generic[T]):
     """What :meth:`Model.forward_pass` returns for one batch.
 
     Attributes:
-        loss: the scalar loss of the batch (mean over its examples); a framework tensor or a number.
+        loss: the scalar loss of the batch: the mean over its examples of the per-example loss, plus any
+            regularization term (a function of the weights alone); a framework tensor or a number.
         predictions: the model's output for the batch, leading dimension = batch size.
         num_examples: the number of examples in the batch (its leading dimension), a Python int.
 
@@ -63,6 +64,10 @@ class Model(Protocol[VarT_co]):
 
     Batches are a pair ``(x, y)`` or a mapping with keys ``"x"`` and ``"y"``, either of which may be
     nested, as numpy arrays or the framework's own tensors.
+
+    Variables are compared by identity: each group property returns the same variable objects, in the
+    same order, on every read. What a variable is is the backend's business (:class:`fedmodel.Backend`
+    reads and writes it); the core never reads attributes of a variable object.
     """
 
     @property
@@ -70,8 +75,8 @@ class Model(Protocol[VarT_co]):
     def trainable_variables(self) -> Sequence[VarT_co]:
         """Variables trained by gradient methods; sent to and from the server.
 
-        Clause: disjoint from the other two groups, each variable once, order stable across calls,
-        all created in ``__init__``.
+        Clause: disjoint from the other two groups, each variable once, the same objects in the same
+        order on every read, all created in ``__init__``; two models from one factory share none.
         """
 
     @property
@@ -89,6 +94,8 @@ class Model(Protocol[VarT_co]):
         """Variables never transmitted (metric accumulators), initialized locally.
 
         Clause: never part of the weights; :meth:`reset_metrics` returns them to their initial values.
+        Only ``forward_pass`` (and the backend's ``train_step``, as ``forward_pass(training=True)`` does)
+        moves them.
         """
 
     @property
@@ -103,26 +110,36 @@ class Model(Protocol[VarT_co]):
     def forward_pass(self, batch_input: Any, training: bool = True) -> BatchOutput[Any]:
         """Run the model on one batch and return ``BatchOutput(loss, predictions, num_examples)``.
 
-        Clause: never changes trainable variables; may update local variables (metrics); may change
-        non-trainable variables only when ``training=True``; raises :class:`fedmodel.SpecError` on a
-        batch incompatible with ``input_spec``, changing nothing; ``num_examples`` is the batch's
-        leading dimension; ``loss`` is a finite scalar for a finite batch; with ``training=False`` the
-        same weights and batch give the same loss and predictions.
+        Clause: never changes trainable variables; adds the batch to the metrics (local variables)
+        once; may change non-trainable variables only when ``training=True``; raises
+        :class:`fedmodel.SpecError` on a batch incompatible with ``input_spec``, changing nothing;
+        ``num_examples`` is the batch's leading dimension; ``loss`` is a finite scalar for a finite
+        batch and the mean over the batch's examples (so a batch's loss is the example-weighted mean
+        of the losses of its parts, regularization aside); with ``training=False`` the same weights and
+        batch give the same loss and predictions, whatever the model ran before (training calls
+        included).
         """
 
     @abstractmethod
     def predict_on_batch(self, x: Any, training: bool = False) -> Any:
         """Predictions for the inputs ``x`` alone.
 
-        Clause: with ``training=False`` changes no variable at all, metrics included; with
-        ``training=True`` may update non-trainable statistics, never metrics.
+        Clause: with ``training=False`` changes no variable at all, metrics included, and returns the
+        predictions ``forward_pass(training=False)`` returns for the same ``x``; with ``training=True``
+        may update non-trainable statistics, never metrics.
         """
 
     @abstractmethod
     def report_local_outputs(self) -> Mapping[str, Any]:
         """Metric name → *unfinalized* values (sums and counts, any shapes), convertible to numpy.
 
-        Clause: pure — calling it twice changes nothing and returns equal values.
+        Clause: pure — calling it twice changes nothing and returns equal values — and a snapshot: later
+        batches do not change a report already returned (return copies, not the accumulators). The standard
+        metrics (:data:`fedmodel.metrics.STANDARD_METRICS`), where reported, count every example seen
+        once (``num_examples`` and the counts of ``loss`` and ``accuracy``), ``accuracy`` counts the
+        examples whose predicted class is the label (labels shaped ``(n,)`` or ``(n, 1)``) and is
+        reported by classifiers only, and ``loss`` sums the per-example losses without
+        regularization.
         """
 
     @property
@@ -130,12 +147,18 @@ class Model(Protocol[VarT_co]):
     def federated_output_computation(self) -> Aggregator:
         """The :class:`fedmodel.metrics.Aggregator` that turns clients' reports into final metrics.
 
-        Clause: two clients' reports aggregated equal one client's report over both clients' batches.
+        Clause: a :class:`fedmodel.metrics.Aggregator` (``init``, ``accumulate``, ``finalize``, and
+        ``__call__`` equal to the three in order, with no state kept between calls and the reports left
+        unchanged); two clients' reports aggregated equal one client's report over both clients' batches.
         """
 
     @abstractmethod
     def reset_metrics(self) -> None:
-        """Return every local variable to its initial value."""
+        """Return every local variable to its initial value.
+
+        Clause: every local variable, including those the last batches moved, equals its value after
+        ``__init__``; the report then equals the report of a fresh model; no weight changes.
+        """
 
 
 _PROPERTIES = (

@@ -77,7 +77,7 @@ def _dtype_of(value: Any) -> str:
     return dtype_name(dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TensorSpec:
     """Shape and dtype of one tensor; ``None`` dimensions are free (typically the batch).
 
@@ -115,6 +115,10 @@ class TensorSpec:
                 raise TypeError(f"TensorSpec bounds must be numbers or None, got {bound!r}")
         if self.minimum is not None and self.maximum is not None and not self.minimum <= self.maximum:
             raise ValueError(f"TensorSpec minimum {self.minimum} is above its maximum {self.maximum}")
+
+    def __repr__(self) -> str:
+        bounds = "" if not self.bounded else f", minimum={self.minimum!r}, maximum={self.maximum!r}"
+        return f"TensorSpec(shape={self.shape!r}, dtype={self.dtype!r}, name={self.name!r}{bounds})"
 
     @property
     def bounded(self) -> bool:

@@ -10,7 +10,6 @@ import numpy as np
 
 from fedmodel._backend import Backend, backend_for
 from fedmodel._errors import WeightsError
-from fedmodel._specs import dtype_name, shape_of
 
 if TYPE_CHECKING:
     from fedmodel.layout import Layout
@@ -116,20 +115,29 @@ def get_weights(
 
 
 def _validate(
-    group: str, variables: Sequence[Any], names: Sequence[str], values: Sequence[Any], given_names: Sequence[str] | None
+    group: str,
+    current: Sequence[np.ndarray],
+    names: Sequence[str],
+    values: Sequence[Any],
+    given_names: Sequence[str] | None,
 ) -> list[np.ndarray]:
-    if len(values) != len(variables):
-        raise WeightsError(f"{group}: the model has {len(variables)} variables, the weights have {len(values)}")
+    """``values`` as arrays once each matches, by position, the name, shape and dtype of ``current``.
+
+    ``current`` are the variables' values as the backend reads them: the core asks nothing of the
+    variable objects themselves (they may be opaque handles).
+    """
+    if len(values) != len(current):
+        raise WeightsError(f"{group}: the model has {len(current)} variables, the weights have {len(values)}")
     if given_names is not None and tuple(given_names) != tuple(names):
         for i, (want, got) in enumerate(zip(names, given_names, strict=True)):
             if want != got:
                 raise WeightsError(f"{group}[{i}]: expected the variable named {want!r}, got {got!r}")
     checked = []
-    for i, (var, name, value) in enumerate(zip(variables, names, values, strict=True)):
+    for i, (now, name, value) in enumerate(zip(current, names, values, strict=True)):
         if not isinstance(value, np.ndarray) and not np.isscalar(value):
             raise WeightsError(f"{group} {name!r} (index {i}): expected a numpy array, got {type(value).__name__}")
         arr = np.asarray(value)
-        want_shape, want_dtype = shape_of(var), dtype_name(var.dtype)
+        want_shape, want_dtype = tuple(np.shape(now)), np.asarray(now).dtype.name
         if arr.shape != want_shape:
             raise WeightsError(f"{group} {name!r} (index {i}): expected shape {want_shape}, got {arr.shape}")
         if arr.dtype.name != want_dtype:
@@ -143,8 +151,10 @@ def assign_weights(
 ) -> None:
     """Write ``weights`` into the model's trainable and non-trainable variables, all or nothing.
 
-    Every count, name, shape and dtype is checked before the first write; nothing is cast. With
-    ``layout``, ``weights`` are in that layout's canonical names and axes and are converted first.
+    Every count, name, shape and dtype is checked before the first write; nothing is cast. The shapes
+    and dtypes expected are those of the values ``backend.read_variables(..., copy=False)`` returns (on
+    an accelerator that read is a device-to-host copy). With ``layout``, ``weights`` are in that
+    layout's canonical names and axes and are converted first.
 
     Raises:
         WeightsError: naming the variable, expected and actual; no variable was changed.
@@ -160,7 +170,9 @@ def assign_weights(
         ("non_trainable", list(model.non_trainable_variables), weights.non_trainable, weights.non_trainable_names),
     ):
         names = backend.variable_names(model, variables)
-        plans.append((variables, _validate(group, variables, names, values, given)))
+        current = backend.read_variables(variables, copy=False) if variables else []
+        plans.append((variables, _validate(group, current, names, values, given)))
+        del current  # nothing of the model's memory stays referenced while it is written
     for variables, arrays in plans:
         if variables:
             backend.write_variables(variables, arrays)

@@ -239,8 +239,8 @@ class WeightedMean(_Streaming):
 
 STANDARD_METRICS = ("loss", "accuracy", "num_examples")
 """The report every built-in model of every backend gives: ``loss`` and ``accuracy`` as
-``(total, count)`` pairs (the sum of per-example losses, the number of correct predictions, and the
-number of examples), and ``num_examples`` as a count."""
+``(total, count)`` pairs (the sum of per-example losses without regularization, the number of correct
+predictions, and the number of examples), and ``num_examples`` as a count."""
 
 
 def _scalar(report: Report, name: str, *path: int) -> float | None:

@@ -90,20 +90,23 @@ class SoftmaxRegression:
         kernel, bias = self._trainable
         return (x * self._non_trainable[0].value) @ kernel.value + bias.value  # type: ignore[no-any-return]
 
+    def _penalty(self) -> float:
+        """``l2 / 2 * ||kernel||^2`` (0 without computing anything when ``l2`` is 0, the default)."""
+        return 0.5 * self.l2 * float(np.sum(self._trainable[0].value.astype(np.float64) ** 2)) if self.l2 else 0.0
+
     def _loss(self, logits: np.ndarray, y: np.ndarray) -> float:
-        nll = float(-_log_softmax(logits.astype(np.float64))[np.arange(len(y)), y].mean())
-        if not self.l2:  # the default: no penalty to compute
-            return nll
-        return nll + 0.5 * self.l2 * float(np.sum(self._trainable[0].value.astype(np.float64) ** 2))
+        """The batch's mean cross-entropy plus the penalty: the loss to optimize."""
+        return float(-_log_softmax(logits.astype(np.float64))[np.arange(len(y)), y].mean()) + self._penalty()
 
     def forward_pass(self, batch_input: Any, training: bool = True) -> BatchOutput[Any]:
-        """Loss, logits and batch size; adds the batch to the metrics."""
+        """Loss (with the penalty), logits and batch size; adds the batch to the metrics (the loss metric
+        without the penalty, as every backend's standard report)."""
         x, y = check_batch(self._spec, batch_input)
         logits = self._logits(x)
         loss = self._loss(logits, y)
         loss_sum, correct, count = self._local
         n = len(y)
-        loss_sum.value = loss_sum.value + loss * n
+        loss_sum.value = loss_sum.value + (loss - self._penalty()) * n
         correct.value = correct.value + np.count_nonzero(logits.argmax(axis=1) == y)  # no reduction wrapper
         count.value = count.value + n
         return BatchOutput(loss=np.float32(loss), predictions=logits, num_examples=n)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from fedmodel import algorithms
+from fedmodel._backend import backend_names, backend_package
 from fedmodel._errors import FedModelError
 from fedmodel._run_outputs import OutputError, check_folder, earlier_rows, metrics_file
 from fedmodel._weights import ModelWeights
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["ALGORITHMS", "BACKENDS", "build_algorithm", "main", "model_factory", "save_weights"]
 
 PROG = "fedmodel train"
-BACKENDS = ("numpy", "torch", "tensorflow", "jax")
+BACKENDS = ("numpy", *backend_names())
+"""``numpy`` (the core's reference model), then every backend installed in the ``fedmodel.backends`` entry points."""
 ALGORITHMS = ("fedavg", "fedsgd", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm")
 _LOCAL = ("local_epochs", "batch_size", "lr", "server_lr")
 # the options each algorithm reads (build_algorithm): they change its result, so --resume compares them
@@ -51,17 +53,24 @@ _OPTIONS = {
 
 
 def model_factory(backend: str, seed: int = 0) -> Callable[[], Any]:
-    """A factory of the backend's digits model: numpy softmax regression, or the backend's ``models.mlp()``."""
+    """A factory of the backend's digits model: numpy softmax regression, or the backend's ``models.mlp()``.
+
+    A backend is found by name in the ``fedmodel.backends`` entry points; its package's
+    ``models.mlp(num_features=64, num_classes=10, seed=seed)`` builds the model.
+
+    Raises:
+        ValueError: for a backend that is not installed or has no ``models.mlp``.
+    """
     if backend == "numpy":
         from fedmodel.reference import SoftmaxRegression
 
         return lambda: SoftmaxRegression(64, 10, seed=seed)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
-    import importlib
-
-    module = importlib.import_module(f"fedmodel_{backend}.models")
-    return lambda: module.mlp(num_features=64, num_classes=10, seed=seed)
+    mlp = getattr(getattr(backend_package(backend), "models", None), "mlp", None)
+    if not callable(mlp):
+        raise ValueError(f"the backend {backend!r} has no models.mlp(num_features=, num_classes=, seed=) to train")
+    return lambda: mlp(num_features=64, num_classes=10, seed=seed)
 
 
 def build_algorithm(args: argparse.Namespace) -> algorithms.FederatedAlgorithm:

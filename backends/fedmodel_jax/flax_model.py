@@ -73,7 +73,8 @@ def from_flax(
         loss: ``loss(outputs, y) -> scalar`` mean loss.
         input_spec: ``(x_spec, y_spec)`` of :class:`fedmodel.TensorSpec`.
         frozen: params to keep out of training, by name prefix (``"params/Dense_0"``) or predicate.
-        metrics: defaults to :func:`fedmodel_jax.metrics.standard_metrics`.
+        metrics: defaults to :func:`fedmodel_jax.metrics.standard_metrics`, with ``accuracy`` only when the
+            labels are one integer array.
         seed: seeds the initialization and the model's dropout key.
         training_kwarg: the keyword of ``__call__`` that switches training (``None``: the module has none).
         rng_names: the RNG streams the module draws from in training (``"dropout"``).

@@ -96,6 +96,13 @@ def _jax_dtype_spec(spec: Any) -> Any:
     return _tree.map_structure(leaf, spec)
 
 
+def _integer_labels(spec_y: Any) -> bool:
+    """Whether the labels are one integer array shaped ``(n,)`` or ``(n, 1)`` (class ids: accuracy applies)."""
+    if not isinstance(spec_y, TensorSpec):
+        return False
+    return np.dtype(spec_y.dtype).kind in "iu" and (len(spec_y.shape) == 1 or tuple(spec_y.shape[1:]) == (1,))
+
+
 def _looks_jax(value: Any) -> bool:
     """A cheap guess that ``value`` holds JAX arrays: its top-level leaves (pair, mapping or array) do."""
     if isinstance(value, (tuple, list)):
@@ -141,7 +148,7 @@ class JaxModel:
         """Wrap ``apply`` over ``params`` and ``state`` pytrees (see :func:`from_functions` for the signatures)."""
         self._spec = input_spec
         self._jax_spec = _jax_dtype_spec(input_spec)
-        self._metric_fns = metrics or standard_metrics()
+        self._metric_fns = metrics or standard_metrics(accuracy=_integer_labels(split_batch(input_spec)[1]))
         params_boxes, params_def = _boxes("params", params)
         is_frozen = _frozen_predicate(frozen)
         mask = tuple(not is_frozen(v.name) for v in params_boxes)
@@ -339,7 +346,8 @@ def from_functions(
         input_spec: ``(x_spec, y_spec)`` or ``{"x": ..., "y": ...}`` of :class:`fedmodel.TensorSpec`.
         state: the initial state pytree (batch statistics...), non-trainable; ``None`` for none.
         frozen: params to keep out of training, by name prefix (``"params/0"``) or predicate.
-        metrics: defaults to :func:`fedmodel_jax.metrics.standard_metrics`.
+        metrics: defaults to :func:`fedmodel_jax.metrics.standard_metrics`, with ``accuracy`` only when the
+            labels are one integer array.
         seed: seeds ``init`` and the model's dropout key.
 
     >>> import jax.numpy as jnp, optax, fedmodel

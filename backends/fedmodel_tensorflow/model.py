@@ -197,17 +197,21 @@ class KerasModel:
         nx = len(self._leaves_x)
         return _tree_unflatten(self._tree_x, flat[:nx]), _tree_unflatten(self._tree_y, flat[nx:])
 
-    def _loss_and_predictions(self, x: Any, y: Any, training: bool) -> tuple[tf.Tensor, Any]:
+    def _loss_and_predictions(self, x: Any, y: Any, training: bool) -> tuple[tf.Tensor, Any, tf.Tensor]:
+        """``(loss, predictions, data loss)``: the loss adds the model's regularization losses, the data loss
+        (the mean per-example loss, what the ``loss`` metric sums) does not."""
         predictions = self._keras_model(x, training=training)
-        loss = tf.convert_to_tensor(self._loss_fn(y, predictions))
-        if loss.shape.rank:  # a per-example loss: the contract's loss is the batch mean
-            loss = tf.reduce_mean(loss)
+        data_loss = tf.convert_to_tensor(self._loss_fn(y, predictions))
+        if data_loss.shape.rank:  # a per-example loss: the contract's loss is the batch mean
+            data_loss = tf.reduce_mean(data_loss)
         regularization = self._keras_model.losses
-        if regularization:
-            loss = loss + tf.add_n([tf.cast(r, loss.dtype) for r in regularization])
-        return loss, predictions
+        if not regularization:
+            return data_loss, predictions, data_loss
+        return data_loss + tf.add_n([tf.cast(r, data_loss.dtype) for r in regularization]), predictions, data_loss
 
-    def _update_metrics(self, y: Any, predictions: Any, loss: tf.Tensor) -> None:
+    def _update_metrics(self, y: Any, predictions: Any, data_loss: tf.Tensor) -> None:
+        """Add the batch to the metrics; ``data_loss`` is its mean per-example loss, without regularization."""
+        loss = data_loss
         first = tf.nest.flatten(y)[0]
         n = tf.shape(first, out_type=tf.int64)[0]
         self._loss_sum.assign_add(tf.cast(loss, tf.float64) * tf.cast(n, tf.float64))
@@ -225,8 +229,8 @@ class KerasModel:
     def _forward_fn(self, training: bool) -> Callable[[list[tf.Tensor]], tuple[tf.Tensor, Any]]:
         def forward(flat: list[tf.Tensor]) -> tuple[tf.Tensor, Any]:
             x, y = self._split_flat(flat)
-            loss, predictions = self._loss_and_predictions(x, y, training)
-            self._update_metrics(y, predictions, loss)
+            loss, predictions, data_loss = self._loss_and_predictions(x, y, training)
+            self._update_metrics(y, predictions, data_loss)
             return loss, predictions
 
         return forward

@@ -69,7 +69,7 @@ class Trainer:
         def step(flat: list[tf.Tensor]) -> tuple[tf.Tensor, Any]:
             x, y = model._split_flat(flat)
             with tf.GradientTape() as tape:
-                loss, predictions = model._loss_and_predictions(x, y, True)
+                loss, predictions, data_loss = model._loss_and_predictions(x, y, True)
             grads = tape.gradient(loss, self._vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             if decay:
                 grads = [g + decay * w for g, w in zip(grads, self._vars, strict=True)]
@@ -77,7 +77,7 @@ class Trainer:
                 grads = [g + mu * (w - a) for g, w, a in zip(grads, self._vars, self.anchor, strict=True)]
             if grads:
                 self.optimizer.apply(grads, self._keras_vars)
-            model._update_metrics(y, predictions, loss)
+            model._update_metrics(y, predictions, data_loss)
             return loss, predictions
 
         return step

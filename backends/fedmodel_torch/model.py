@@ -106,6 +106,15 @@ class _ModuleTree:
             self.restore(previous)
 
 
+def _hits(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """How many rows' argmax is the label; labels shaped ``(n,)`` or ``(n, 1)`` (TFF's usual shape)."""
+    predicted = predictions.argmax(dim=-1)
+    if y.ndim == predicted.ndim + 1 and y.shape[-1] == 1:
+        y = y.reshape(predicted.shape)
+    # ``eq_`` into argmax's own int64 result: one allocation less than ``==``
+    return predicted.eq_(y).sum()
+
+
 def _leading_dim(tree: Any) -> int:
     shape = getattr(tree, "shape", None)
     if shape is None:
@@ -267,8 +276,7 @@ class TorchModel:
 
     def _update_metrics(self, loss: torch.Tensor, predictions: Any, y: Any, n: int) -> None:
         loss_sum, correct, count = self._standard
-        # ``eq_`` into argmax's own int64 result: one allocation less than ``==``
-        hits = predictions.argmax(dim=-1).eq_(y).sum() if self.accuracy else None
+        hits = _hits(predictions, y) if self.accuracy else None
         if not self._metrics and ((loss.is_cpu and loss_sum.is_cpu) or loss.device == loss_sum.device):  # in place
             loss_sum.add_(loss, alpha=n)
             if hits is not None:

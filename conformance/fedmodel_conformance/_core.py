@@ -18,6 +18,7 @@ import fedmodel
 from fedmodel import tree as _tree
 
 __all__ = [
+    "TRAIN_SIZE",
     "Case",
     "Check",
     "CheckFailure",
@@ -28,6 +29,7 @@ __all__ = [
     "fresh",
     "get_check",
     "register",
+    "training_size",
 ]
 
 
@@ -43,8 +45,11 @@ class Case:
         backend: the :class:`fedmodel.Backend`; ``None`` means ``fedmodel.backend_for(model)``.
         optimizer: the neutral optimizer spec used by the training checks.
         training_changes_non_trainable: the model updates non-trainable state when training
-            (batch-norm statistics): the check that training leaves it alone becomes a skip.
-        stochastic_training: training-mode outputs are random (dropout).
+            (batch-norm statistics): training must then move it, where otherwise it must leave it alone.
+        stochastic_training: training-mode outputs are random (dropout): the checks that compare
+            training steps with exact expectations become skips.
+        min_training_batch_size: the smallest batch the model can train on (2 for batch norm, which
+            cannot normalize one example); every training-mode call of the suite uses at least this many.
         expected_failures: ``{check_name: reason}``; such a check is reported as ``xfail``, or as
             ``xpass`` (a failure of the report, so stale entries surface) when it passes.
 
@@ -61,6 +66,21 @@ class Case:
     training_changes_non_trainable: bool = False
     stochastic_training: bool = False
     expected_failures: Mapping[str, str] = field(default_factory=dict)
+    min_training_batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        size = self.min_training_batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"Case.min_training_batch_size must be a positive int, got {size!r}")
+
+
+TRAIN_SIZE = 8
+"""The batch size of every training step the suite takes (one size: compiled backends compile once)."""
+
+
+def training_size(case: Case, size: int) -> int:
+    """``size``, or the case's minimum training batch size when that is larger."""
+    return max(size, case.min_training_batch_size)
 
 
 class CheckFailure(AssertionError):  # noqa: N818 - the name the suite's interface fixes
@@ -146,11 +166,6 @@ def repro(check: str, **details: Any) -> str:
 
 
 # -- variables ----------------------------------------------------------------------------------
-
-
-def identity_index(variables: Sequence[Any]) -> set[int]:
-    """The ``id`` of every variable (groups are compared by identity, never by value)."""
-    return {id(v) for v in variables}
 
 
 def groups(model: Any) -> dict[str, list[Any]]:

@@ -1,51 +1,64 @@
 """Every registered check, importable by name (``from fedmodel_conformance.checks import check_protocol``).
 
-Importing this module registers the checks; the registry order is the run order: structure, forward
-pass, metrics, weights, training.
+Importing this module registers the checks, and the order of the imports below is the run order:
+structure, forward pass, evaluation, metrics and reports, weights, training, gradients, optimizers.
 """
 
+# ruff: noqa: I001 - the import order is the registry order
 from __future__ import annotations
 
 from fedmodel_conformance._core import all_checks as all_checks
-from fedmodel_conformance.checks_forward import check_backend_to_native as check_backend_to_native
-from fedmodel_conformance.checks_forward import check_eval_is_deterministic as check_eval_is_deterministic
-from fedmodel_conformance.checks_forward import check_eval_moves_no_weight as check_eval_moves_no_weight
-from fedmodel_conformance.checks_forward import check_forward_keeps_trainable as check_forward_keeps_trainable
+from fedmodel_conformance.checks_structure import check_protocol as check_protocol
+from fedmodel_conformance.checks_structure import check_groups_disjoint as check_groups_disjoint
+from fedmodel_conformance.checks_structure import check_no_duplicate_variables as check_no_duplicate_variables
+from fedmodel_conformance.checks_structure import check_unique_names as check_unique_names
+from fedmodel_conformance.checks_structure import check_stable_order as check_stable_order
+from fedmodel_conformance.checks_structure import check_created_in_init as check_created_in_init
+from fedmodel_conformance.checks_structure import (
+    check_local_variables_not_in_weights as check_local_variables_not_in_weights,
+)
+from fedmodel_conformance.checks_structure import check_instances_independent as check_instances_independent
 from fedmodel_conformance.checks_forward import (
     check_input_spec_accepts_generated_batch as check_input_spec_accepts_generated_batch,
 )
 from fedmodel_conformance.checks_forward import (
     check_input_spec_rejects_incompatible_batch as check_input_spec_rejects_incompatible_batch,
 )
+from fedmodel_conformance.checks_forward import check_forward_keeps_trainable as check_forward_keeps_trainable
+from fedmodel_conformance.checks_forward import check_eval_moves_no_weight as check_eval_moves_no_weight
 from fedmodel_conformance.checks_forward import check_loss_is_finite_scalar as check_loss_is_finite_scalar
+from fedmodel_conformance.checks_forward import check_loss_is_example_mean as check_loss_is_example_mean
 from fedmodel_conformance.checks_forward import check_num_examples_is_batch_size as check_num_examples_is_batch_size
-from fedmodel_conformance.checks_forward import check_predict_changes_nothing as check_predict_changes_nothing
 from fedmodel_conformance.checks_forward import check_predictions_have_batch_dim as check_predictions_have_batch_dim
-from fedmodel_conformance.checks_metrics import check_aggregation_matches_union as check_aggregation_matches_union
+from fedmodel_conformance.checks_forward import check_predict_changes_nothing as check_predict_changes_nothing
+from fedmodel_conformance.checks_forward import check_backend_to_native as check_backend_to_native
+from fedmodel_conformance.checks_eval import check_eval_is_deterministic as check_eval_is_deterministic
+from fedmodel_conformance.checks_eval import check_predict_matches_forward as check_predict_matches_forward
+from fedmodel_conformance.checks_eval import check_eval_independent_of_history as check_eval_independent_of_history
 from fedmodel_conformance.checks_metrics import check_metrics_count_every_batch as check_metrics_count_every_batch
 from fedmodel_conformance.checks_metrics import check_report_is_pure as check_report_is_pure
 from fedmodel_conformance.checks_metrics import (
     check_reset_metrics_restores_initial as check_reset_metrics_restores_initial,
 )
-from fedmodel_conformance.checks_structure import check_created_in_init as check_created_in_init
-from fedmodel_conformance.checks_structure import check_groups_disjoint as check_groups_disjoint
-from fedmodel_conformance.checks_structure import check_instances_independent as check_instances_independent
-from fedmodel_conformance.checks_structure import (
-    check_local_variables_not_in_weights as check_local_variables_not_in_weights,
-)
-from fedmodel_conformance.checks_structure import check_no_duplicate_variables as check_no_duplicate_variables
-from fedmodel_conformance.checks_structure import check_protocol as check_protocol
-from fedmodel_conformance.checks_structure import check_stable_order as check_stable_order
-from fedmodel_conformance.checks_structure import check_unique_names as check_unique_names
-from fedmodel_conformance.checks_training import (
-    check_gradients_match_finite_differences as check_gradients_match_finite_differences,
-)
-from fedmodel_conformance.checks_training import check_train_step_lowers_loss as check_train_step_lowers_loss
-from fedmodel_conformance.checks_training import (
-    check_training_keeps_non_trainable as check_training_keeps_non_trainable,
-)
-from fedmodel_conformance.checks_weights import check_bad_assign_changes_nothing as check_bad_assign_changes_nothing
+from fedmodel_conformance.checks_metrics import check_aggregation_matches_union as check_aggregation_matches_union
+from fedmodel_conformance.checks_reports import check_standard_metrics_sane as check_standard_metrics_sane
+from fedmodel_conformance.checks_reports import check_aggregator_is_streaming as check_aggregator_is_streaming
+from fedmodel_conformance.checks_weights import check_weights_round_trip as check_weights_round_trip
 from fedmodel_conformance.checks_weights import (
     check_perturbed_weights_change_predictions as check_perturbed_weights_change_predictions,
 )
-from fedmodel_conformance.checks_weights import check_weights_round_trip as check_weights_round_trip
+from fedmodel_conformance.checks_weights import check_bad_assign_changes_nothing as check_bad_assign_changes_nothing
+from fedmodel_conformance.checks_training import check_train_step_lowers_loss as check_train_step_lowers_loss
+from fedmodel_conformance.checks_training import (
+    check_training_changes_non_trainable_as_declared as check_training_changes_non_trainable_as_declared,
+)
+from fedmodel_conformance.checks_training import (
+    check_train_step_matches_forward_pass as check_train_step_matches_forward_pass,
+)
+from fedmodel_conformance.checks_training import check_sgd_steps_are_independent as check_sgd_steps_are_independent
+from fedmodel_conformance.checks_training import check_optimizers_share_no_state as check_optimizers_share_no_state
+from fedmodel_conformance.checks_gradients import (
+    check_gradients_match_finite_differences as check_gradients_match_finite_differences,
+)
+from fedmodel_conformance.checks_optimizers import check_optimizer_update_rules as check_optimizer_update_rules
+from fedmodel_conformance.checks_optimizers import check_fedprox_anchor as check_fedprox_anchor

@@ -21,6 +21,7 @@ from fedmodel_conformance._core import (
     register,
     repro,
     seed_for,
+    training_size,
 )
 
 __all__: list[str] = []
@@ -149,25 +150,32 @@ def check_unique_names(case: Case) -> None:
             owner.setdefault(n, (id(v), group))
 
 
-STABLE_ORDER = "the order of each variable group is stable across calls (and across forward_pass, reset_metrics, ...)"
+STABLE_ORDER = (
+    "each variable group returns the same variable objects in the same order on every read (across forward_pass, "
+    "reset_metrics, ...): variables are compared by identity"
+)
 
 
-def _order(backend: fedmodel.Backend, model: Any) -> dict[str, tuple[list[int], list[str]]]:
-    return {g: ([id(v) for v in vs], list(backend.variable_names(model, vs))) for g, vs in groups(model).items()}
+def _first_moved(first: list[Any], now: list[Any]) -> int | None:
+    """The first position at which ``now`` does not list the object ``first`` lists there, or ``None``."""
+    for i, v in enumerate(first):
+        if i >= len(now) or now[i] is not v:
+            return i
+    return None
 
 
 @register(STABLE_ORDER)
 def check_stable_order(case: Case) -> None:
-    """Clause: each group lists its variables in the same order every time it is read.
+    """Clause: each group lists the same objects in the same order every time it is read.
 
     Variables that appear only later (lazily created ones) are the business of ``created_in_init``;
-    here the variables present before keep their relative order.
+    here the variables of the first read must come back, as the same objects, in the same order.
     """
     model, backend = fresh(case)
-    rng = np.random.default_rng(seed_for("stable_order"))
-    batch = make_batch(case, 4, rng)
+    batch = make_batch(case, training_size(case, 3), np.random.default_rng(seed_for("stable_order")))
     x, _ = fedmodel.split_batch(batch)
-    first = _order(backend, model)
+    first = groups(model)  # held: every object stays alive, so no id can be reused
+    names = {g: list(backend.variable_names(model, vs)) for g, vs in first.items()}
     steps = [
         ("a second read", lambda: None),
         ("forward_pass(training=True)", lambda: model.forward_pass(batch, training=True)),
@@ -178,41 +186,66 @@ def check_stable_order(case: Case) -> None:
     ]
     for what, step in steps:
         step()
-        now = _order(backend, model)
-        for group, (ids, names) in first.items():
-            now_ids, now_names = now[group]
-            kept = [i for i in now_ids if i in set(ids)]
-            if kept != [i for i in ids if i in set(now_ids)]:
-                name_of = dict(zip(now_ids, now_names, strict=False))
-                raise CheckFailure(
-                    STABLE_ORDER,
-                    f"{group}_variables after {what}",
-                    names,
-                    [name_of[i] for i in kept],
-                    repro("stable_order", batch_size=4),
-                )
+        now = groups(model)
+        for group, variables in first.items():
+            i = _first_moved(variables, now[group][: len(variables)])
+            if i is None:
+                continue
+            new = now[group][i] if i < len(now[group]) else None
+            if new is not None and all(new is not v for v in variables):
+                actual = f"a new object (named {backend.variable_names(model, [new])[0]!r}) on {what}"
+                advice = "return the same variable objects on every read; the suite compares them by identity"
+            else:
+                actual = f"{[backend.variable_names(model, [v])[0] for v in now[group]]} after {what}"
+                advice = "keep one order"
+            raise CheckFailure(
+                STABLE_ORDER,
+                f"{group}_variables[{i}] ({names[group][i]!r})",
+                f"the same object in the same place ({advice})",
+                actual,
+                repro("stable_order", batch_size=len(np.asarray(x))),
+            )
 
 
 CREATED_IN_INIT = "all variables exist after __init__: a first forward_pass creates no variable and replaces none"
 
 
+def _reads_are_stable(model: Any) -> bool:
+    """Whether two reads of every group give the same objects (if not, ``stable_order`` reports it)."""
+    one, two = groups(model), groups(model)
+    return all(len(one[g]) == len(two[g]) and all(a is b for a, b in zip(one[g], two[g], strict=True)) for g in one)
+
+
 @register(CREATED_IN_INIT)
 def check_created_in_init(case: Case) -> None:
-    """Clause: the variable lists are identical (same objects, same order) before and after a first call."""
+    """Clause: the variable lists are identical (same objects, same order) before and after a first call.
+
+    A model whose groups give new objects on every read is compared by names here (its objects are
+    ``stable_order``'s business).
+    """
     model, backend = fresh(case)
+    by_identity = _reads_are_stable(model)
     before = groups(model)
-    batch = make_batch(case, 4, np.random.default_rng(seed_for("created_in_init")))
+    before_names = {g: list(backend.variable_names(model, vs)) for g, vs in before.items()}
+    batch = make_batch(case, training_size(case, 3), np.random.default_rng(seed_for("created_in_init")))
     model.forward_pass(batch, training=True)
     model.forward_pass(batch, training=False)
     after = groups(model)
     for group in before:
-        if [id(v) for v in before[group]] != [id(v) for v in after[group]]:
+        after_names = list(backend.variable_names(model, after[group]))
+        same = (
+            len(before[group]) == len(after[group])
+            and all(a is b for a, b in zip(before[group], after[group], strict=False))
+            if by_identity
+            else before_names[group] == after_names
+        )
+        if not same:
             raise CheckFailure(
                 CREATED_IN_INIT,
                 f"{group}_variables after the first forward_pass",
-                backend.variable_names(model, before[group]),
-                backend.variable_names(model, after[group]),
-                repro("created_in_init", batch_size=4),
+                before_names[group],
+                after_names if after_names != before_names[group] else f"{after_names} (new objects)",
+                repro("created_in_init", batch_size=len(np.asarray(fedmodel.split_batch(batch)[1]))),
             )
 
 
@@ -246,17 +279,25 @@ def check_instances_independent(case: Case) -> None:
     first, backend = fresh(case)
     second, _ = fresh(case)
     note = repro("instances_independent")
-    shared = {id(v) for v in all_variables(first)} & {id(v) for v in all_variables(second)}
+    # both lists are held while ids are compared: a freed temporary's id can be reused by another object
+    first_vars, second_vars = all_variables(first), all_variables(second)
+    shared = {id(v) for v in first_vars} & {id(v) for v in second_vars}
     if shared:
         name_of = names_by_id(backend, first)
         names = sorted(name_of.get(i, "<unnamed>") for i in shared)
         raise CheckFailure(
-            INDEPENDENT, ", ".join(names), "no variable object in both instances", f"{len(shared)} shared", note
+            INDEPENDENT,
+            ", ".join(names),
+            "no variable object in both instances",
+            f"{len(shared)} variable object(s) listed by both",
+            note,
         )
+    del first_vars, second_vars
     before = Snapshot.take(backend, second, all_variables(second))
     fedmodel.assign_weights(
         first, perturbed(fedmodel.get_weights(first, backend=backend), np.random.default_rng(1)), backend=backend
     )
     before.assert_unchanged(backend, INDEPENDENT, "assign_weights on the other instance", note)
-    first.forward_pass(make_batch(case, 4, np.random.default_rng(seed_for("instances_independent"))), training=True)
+    batch = make_batch(case, training_size(case, 3), np.random.default_rng(seed_for("instances_independent")))
+    first.forward_pass(batch, training=True)
     before.assert_unchanged(backend, INDEPENDENT, "forward_pass on the other instance", note)

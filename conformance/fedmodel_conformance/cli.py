@@ -1,6 +1,8 @@
 """``fedmodel conformance PKG.MODULE:FACTORY``: run the suite on a factory and print a readable report.
 
-Exit status: 0 when every check passes (or fails as expected), 1 when one fails, 2 for a usage error.
+Exit status: 0 when every check passes (or fails as expected), 1 when one fails, 2 for a usage error (a
+one-line message on stderr: a target that is not a factory returning a Case, a factory that raises or
+exits, an unknown check name).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 a check failed, 2 usage error)."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    from fedmodel_conformance._loader import load_case
+    from fedmodel_conformance._core import get_check
+    from fedmodel_conformance._loader import UsageError, load_case
     from fedmodel_conformance._runner import run_checks
     from fedmodel_conformance.checks import all_checks
 
@@ -53,9 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         expected[name] = reason
     try:
-        case = load_case(args.factory)
-        report = run_checks(case, expected_failures=expected, checks=args.check)
-    except (ImportError, AttributeError, ValueError, KeyError) as exc:
+        for name in [*(args.check or ()), *expected]:
+            get_check(name)  # before the factory runs: a typo costs nothing
+        report = run_checks(load_case(args.factory), expected_failures=expected, checks=args.check)
+    except KeyError as exc:  # an unknown check name, here or in the case's expected_failures
+        print(f"fedmodel conformance: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
         print(f"fedmodel conformance: {exc}", file=sys.stderr)
         return 2
     print(report.format(verbose=not args.quiet))

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-__all__ = ["pytest_addoption", "pytest_generate_tests"]
+__all__ = ["pytest_addoption", "pytest_configure", "pytest_generate_tests"]
 
 OPTION = "--fedmodel-factory"
+_CASE = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,6 +27,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the fedmodel conformance suite on the Case this factory returns "
         "(with: pytest --pyargs fedmodel_conformance --fedmodel-factory ...)",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Load the case once, when the option is given; a bad target is pytest's usage error (one line, exit 4)."""
+    target = config.getoption("fedmodel_factory", None)
+    if not target:
+        return
+    from fedmodel_conformance._loader import UsageError, load_case
+
+    try:
+        config.stash[_CASE] = load_case(target)
+    except UsageError as exc:
+        raise pytest.UsageError(f"{OPTION} {target}: {exc}") from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -44,9 +58,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def fedmodel_case(request: pytest.FixtureRequest) -> Any:
     """The :class:`fedmodel_conformance.Case` that ``--fedmodel-factory`` names."""
-    from fedmodel_conformance._loader import load_case
-
-    target = request.config.getoption("fedmodel_factory")
-    if not target:
+    if _CASE not in request.config.stash:
         pytest.skip(f"no {OPTION} given")
-    return load_case(target)
+    return request.config.stash[_CASE]

@@ -27,8 +27,9 @@ DTYPES = ("float32", "float64", "int32", "int64", "bool")
 def random_batch(spec: Any, size: int, rng: np.random.Generator, *, num_classes: int = 10) -> Any:
     """A numpy value matching the spec tree, with ``size`` for the leading ``None`` dimension.
 
-    Other ``None`` dimensions get 2; floats are standard normal, integers uniform in
-    ``[0, num_classes)`` (valid class ids), booleans fair coins. Usable as ``Case.make_batch`` via
+    Other ``None`` dimensions get 2; floats are standard normal (clipped to a bounded spec's range),
+    integers uniform in the spec's ``[minimum, maximum]`` or, unbounded, in ``[0, num_classes)`` (valid
+    class ids), booleans fair coins. Usable as ``Case.make_batch`` via
     ``lambda size, rng: random_batch(model.input_spec, size, rng)``.
     """
 
@@ -36,9 +37,12 @@ def random_batch(spec: Any, size: int, rng: np.random.Generator, *, num_classes:
         shape = tuple((size if i == 0 else 2) if d is None else d for i, d in enumerate(s.shape))
         dtype = np.dtype(s.dtype)
         if dtype.kind == "f":
-            return rng.standard_normal(shape).astype(dtype)
+            values = rng.standard_normal(shape)
+            return np.clip(values, s.minimum, s.maximum).astype(dtype) if s.bounded else values.astype(dtype)
         if dtype.kind in "iu":
-            return rng.integers(0, num_classes, shape).astype(dtype)
+            low = 0 if s.minimum is None else int(np.ceil(s.minimum))
+            high = low + num_classes - 1 if s.maximum is None else int(np.floor(s.maximum))
+            return rng.integers(low, high, shape, endpoint=True).astype(dtype)
         if dtype.kind == "b":
             return rng.random(shape) < 0.5
         raise ValueError(f"random_batch cannot draw dtype {s.dtype}")

@@ -136,4 +136,4 @@ def test_command_prints_machine_info_and_the_table() -> None:
     text = out.getvalue()
     assert "- cpus: " in text and "- numpy: " in text
     assert "| benchmark | backend | fedmodel | baseline | ratio | bar | verdict | note |" in text
-    assert "3 rows, " in text
+    assert "5 rows, " in text

@@ -91,10 +91,10 @@ def test_plugin_runs_one_test_per_check(tmp_path: Path) -> None:
 
 
 def test_plugin_reports_the_failing_check_by_name(tmp_path: Path) -> None:
-    run = _pytest(tmp_path, "--fedmodel-factory", _third_party_module(tmp_path, "eval_is_deterministic"))
+    run = _pytest(tmp_path, "--fedmodel-factory", _third_party_module(tmp_path, "report_is_pure"))
     assert run.returncode == 1
     assert f"1 failed, {N - 1} passed" in run.stdout
-    assert "test_conformance[eval_is_deterministic]" in run.stdout
+    assert "test_conformance[report_is_pure]" in run.stdout
 
 
 def test_plugin_without_the_option_only_skips(tmp_path: Path) -> None:

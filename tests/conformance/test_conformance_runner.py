@@ -8,6 +8,7 @@ import pytest
 from fedmodel_conformance import Case, CheckResult, Report, all_checks, run_checks
 from fedmodel_conformance.broken import BROKEN, reference_case
 
+import fedmodel
 import fedmodel.reference as fedmodel_reference
 
 
@@ -52,13 +53,40 @@ def test_checks_selects_and_orders_the_checks_run() -> None:
         run_checks(reference_case(), checks=["nope"])
 
 
-def test_a_declared_capability_turns_a_check_into_a_skip_with_a_reason() -> None:
-    case = dataclasses.replace(reference_case(), stochastic_training=True, training_changes_non_trainable=True)
-    report = run_checks(case)
+def test_declared_stochastic_training_turns_the_exact_training_checks_into_skips_with_a_reason() -> None:
+    report = run_checks(dataclasses.replace(reference_case(), stochastic_training=True))
     skipped = {r.name: r.reason for r in report.results if r.status == "skip"}
-    assert set(skipped) == {"gradients_match_finite_differences", "training_keeps_non_trainable"}
-    assert all("declares" in reason for reason in skipped.values())
+    assert set(skipped) == {
+        "gradients_match_finite_differences",
+        "optimizer_update_rules",
+        "fedprox_anchor",
+        "sgd_steps_are_independent",
+        "optimizers_share_no_state",
+    }
+    assert all("declares stochastic_training=True" in reason for reason in skipped.values())
     assert report.ok
+
+
+def test_declaring_statistics_a_model_does_not_have_fails_the_declaration_check() -> None:
+    report = run_checks(dataclasses.replace(reference_case(), training_changes_non_trainable=True))
+    assert report.failed_names() == {"training_changes_non_trainable_as_declared"}
+    assert "none changed" in report.by_name()["training_changes_non_trainable_as_declared"].reason
+
+
+def test_a_minimum_training_batch_size_is_respected_by_every_training_call() -> None:
+    sizes: list[int] = []
+
+    class Recording(fedmodel_reference.SoftmaxRegression):
+        def forward_pass(self, batch_input: object, training: bool = True) -> object:
+            if training:
+                sizes.append(len(fedmodel.split_batch(batch_input)[1]))
+            return super().forward_pass(batch_input, training)
+
+    case = dataclasses.replace(reference_case(), make_model=lambda: Recording(6, 4), min_training_batch_size=4)
+    assert run_checks(case).ok
+    assert sizes and min(sizes) == 4
+    with pytest.raises(ValueError, match="min_training_batch_size"):
+        dataclasses.replace(reference_case(), min_training_batch_size=0)
 
 
 def test_an_exception_inside_a_model_is_a_failure_of_that_check_only() -> None:
@@ -86,7 +114,7 @@ def test_the_report_is_plain_data_and_formats_as_a_table() -> None:
 
 def test_all_checks_lists_unique_names_with_their_clauses() -> None:
     names = [n for n, _ in all_checks()]
-    assert len(names) == len(set(names)) >= 25
+    assert len(names) == len(set(names)) >= 38
     assert isinstance(Case, type)
 
 
@@ -99,9 +127,9 @@ def test_a_check_function_called_directly_raises_check_failure_with_its_parts() 
         check_reset_metrics_restores_initial(BROKEN["reset_metrics_restores_initial"]())
     failure = info.value
     assert isinstance(failure, AssertionError)
-    assert failure.where == "local 'count' during two forward_pass calls then reset_metrics()"
+    assert failure.where == "local 'count' during 3 forward_pass calls then reset_metrics()"
     assert failure.expected == "no change"
-    assert failure.actual.startswith("changed (max abs difference 7")
+    assert failure.actual == "changed (max abs difference 13)"  # 5 + 5 + 3 examples
     assert "reset_metrics_restores_initial" in failure.note
 
 
@@ -115,3 +143,13 @@ def test_the_protocol_check_names_a_missing_member_and_a_backend_that_is_not_one
     assert result.status == "fail" and "missing method 'reset_metrics'" in result.reason
     result = run_checks(dataclasses.replace(reference_case(), backend=object()), checks=["protocol"]).results[0]  # type: ignore[arg-type]
     assert result.status == "fail" and "a fedmodel.Backend" in result.reason and "train_step" in result.reason
+
+
+def test_handles_made_anew_on_every_read_fail_stable_order_with_that_reason_and_are_not_called_shared() -> None:
+    from fedmodel_conformance.broken import VARIANTS
+
+    (factory,) = VARIANTS["stable_order"]
+    report = run_checks(factory())
+    assert report.by_name()["instances_independent"].status == "pass"  # no id() of a freed temporary reused
+    reason = report.by_name()["stable_order"].reason
+    assert "a new object" in reason and "return the same variable objects on every read" in reason

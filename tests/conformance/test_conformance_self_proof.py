@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
-from fedmodel_conformance import all_checks, run_checks
-from fedmodel_conformance.broken import BROKEN, reference_case
+from fedmodel_conformance import Case, all_checks, run_checks
+from fedmodel_conformance.broken import BROKEN, CORRECT, VARIANTS, reference_case
 
 CHECK_NAMES = [name for name, _ in all_checks()]
+EVERY_BROKEN = [
+    (name, i, factory) for name in CHECK_NAMES for i, factory in enumerate((BROKEN[name], *VARIANTS.get(name, ())))
+]
 
 
 def test_the_reference_model_passes_every_check() -> None:
@@ -22,10 +26,22 @@ def test_every_registered_check_has_a_broken_model() -> None:
     assert sorted(BROKEN) == sorted(CHECK_NAMES)
 
 
-@pytest.mark.parametrize("check", CHECK_NAMES)
-def test_each_broken_model_fails_exactly_its_own_check(check: str) -> None:
-    report = run_checks(BROKEN[check]())
+@pytest.mark.parametrize(
+    ("check", "factory"), [(n, f) for n, _, f in EVERY_BROKEN], ids=[f"{n}-{i}" for n, i, _ in EVERY_BROKEN]
+)
+def test_each_broken_model_fails_exactly_its_own_check(check: str, factory: Callable[[], Case]) -> None:
+    report = run_checks(factory())
     assert report.failed_names() == {check}, report.format()
+
+
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_each_correct_model_unlike_the_reference_passes_every_check(name: str) -> None:
+    report = run_checks(CORRECT[name]())
+    assert {r.status for r in report.results} == {"pass"}, report.format()
+
+
+def test_variants_are_registered_under_known_checks() -> None:
+    assert set(VARIANTS) <= set(CHECK_NAMES)
 
 
 @pytest.mark.parametrize("check", CHECK_NAMES)
@@ -41,7 +57,7 @@ def test_a_failure_names_the_clause_where_expected_actual_and_how_to_reproduce(c
 def test_the_whole_suite_runs_on_the_reference_in_well_under_a_minute() -> None:
     start = time.perf_counter()
     run_checks(reference_case())
-    for factory in BROKEN.values():
+    for _, _, factory in EVERY_BROKEN:
         run_checks(factory())
     assert time.perf_counter() - start < 30.0
 

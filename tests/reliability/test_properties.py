@@ -89,15 +89,19 @@ def test_a_malformed_array_like_is_a_spec_error(value: _FakeArray) -> None:
         fedmodel.check_spec(TensorSpec((2,), "float32"), value)
 
 
-def _instantiate(spec: Any, draw: Any) -> Any:
+def _instantiate(spec: Any, draw: Any, batch: int | None = None) -> Any:
+    """A value of the spec tree: one batch size for every free first dimension, other free dimensions drawn."""
+    batch = draw(st.integers(0, 3)) if batch is None else batch
     if isinstance(spec, TensorSpec):
-        shape = tuple(draw(st.integers(0, 3)) if d is None else d for d in spec.shape)
+        shape = tuple(
+            (batch if i == 0 else draw(st.integers(0, 3))) if d is None else d for i, d in enumerate(spec.shape)
+        )
         return np.zeros(shape, spec.dtype)
     if isinstance(spec, dict):
-        return {k: _instantiate(v, draw) for k, v in spec.items()}
+        return {k: _instantiate(v, draw, batch) for k, v in spec.items()}
     if isinstance(spec, Pair):
-        return Pair(*(_instantiate(v, draw) for v in spec))
-    return tuple(_instantiate(v, draw) for v in spec)
+        return Pair(*(_instantiate(v, draw, batch) for v in spec))
+    return tuple(_instantiate(v, draw, batch) for v in spec)
 
 
 @SETTINGS

@@ -18,6 +18,7 @@ __all__ = [
     "DecaysFrozenBackend",
     "MomentumSignBackend",
     "NonAtomicBackend",
+    "StaleViewBackend",
     "TypeNamedBackend",
     "UnweightedMeanAggregator",
     "UnweightedMeanModel",
@@ -39,6 +40,18 @@ class AliasingBackend(NumpyBackend):
         """No copy."""
         for var, value in zip(variables, values, strict=True):
             var.value = value
+
+
+class StaleViewBackend(NumpyBackend):
+    """``read_variables(copy=False)`` serves the arrays it read the first time (a cache never invalidated)."""
+
+    def read_variables(self, variables: Sequence[Variable], *, copy: bool = True) -> list[np.ndarray]:
+        """Copies, or with ``copy=False`` the first value ever read of each variable."""
+        if copy:
+            return super().read_variables(variables, copy=True)
+        cache: dict[int, tuple[Variable, np.ndarray]] = self.__dict__.setdefault("_views", {})
+        # the variable is kept with its view, so that its id is never reused by another one
+        return [cache.setdefault(id(v), (v, np.asarray(v.value).view()))[1] for v in variables]
 
 
 class NonAtomicBackend(NumpyBackend):

@@ -20,6 +20,7 @@ __all__ = [
     "LazyBatchCounter",
     "MetricsKeepLastBatch",
     "NaiveSoftmaxLoss",
+    "NewHandlesPerRead",
     "NudgingForward",
     "NumExamplesIsLenOfBatch",
     "PairOnly",
@@ -27,6 +28,9 @@ __all__ = [
     "PredictCachesWeights",
     "PredictCountsMetrics",
     "ReportResets",
+    "ReportsLiveArrays",
+    "ResetAlsoZeroesBias",
+    "ResetForgetsCorrect",
     "ResetForgetsCount",
     "ResetReordersMetrics",
     "ScaleListedTwice",
@@ -291,3 +295,89 @@ class DoubledGradient(SoftmaxRegression):
         """The reference output with doubled gradients."""
         out, grads = super().value_and_grad(batch)
         return out, [2 * g for g in grads]
+
+
+class _Handle:
+    """A new object per read that reads and writes a box it points to (as some C libraries' wrappers do)."""
+
+    __slots__ = ("_box",)
+
+    def __init__(self, box: Variable) -> None:
+        self._box = box
+
+    @property
+    def name(self) -> str:
+        """The box's name."""
+        return self._box.name
+
+    @property
+    def value(self) -> np.ndarray:
+        """The box's value."""
+        return self._box.value  # type: ignore[no-any-return]
+
+    @value.setter
+    def value(self, value: np.ndarray) -> None:
+        self._box.value = value
+
+
+class NewHandlesPerRead(SoftmaxRegression):
+    """Every read of a variable group returns new handle objects (so no two reads list the same objects)."""
+
+    @property
+    def trainable_variables(self) -> Sequence[Any]:
+        """New handles on ``kernel``, ``bias``."""
+        return tuple(_Handle(v) for v in self._trainable)
+
+    @property
+    def non_trainable_variables(self) -> Sequence[Any]:
+        """A new handle on ``input_scale``."""
+        return tuple(_Handle(v) for v in self._non_trainable)
+
+    @property
+    def local_variables(self) -> Sequence[Any]:
+        """New handles on the accumulators."""
+        return tuple(_Handle(v) for v in self._local)
+
+
+class ResetForgetsCorrect(SoftmaxRegression):
+    """``reset_metrics`` zeroes ``loss_sum`` and ``count`` but forgets ``correct``."""
+
+    def reset_metrics(self) -> None:
+        """Zero two of the three accumulators."""
+        for v in (self._local[0], self._local[2]):
+            v.value = np.zeros_like(v.value)
+
+
+class ResetAlsoZeroesBias(SoftmaxRegression):
+    """``reset_metrics`` zeroes the accumulators and, wrongly, the ``bias`` too."""
+
+    def reset_metrics(self) -> None:
+        """Zero the accumulators and the bias."""
+        super().reset_metrics()
+        self._trainable[1].value = np.zeros_like(self._trainable[1].value)
+
+
+class ReportsLiveArrays(SoftmaxRegression):
+    """Keeps its sums in arrays updated in place and reports those arrays, not copies: a report follows the metrics."""
+
+    def __init__(self, num_features: int, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(num_features, num_classes, **kwargs)
+        self._live = [np.zeros((), np.float64), np.zeros((), np.int64), np.zeros((), np.int64)]
+
+    def forward_pass(self, batch_input: Any, training: bool = True) -> BatchOutput[Any]:
+        """The reference forward pass, then the sums copied into the live arrays, in place."""
+        out = super().forward_pass(batch_input, training)
+        for live, v in zip(self._live, self._local, strict=True):
+            live[...] = v.value
+        return out
+
+    def reset_metrics(self) -> None:
+        """Zero the accumulators and the live arrays."""
+        super().reset_metrics()
+        for live in self._live:
+            live[...] = 0
+
+    def report_local_outputs(self) -> dict[str, Any]:
+        """The live arrays themselves."""
+        loss_sum, correct, count = self._live
+        return {"loss": (loss_sum, count), "accuracy": (correct, count), "num_examples": count}

@@ -1,0 +1,107 @@
+"""The whole suite on every built-in model of every backend: one sweep over backend x model kind, one batch maker.
+
+A case whose framework is not installed is skipped with the reason (CI installs all of them).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from fedmodel_conformance import Case, ConformanceTests, run_checks
+
+import fedmodel
+
+BATCH_NORM = {"training_changes_non_trainable": True, "stochastic_training": True, "min_training_batch_size": 2}
+
+
+def digits_like(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A batch shaped like scikit-learn's digits: 64 standard-normal features, labels 0..9."""
+    return rng.standard_normal((size, 64)).astype(np.float32), rng.integers(0, 10, size).astype(np.int64)
+
+
+# backend, model kind -> (package, factory of the model from the package's models, Case options)
+KINDS: dict[tuple[str, str], tuple[str, Callable[[Any], Any], dict[str, Any]]] = {
+    ("torch", "mlp"): ("fedmodel_torch", lambda m: m.mlp(), {}),
+    ("torch", "cnn_bn"): (
+        "fedmodel_torch",
+        lambda m: m.cnn_bn(),
+        {**BATCH_NORM, "optimizer": fedmodel.SGD(learning_rate=0.1, momentum=0.9)},
+    ),
+    ("torch", "frozen_mlp"): ("fedmodel_torch", lambda m: m.frozen_mlp(), {"optimizer": fedmodel.Adam(0.01)}),
+    ("tensorflow", "mlp"): ("fedmodel_tensorflow", lambda m: m.mlp(hidden=(16,)), {}),
+    ("tensorflow", "mlp_eager"): ("fedmodel_tensorflow", lambda m: m.mlp(hidden=(8,), run_eagerly=True), {}),
+    ("tensorflow", "cnn_bn"): ("fedmodel_tensorflow", lambda m: m.cnn_bn(channels=(4, 4)), BATCH_NORM),
+    ("tensorflow", "frozen_mlp"): (
+        "fedmodel_tensorflow",
+        lambda m: m.frozen_mlp(hidden=(16,)),
+        {"optimizer": fedmodel.SGD(learning_rate=0.1, momentum=0.9)},
+    ),
+    ("jax", "mlp"): ("fedmodel_jax", lambda m: m.mlp(), {}),
+    # jax cnn_bn has the clauses of bn_mlp (Flax, batch statistics, dropout) at many times the compile time
+    ("jax", "bn_mlp"): (
+        "fedmodel_jax",
+        lambda m: m.bn_mlp(),
+        {**BATCH_NORM, "optimizer": fedmodel.SGD(learning_rate=0.1, momentum=0.9)},
+    ),
+    ("jax", "frozen_mlp"): ("fedmodel_jax", lambda m: m.frozen_mlp(), {"optimizer": fedmodel.Adam(0.01)}),
+}
+
+
+def builtin_case(backend: str, kind: str) -> Case:
+    """The case of one built-in model (skips the test when its framework is not installed)."""
+    package, build, options = KINDS[backend, kind]
+    models = pytest.importorskip(package).models
+    return Case(name=f"{backend}-{kind}", make_model=lambda: build(models), make_batch=digits_like, **options)
+
+
+@pytest.mark.parametrize(("backend", "kind"), sorted(KINDS), ids=[f"{b}-{k}" for b, k in sorted(KINDS)])
+def test_the_built_in_model_passes_every_conformance_check(backend: str, kind: str) -> None:
+    case = builtin_case(backend, kind)
+    if backend == "torch":
+        importlib.import_module("torch").manual_seed(0)  # dropout draws from torch's global generator
+    report = run_checks(case)
+    assert report.ok, report.format()
+    skipped = {r.name for r in report.results if r.status == "skip"}
+    declared = case.stochastic_training
+    assert (
+        not skipped
+        if not declared
+        else skipped
+        <= {
+            "gradients_match_finite_differences",
+            "optimizer_update_rules",
+            "fedprox_anchor",
+            "sgd_steps_are_independent",
+            "optimizers_share_no_state",
+        }
+    )
+
+
+def _init(rng: Any, x: Any) -> dict[str, Any]:
+    import jax
+
+    return {"w": 0.1 * jax.random.normal(rng, (x.shape[1], 3)), "b": jax.numpy.zeros(3)}
+
+
+def _apply(params: Any, state: Any, x: Any, training: bool, rng: Any) -> tuple[Any, Any]:
+    return x @ params["w"] + params["b"], state
+
+
+class TestJaxUserFunctionsThroughTheBaseClass(ConformanceTests):
+    """A third party's own JAX functions, checked one pytest test per clause."""
+
+    def make_case(self) -> Case:
+        fedmodel_jax = pytest.importorskip("fedmodel_jax")
+        spec = (fedmodel.TensorSpec((None, 5), "float32"), fedmodel.TensorSpec((None,), "int64"))
+        return Case(
+            name="jax-user-functions",
+            make_model=lambda: fedmodel_jax.from_functions(_init, _apply, fedmodel_jax.models.cross_entropy, spec),
+            make_batch=lambda size, rng: (
+                rng.standard_normal((size, 5)).astype(np.float32),
+                rng.integers(0, 3, size).astype(np.int64),
+            ),
+        )
