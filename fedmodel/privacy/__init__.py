@@ -23,11 +23,13 @@ from fedmodel.privacy.accounting import FixedSizeSampling as FixedSizeSampling
 from fedmodel.privacy.accounting import PoissonSampling as PoissonSampling
 from fedmodel.privacy.accounting import PrivacyBudget as PrivacyBudget
 from fedmodel.privacy.accounting import Sampling as Sampling
+from fedmodel.privacy.accounting import default_delta as default_delta
 from fedmodel.privacy.accounting import epsilon as epsilon
 from fedmodel.privacy.accounting import local_epsilon as local_epsilon
 from fedmodel.privacy.accounting import noise_multiplier_for as noise_multiplier_for
 from fedmodel.privacy.accounting import rdp_curve as rdp_curve
 from fedmodel.privacy.accounting import round_event as round_event
+from fedmodel.privacy.accounting import run_budget as run_budget
 from fedmodel.privacy.central import AdaptiveClipping as AdaptiveClipping
 from fedmodel.privacy.central import DPCarry as DPCarry
 from fedmodel.privacy.central import DPMean as DPMean
@@ -53,6 +55,7 @@ __all__ = [
     "SecureNoise",
     "SeededNoise",
     "adaptive_noise_multiplier",
+    "default_delta",
     "epsilon",
     "local_dp",
     "local_epsilon",
@@ -60,4 +63,5 @@ __all__ = [
     "privatize",
     "rdp_curve",
     "round_event",
+    "run_budget",
 ]
