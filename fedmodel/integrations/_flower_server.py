@@ -106,6 +106,12 @@ class FedModelStrategy(Strategy):
         model_factory: returns a fresh model, the server's template (initial weights, report layout).
         algorithm: e.g. :func:`fedmodel.algorithms.fedavg`; its ``client_update`` runs on the nodes.
         clients_per_round: nodes sampled per round (seeded by ``[seed, round - 1]``); ``None``: all.
+        sampling_rate: Poisson sampling instead: each online node takes part in a round independently with
+            this probability (``clients_per_round`` must be ``None``), as :class:`fedmodel.privacy.DPMean`'s
+            accountant (``PoissonSampling``) assumes.
+        secret_sampling: draw the sample from the operating system's secure generator instead of the seed
+            (:func:`fedmodel.server.sample_clients`); a deployment that promises differential privacy needs
+            it, since amplification by sampling holds only for a sample nobody can predict.
         min_available_nodes: before the first round, wait (at most ``node_wait_timeout`` seconds) until this
             many nodes are online; later rounds take the nodes online then (waiting only when none is).
         seed: the run's seed, sent to the clients for their example order.
@@ -114,6 +120,11 @@ class FedModelStrategy(Strategy):
         layout: the model's :class:`fedmodel.layout.Layout`; the global weights are then held and sent in
             canonical names and axes (give the clients the same).
         limits: what one reply may claim (:class:`fedmodel.validation.ReplyLimits`).
+
+    The strategy owns the global state between rounds: a wrapper that changes the weights between rounds,
+    such as Flower's ``DifferentialPrivacyServerSideFixedClipping`` and its siblings, is refused (its noise
+    would reset the server optimizer and the aggregator's carry, and its clipping meets FedAvg's example
+    weights). Give the algorithm :class:`fedmodel.privacy.DPMean` as its aggregator instead.
     """
 
     def __init__(
@@ -131,7 +142,12 @@ class FedModelStrategy(Strategy):
         eval_batch_size: int = 256,
         layout: Callable[[Any], Layout] | None = None,
         limits: ReplyLimits | None = None,
+        sampling_rate: float | None = None,
+        secret_sampling: bool = False,
     ) -> None:
+        if sampling_rate is not None and (clients_per_round is not None or not 0 < sampling_rate <= 1):
+            raise ValueError(f"sampling_rate must be in (0, 1] with clients_per_round=None, got {sampling_rate}")
+        self.sampling_rate, self.secret_sampling = sampling_rate, secret_sampling
         self.model = model_factory()
         self.backend = backend_for(self.model)
         self.layout = layout(self.model) if layout is not None else None
@@ -164,9 +180,22 @@ class FedModelStrategy(Strategy):
         return self._issued
 
     def _adopt(self, arrays: ArrayRecord) -> None:
-        """Take ``arrays`` as the global weights unless they are the ones this strategy issued last."""
+        """Take ``arrays`` as the global weights unless they are the ones this strategy issued last.
+
+        Raises:
+            ValueError: after the first round: the weights were changed between rounds (a wrapper strategy).
+        """
         if arrays is self._issued:
             return
+        if self.state.round > 0:
+            raise ValueError(
+                f"after round {self.state.round} the strategy was given weights other than its own: a wrapper "
+                "changed them between rounds (e.g. Flower's DifferentialPrivacyServerSideFixedClipping or "
+                "...ClientSideFixedClipping / ...AdaptiveClipping). FedModelStrategy keeps the server optimizer's "
+                "state and the aggregator's carry with its weights, so it cannot be wrapped; for DP-FedAvg give "
+                "the algorithm fedmodel.privacy.DPMean as its aggregator (clipping, noise and accounting in the "
+                "one server round)"
+            )
         weights = decode_weights(arrays, encode_weights(self.state.weights)[1])
         weights = validate_update(self.state.weights, weights, client="the arrays given to the strategy")
         self.state = self.algorithm.init(weights)._replace(round=self.state.round)
@@ -268,7 +297,14 @@ class FedModelStrategy(Strategy):
         """
         self._started = time.perf_counter()
         self._adopt(arrays)
-        nodes = sample_clients(self._available(grid), self.clients_per_round, self.seed, server_round - 1)
+        nodes = sample_clients(
+            self._available(grid),
+            self.clients_per_round,
+            self.seed,
+            server_round - 1,
+            rate=self.sampling_rate,
+            secret=self.secret_sampling,
+        )
         self._round(server_round).sampled = list(nodes)
         return self._messages(MessageType.TRAIN, server_round, nodes, config)
 
