@@ -336,7 +336,8 @@ class ServerRound:
         template = self.state.weights
         if not (summed.count == len(clients) == len(set(clients)) >= 1 and 0 <= summed.unclipped <= summed.count):
             raise AggregationError(
-                f"counts {summed.count} clients ({summed.unclipped} unclipped) for {len(clients)} distinct clients"
+                f"counts {summed.count} clients ({summed.unclipped} unclipped) "
+                f"for {len(clients)} clients ({len(set(clients))} distinct)"
             )
         if len(summed.changes) != len(template.arrays):
             raise AggregationError(f"{len(summed.changes)} sums for {len(template.arrays)} variables")

@@ -40,7 +40,7 @@ from fedmodel.layout import Layout
 from fedmodel.server import Dropped, ServerRound, report_template, sample_clients
 from fedmodel.validation import ReplyLimits, check_report, validate_update
 
-__all__ = ["FedModelStrategy", "NodeFailure", "RoundReport"]
+__all__ = ["FedModelStrategy", "NodeFailure", "RoundReport", "plain", "save_npz", "write_json"]
 
 _NODE_UNAVAILABLE = 5  # flwr.common.constant.ErrorCode.NODE_UNAVAILABLE
 _MAX_PARTITION = 2**31 - 1
@@ -75,15 +75,32 @@ class RoundReport:
     seconds: float = 0.0
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """JSON-ready: numpy scalars and arrays as Python numbers and lists."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, np.ndarray | np.generic):
         return np.asarray(value).tolist()
     return value
+
+
+def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """``data`` as JSON at ``path``, atomically (a temporary file, then a rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
+        json.dump(data, f, indent=2, default=float)
+    os.replace(f.name, path)
+
+
+def save_npz(path: str | os.PathLike[str], weights: ModelWeights) -> None:
+    """``weights`` as ``.npz`` (name -> array, no pickle), atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as f:
+        savez: Any = np.savez  # mypy cannot tell that **arrays holds no key "allow_pickle"
+        savez(f, allow_pickle=False, **dict(weights.items()))
+    os.replace(f.name, path)
 
 
 class FedModelStrategy(Strategy):
@@ -333,7 +350,7 @@ class FedModelStrategy(Strategy):
         self._record(report, outcome.dropped, report.failures)
         self._record(report, outcome.metrics_dropped, report.metric_failures)
         report.problem = outcome.problem
-        report.train = _plain(outcome.train)
+        report.train = plain(outcome.train)
         report.seconds = time.perf_counter() - self._started
         return self.arrays(), MetricRecord(flatten_report(report.train, prefix="")) if report.train else None
 
@@ -370,7 +387,7 @@ class FedModelStrategy(Strategy):
             count += 1
         if not count:
             return None
-        report.evaluate = _plain(metrics.finalize(state))
+        report.evaluate = plain(metrics.finalize(state))
         return MetricRecord(flatten_report(report.evaluate, prefix=""))
 
     def summary(self) -> None:
@@ -392,7 +409,7 @@ class FedModelStrategy(Strategy):
         if self.test_data is None:
             return None
         weights = self.state.weights if self.layout is None else self.layout.from_canonical(self.state.weights)
-        test = _plain(evaluate(self.model, [self.test_data], weights=weights, batch_size=self.eval_batch_size))
+        test = plain(evaluate(self.model, [self.test_data], weights=weights, batch_size=self.eval_batch_size))
         if server_round == 0:
             self.initial_test = test
         else:
@@ -420,16 +437,8 @@ class FedModelStrategy(Strategy):
 
     def write_report(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> None:
         """Write :meth:`report` (plus ``extra``) as JSON, atomically (temporary file, then rename)."""
-        data = {**self.report(), **_plain(dict(extra or {}))}
-        directory = os.path.dirname(os.path.abspath(path))
-        with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
-            json.dump(data, f, indent=2, default=float)
-        os.replace(f.name, path)
+        write_json(path, {**self.report(), **plain(dict(extra or {}))})
 
     def save_weights(self, path: str | os.PathLike[str]) -> None:
         """The global weights as ``.npz`` (name -> array, no pickle), written atomically."""
-        directory = os.path.dirname(os.path.abspath(path))
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as f:
-            savez: Any = np.savez  # mypy cannot tell that **arrays holds no key "allow_pickle"
-            savez(f, allow_pickle=False, **dict(self.state.weights.items()))
-        os.replace(f.name, path)
+        save_npz(path, self.state.weights)
