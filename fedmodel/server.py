@@ -341,9 +341,7 @@ class ServerRound:
             )
         if len(summed.changes) != len(template.arrays):
             raise AggregationError(f"{len(summed.changes)} sums for {len(template.arrays)} variables")
-        for name, total, like in zip(
-            template.names or [""] * len(template.arrays), summed.changes, template.arrays, strict=True
-        ):
+        for (name, like), total in zip(template.items(), summed.changes, strict=True):
             if (total is None) == is_float(like) or (total is not None and np.shape(total) != like.shape):
                 raise AggregationError(
                     f"{name!r}: expected a sum of shape {like.shape} or None for an integer variable"
@@ -353,15 +351,10 @@ class ServerRound:
         from_sum = getattr(self.algorithm.aggregator, "from_sum", None)
         if from_sum is not None:
             return from_sum(self._acc, summed.changes, summed.count, summed.unclipped)
-        arrays = [
-            like if total is None else (np.asarray(like, np.float64) + np.asarray(total, np.float64) / summed.count)
-            for total, like in zip(summed.changes, template.arrays, strict=True)
-        ]
-        with np.errstate(over="ignore"):
-            mean = template.with_arrays(
-                [np.asarray(a).astype(like.dtype) for a, like in zip(arrays, template.arrays, strict=True)]
-            )
-        mean = validate_update(template, mean, client="the secure sum", limits=self.limits)
+        with np.errstate(over="ignore"):  # the mean, cast back; validate_update refuses what does not fit
+            means = [like if total is None else (like + np.asarray(total) / summed.count).astype(like.dtype)
+                     for total, like in zip(summed.changes, template.arrays, strict=True)]  # fmt: skip
+        mean = validate_update(template, template.with_arrays(means), client="the secure sum", limits=self.limits)
         return self.algorithm.aggregator.accumulate(self._acc, mean, 1.0)
 
     def drop(self, client: Hashable, reason: str) -> Dropped:

@@ -55,7 +55,7 @@ from fedmodel.algorithms import FederatedAlgorithm, ServerState
 from fedmodel.client import ClientUpdate
 from fedmodel.data import ClientData
 from fedmodel.evaluation import evaluate
-from fedmodel.integrations._flower_server import NodeFailure, RoundReport, plain, save_npz, write_json
+from fedmodel.integrations._flower_report import NodeFailure, RoundReport, plain, save_npz, write_json
 from fedmodel.integrations._flower_wire import MessageError
 from fedmodel.privacy.clipping import clip_factor, clipped_change
 from fedmodel.server import SecureSum, ServerRound, client_seed, sample_clients, secure_aggregation_problem

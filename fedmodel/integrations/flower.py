@@ -44,12 +44,12 @@ from fedmodel.integrations._flower_client import REJECTED_MESSAGE as REJECTED_ME
 from fedmodel.integrations._flower_client import client_app as client_app
 from fedmodel.integrations._flower_client import partition_id as partition_id
 from fedmodel.integrations._flower_client import read_round_config as read_round_config
+from fedmodel.integrations._flower_report import NodeFailure as NodeFailure
+from fedmodel.integrations._flower_report import RoundReport as RoundReport
 from fedmodel.integrations._flower_secagg import SecAggPlus as SecAggPlus
 from fedmodel.integrations._flower_secagg import SecAggPlusStrategy as SecAggPlusStrategy
 from fedmodel.integrations._flower_secagg import secure_change as secure_change
 from fedmodel.integrations._flower_server import FedModelStrategy as FedModelStrategy
-from fedmodel.integrations._flower_server import NodeFailure as NodeFailure
-from fedmodel.integrations._flower_server import RoundReport as RoundReport
 from fedmodel.integrations._flower_wire import ARRAYS_KEY as ARRAYS_KEY
 from fedmodel.integrations._flower_wire import CONFIG_KEY as CONFIG_KEY
 from fedmodel.integrations._flower_wire import METRICS_KEY as METRICS_KEY

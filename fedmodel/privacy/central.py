@@ -238,11 +238,11 @@ class DPMean:
     def from_sum(self, state: DPState, sums: Sequence[np.ndarray | None], count: int, unclipped: int) -> DPState:
         """A fresh round's state filled with sums made elsewhere: secure aggregation, where each client clips.
 
-        Under secure aggregation (:mod:`fedmodel.integrations.flower_secagg`) each client clips its own change
-        to the round's clip norm and the protocol reveals only ``sums`` (one float64 array per float variable,
-        ``None`` for the others), their ``count`` and how many were ``unclipped``; :meth:`finalize` then adds
-        the noise and divides by ``expected_clients`` as for sums accumulated here. The server cannot check
-        that each client clipped: the guarantee then trusts the clients' code (see the module's notes).
+        Under secure aggregation (:class:`fedmodel.integrations.flower.SecAggPlusStrategy`) each client
+        clips its own change to the round's clip norm and the protocol reveals only ``sums`` (one float64 array
+        per float variable, ``None`` for the others), their ``count`` and how many were ``unclipped``;
+        :meth:`finalize` then adds the noise and divides by ``expected_clients`` as for sums accumulated here.
+        The server cannot check that each client clipped: the guarantee then trusts the clients' code.
 
         Raises:
             AggregationError: when ``state`` is not fresh, or the sums do not fit its template or are not finite.

@@ -1,8 +1,10 @@
 """DP-FedAvg through FedModelStrategy (the DPMean carry kept between rounds, Poisson sampling as in the
-simulation), and Flower's own DP wrappers refused with the reason, over an in-process grid."""
+simulation), local DP on Flower clients, and Flower's own DP wrappers refused with the reason, over an
+in-process grid."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ from fedmodel.algorithms import FederatedAlgorithm, fedavg
 from fedmodel.client import local_sgd
 from fedmodel.data import federated_digits
 from fedmodel.integrations.flower import FedModelStrategy, client_app, partition_id
-from fedmodel.privacy import AdaptiveClipping, DPMean, SeededNoise
+from fedmodel.privacy import AdaptiveClipping, DPMean, SeededNoise, local_dp
 from fedmodel.reference import SoftmaxRegression
 from fedmodel.simulation import SimulationConfig, run_simulation
 
@@ -94,3 +96,20 @@ def test_flowers_dp_wrappers_around_fedmodel_strategy_are_refused_with_the_reaso
     with pytest.raises(ValueError, match=r"after round 1 the strategy was given weights other than its own.*DPMean"):
         wrap(strategy).start(grid, strategy.arrays(), num_rounds=2, timeout=5.0, evaluate_fn=strategy.evaluate_global)
     assert strategy.state.round == 1  # the first round ran (the wrappers have no hook before it), no other
+
+
+def test_local_dp_runs_as_the_client_update_of_a_flower_client(grid_class: Any) -> None:
+    algorithm = fedavg(client_lr=0.5)
+    private = local_dp(algorithm.client_update, clip=0.5, noise_multiplier=1.0, noise=SeededNoise(9))
+    app = client_app(lambda ctx: model(), lambda ctx: DATA.clients[partition_id(ctx)], lambda ctx: private)
+    strategy = FedModelStrategy(model, algorithm, min_available_nodes=NODES, seed=2)
+    strategy.run(grid_class(app, NODES), 1, round_timeout=5.0)
+    sim = run_simulation(
+        model,
+        DATA.clients,
+        dataclasses.replace(algorithm, client_update=private),
+        SimulationConfig(rounds=1, seed=2, progress=False),
+    )
+    for got, want in zip(strategy.weights.arrays, sim.weights.arrays, strict=True):
+        np.testing.assert_array_equal(got, want)  # the same noised, clipped, equally weighted updates
+    assert strategy.rounds[0].train == {}  # the wrapper withholds the metrics
