@@ -80,7 +80,12 @@ def add_options(parser: argparse.ArgumentParser, positive: Any, non_negative: An
         "--dp-adaptive-clip", action="store_true", help="adapt the clip norm to the median update norm (from --dp-clip)"
     )
     add("--dp-noise-multiplier", type=non_negative, default=None, help="noise std on the clipped sum, in clip norms")
-    add("--dp-target-epsilon", type=positive, default=None, help="privacy budget: stop before epsilon exceeds it")
+    add(
+        "--dp-target-epsilon",
+        type=positive,
+        default=None,
+        help="privacy budget: the run stops before exceeding it; alone, it sets z for --rounds",
+    )
     add(
         "--dp-delta",
         type=fraction,

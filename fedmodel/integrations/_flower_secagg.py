@@ -273,6 +273,12 @@ class SecAggPlusStrategy(Strategy):
         """The global weights (the strategy keeps its own; the workflow's copy is informational)."""
         return ndarrays_to_parameters(list(self.state.weights.arrays))
 
+    def _catch_up(self, rounds_done: int) -> None:
+        """Count a round the workflow halted before ``aggregate_fit`` (too few nodes left): weights unchanged."""
+        if self.state.round < rounds_done:
+            self._report(rounds_done).problem = "secure aggregation halted (too few nodes replied); no update"
+            self.state = self.state._replace(round=rounds_done)
+
     def _report(self, server_round: int) -> RoundReport:
         if not self.rounds or self.rounds[-1].round != server_round:
             self.rounds.append(RoundReport(server_round))
@@ -282,9 +288,7 @@ class SecAggPlusStrategy(Strategy):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Sample nodes (as :class:`FedModelStrategy`) and send each the weights and the round's settings."""
-        if self.state.round < server_round - 1:  # the workflow halted the last round before aggregate_fit
-            self._report(server_round - 1).problem = "secure aggregation halted (too few nodes replied); no update"
-            self.state = self.state._replace(round=server_round - 1)
+        self._catch_up(server_round - 1)
         self._started = time.perf_counter()
         deadline = time.monotonic() + (self.node_wait_timeout if len(self.rounds) == 0 else 0.0)
         while True:  # the workflow's client manager refreshes the online nodes on each all()
@@ -327,7 +331,8 @@ class SecAggPlusStrategy(Strategy):
                 round_.add_sum(in_sum, summed)
         outcome = round_.finish()
         self.state = outcome.state
-        report.aggregated = [{"node": int(str(n)), "partition": partitions[int(str(n))]} for n in outcome.accepted]
+        accepted = [node for node in outcome.accepted if isinstance(node, int)]
+        report.aggregated = [{"node": node, "partition": partitions[node]} for node in accepted]
         for dropped in outcome.dropped:
             if isinstance(dropped.client, int):
                 report.failures.append(NodeFailure(dropped.client, dropped.reason, partitions.get(dropped.client)))
@@ -349,7 +354,7 @@ class SecAggPlusStrategy(Strategy):
         if len(mean) != len(floats) + counting:
             raise ValueError(f"{len(mean)} arrays for {len(floats)} float variables (+1 count: {counting})")
         changes: list[np.ndarray | None] = [None] * len(template)
-        for i, total in zip(floats, mean, strict=False):
+        for i, total in zip(floats, mean[: len(floats)], strict=True):
             changes[i] = np.asarray(total, np.float64) * count
         unclipped = min(count, max(0, round(float(mean[-1].reshape(-1)[0]) * count))) if counting else 0
         return SecureSum(tuple(changes), count, unclipped)
@@ -363,7 +368,8 @@ class SecAggPlusStrategy(Strategy):
         return None, {}
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Any]] | None:
-        """The global weights on ``test_data`` (recorded in the round's report)."""
+        """The global weights on ``test_data`` (recorded in the round's report); ``parameters`` are ignored."""
+        self._catch_up(server_round)
         if self.test_data is None:
             return None
         test = plain(evaluate(self.model, [self.test_data], weights=self.state.weights))

@@ -123,6 +123,15 @@ def test_a_client_that_fails_while_training_leaves_the_aggregate_of_the_others(s
     _within_bound(history[0], plain, SECAGG.bound())
 
 
+def test_more_dropouts_than_the_threshold_allows_halt_the_round_and_leave_the_weights(secagg_grid: Any) -> None:
+    strategy, history = _run(fedavg(client_lr=0.5, batch_size=32), secagg_grid, rounds=1, crash=[2, 3])
+    assert history == [] and strategy.state.round == 1  # 2 of 4 left: fewer than the threshold of 3
+    [report] = strategy.rounds
+    assert report.problem is not None and "halted" in report.problem and report.aggregated == []
+    for got, want in zip(strategy.weights.arrays, _initial().arrays, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_dp_fedavg_under_secure_aggregation_is_dpmean_of_the_client_clipped_changes(secagg_grid: Any) -> None:
     def dp_fedavg() -> FederatedAlgorithm:
         dp = DPMean(
