@@ -7,7 +7,13 @@
 * :class:`SeededNoise` (reproducible experiments, no protection) and :class:`SecureNoise` (the
   operating system's secure generator) — where the noise comes from.
 * :func:`epsilon`, :func:`noise_multiplier_for`, :class:`PrivacyBudget`, :func:`local_epsilon` — the
-  accounting, by ``dp-accounting`` (imported on first use; ``pip install 'fedmodel[privacy]'``).
+  accounting, by ``dp-accounting`` (imported on first use; ``pip install 'fedmodel[privacy]'``);
+  :func:`run_budget` — a run's budget for the sampling its server does (the simulation runner's, the
+  command line's), :func:`default_delta` — a delta below ``1 / N``.
+
+The simulation runner and ``fedmodel train --dp-...`` report epsilon after every round and stop before a
+budget is exceeded; :class:`fedmodel.integrations.flower.SecAggPlusStrategy` runs ``DPMean`` under
+Flower's secure aggregation (the clients clip, the server noises the sum).
 
 What is guaranteed: client-level (epsilon, delta)-DP of the sequence of global models, against anyone
 who sees them but the server (central DP: the server is trusted to clip, noise and keep the secure
