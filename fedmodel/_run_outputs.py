@@ -30,7 +30,9 @@ COLUMNS = (
     "clients_ok",
     "clients_failed",
     "seconds",
+    "epsilon",
 )
+_BEFORE_EPSILON = COLUMNS[:-1]  # a metrics.csv of before the epsilon column, or a row without it: still read
 
 
 class OutputError(ValueError):
@@ -69,10 +71,10 @@ def earlier_rows(path: Path) -> list[dict[str, str]]:
         raise OutputError(f"--resume: cannot read {path}: {exc.strerror or exc}") from None
     text = text[: text.rfind("\n") + 1]  # a last line without its newline was cut short
     reader = csv.DictReader(text.splitlines())
-    if reader.fieldnames is not None and reader.fieldnames != list(COLUMNS):
+    if reader.fieldnames is not None and reader.fieldnames not in (list(COLUMNS), list(_BEFORE_EPSILON)):
         raise OutputError(f"--resume: {path} is not a metrics.csv of fedmodel train (columns {reader.fieldnames})")
-    rows = [r for r in reader if None not in r and all(r[c] is not None for c in COLUMNS)]
-    return [r for r in rows if r["round"].isdigit()]
+    rows = [r for r in reader if None not in r and all(r[c] is not None for c in _BEFORE_EPSILON)]
+    return [{**r, "epsilon": r.get("epsilon") or ""} for r in rows if r["round"].isdigit()]
 
 
 def _write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

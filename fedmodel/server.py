@@ -27,6 +27,8 @@ Dropped(client=1, reason='client 1: the weight must be finite and >= 0, got -5.0
 from __future__ import annotations
 
 import copy
+import os
+import secrets
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,24 +50,68 @@ from fedmodel.validation import (
     validate_weight,
 )
 
-__all__ = ["Dropped", "RoundOutcome", "ServerRound", "client_seed", "report_template", "sample_clients"]
+__all__ = [
+    "Dropped",
+    "RoundOutcome",
+    "SecureSum",
+    "ServerRound",
+    "client_seed",
+    "report_template",
+    "sample_clients",
+    "secure_aggregation_problem",
+]
 
 
-def sample_clients(population: int | Sequence[int], per_round: int | None, seed: int, round_index: int) -> list[int]:
+def sample_clients(
+    population: int | Sequence[int],
+    per_round: int | None,
+    seed: int,
+    round_index: int,
+    *,
+    rate: float | None = None,
+    secret: bool = False,
+) -> list[int]:
     """The clients of round ``round_index`` (0-based), sorted.
 
     ``population`` is a number of clients (ids ``0..n-1``) or the ids themselves (e.g. the Flower nodes
-    online). All of them take part when ``per_round`` is ``None`` or at least their number; otherwise
-    ``per_round`` are drawn without replacement by ``np.random.default_rng([seed, round_index])``.
+    online). Two schemes, the two a privacy accountant knows (:mod:`fedmodel.privacy.accounting`):
+
+    * **fixed size** (the default): all of them take part when ``per_round`` is ``None`` or at least their
+      number; otherwise ``per_round`` are drawn uniformly without replacement;
+    * **Poisson** (``rate=q``, ``per_round`` must be ``None``): each client takes part independently with
+      probability ``q``, so the number per round varies (it can be 0).
+
+    The draw is seeded by ``np.random.default_rng([seed, round_index])``: reproducible, and what experiments
+    need. **A deployment that promises differential privacy needs** ``secret=True``: the sample is then drawn
+    from the operating system's secure generator (:mod:`secrets` for fixed size, ``os.urandom`` for Poisson),
+    ``seed`` is ignored, and nobody who knows the seed can tell who was sampled. Amplification by sampling,
+    which the accountant's epsilon rests on, holds only for a sample that stays secret.
 
     >>> sample_clients(10, 3, seed=0, round_index=0), sample_clients([40, 10, 30], None, 0, 0)
     ([5, 6, 9], [10, 30, 40])
+    >>> sample_clients(10, None, seed=0, round_index=0, rate=0.3)
+    [1, 2, 3]
     """
     members = list(range(population)) if isinstance(population, int) else sorted(int(c) for c in population)
+    if rate is not None:
+        if per_round is not None:
+            raise ValueError(
+                f"give per_round (fixed-size sampling) or rate (Poisson sampling), not both: {per_round}, {rate}"
+            )
+        if not 0 < rate <= 1:
+            raise ValueError(f"the sampling rate must be in (0, 1], got {rate}")
+        if secret:  # 53 secure random bits per client: a uniform in [0, 1) on the grid of float64
+            bits = np.frombuffer(os.urandom(8 * len(members)), dtype=np.uint64) >> np.uint64(11)
+            uniform = bits.astype(np.float64) * 2.0**-53
+        else:
+            uniform = np.random.default_rng([seed, round_index]).random(len(members))
+        return [m for m, u in zip(members, uniform, strict=True) if u < rate]
     if per_round is None or per_round >= len(members):
         return members
     if per_round < 1:
         raise ValueError(f"per_round must be >= 1 or None, got {per_round}")
+    if secret:
+        return sorted(secrets.SystemRandom().sample(members, per_round))
     rng = np.random.default_rng([seed, round_index])
     return sorted(members[int(i)] for i in rng.choice(len(members), size=per_round, replace=False))
 
@@ -127,6 +173,49 @@ def _first_nonfinite(tree: Any) -> str | None:
         arr = np.asarray(leaf)
         if is_float(arr) and nonfinite_count(arr):
             return f"{path}: {nonfinite_count(arr)} non-finite value(s)"
+    return None
+
+
+@dataclass(frozen=True)
+class SecureSum:
+    """What a secure-aggregation protocol (Flower's SecAgg+) reveals in place of the clients' replies: sums.
+
+    Attributes:
+        changes: per variable of the round's template, ``Σ_k (update_k - template)`` in float64 for the float
+            variables, ``None`` for the others (under secure aggregation they keep the server's value).
+        count: the number of clients in the sums (every client counts once: their example counts are masked).
+        unclipped: with :class:`fedmodel.privacy.DPMean`, how many of them found their change within the clip
+            norm (each client adds its 0 or 1 to the secure sum, for adaptive clipping).
+    """
+
+    changes: tuple[np.ndarray | None, ...]
+    count: int
+    unclipped: int = 0
+
+
+def secure_aggregation_problem(algorithm: FederatedAlgorithm, limits: ReplyLimits | None = None) -> str | None:
+    """Why ``algorithm`` cannot run when the server sees only the sum of the updates, or ``None`` when it can.
+
+    Under secure aggregation the server never sees one client's update, so whatever needs one cannot run:
+    robust aggregators (median, trimmed mean, norm clipping), the per-update validation (finite values,
+    ``limits.max_delta_norm``: the client refuses to send non-finite values and clips its own change for
+    DP), and FedAvg's example weights (a masked count cannot be checked: every client counts once).
+    :class:`~fedmodel.aggregation.WeightedMean` (as the unweighted mean) and :class:`fedmodel.privacy.DPMean`
+    (clipping on the client, noise on the server) can.
+    """
+    from fedmodel.aggregation import WeightedMean
+
+    aggregator = algorithm.aggregator
+    if type(aggregator) is not WeightedMean and getattr(aggregator, "from_sum", None) is None:
+        return (
+            f"the aggregator {type(aggregator).__name__} needs each client's update, which secure aggregation "
+            "hides: use WeightedMean (FedAvg) or fedmodel.privacy.DPMean"
+        )
+    if limits is not None and limits.max_delta_norm is not None:
+        return (
+            "ReplyLimits.max_delta_norm bounds each client's update, which secure aggregation hides: "
+            "clip on the clients instead (fedmodel.privacy.DPMean clips there under secure aggregation)"
+        )
     return None
 
 
@@ -218,6 +307,56 @@ class ServerRound:
         else:
             self._reports += 1
 
+    def add_sum(self, clients: Sequence[Hashable], summed: SecureSum) -> Dropped | None:
+        """Fold a secure aggregate of ``clients`` into the round, in place of their replies (once, alone).
+
+        The server step that :meth:`finish` runs is the same: :class:`~fedmodel.aggregation.WeightedMean`
+        gets the mean ``template + Σ change / count`` as one update, an aggregator with ``from_sum``
+        (:class:`fedmodel.privacy.DPMean`: the noise, the fixed denominator, adaptive clipping) its sums.
+        A sum that does not fit the template (a variable's shape, a non-finite value, a count that is not
+        the number of clients) drops every client of it with the reason (returned as ``Dropped("*", ...)``).
+        """
+        if self._finished or self._seen:
+            raise RuntimeError("add_sum takes a fresh round: one secure sum, no other reply")
+        problem = secure_aggregation_problem(self.algorithm)
+        if problem is not None:
+            raise AggregationError(problem)
+        self._seen.update(clients)
+        try:
+            self._acc = self._fold_sum(list(clients), summed)
+        except Exception as exc:
+            reason = f"the secure sum of {len(clients)} {self.label}s was refused: {_reason(exc)}"
+            for client in clients:
+                self.drop(client, reason)
+            return Dropped("*", reason)
+        self._accepted.extend(clients)
+        return None
+
+    def _fold_sum(self, clients: list[Hashable], summed: SecureSum) -> Any:
+        template = self.state.weights
+        if not (summed.count == len(clients) == len(set(clients)) >= 1 and 0 <= summed.unclipped <= summed.count):
+            raise AggregationError(
+                f"counts {summed.count} clients ({summed.unclipped} unclipped) "
+                f"for {len(clients)} clients ({len(set(clients))} distinct)"
+            )
+        if len(summed.changes) != len(template.arrays):
+            raise AggregationError(f"{len(summed.changes)} sums for {len(template.arrays)} variables")
+        for (name, like), total in zip(template.items(), summed.changes, strict=True):
+            if (total is None) == is_float(like) or (total is not None and np.shape(total) != like.shape):
+                raise AggregationError(
+                    f"{name!r}: expected a sum of shape {like.shape} or None for an integer variable"
+                )
+            if total is not None and nonfinite_count(np.asarray(total, np.float64)):
+                raise AggregationError(f"{name!r}: the sum is not finite")
+        from_sum = getattr(self.algorithm.aggregator, "from_sum", None)
+        if from_sum is not None:
+            return from_sum(self._acc, summed.changes, summed.count, summed.unclipped)
+        with np.errstate(over="ignore"):  # the mean, cast back; validate_update refuses what does not fit
+            means = [like if total is None else (like + np.asarray(total) / summed.count).astype(like.dtype)
+                     for total, like in zip(summed.changes, template.arrays, strict=True)]  # fmt: skip
+        mean = validate_update(template, template.with_arrays(means), client="the secure sum", limits=self.limits)
+        return self.algorithm.aggregator.accumulate(self._acc, mean, 1.0)
+
     def drop(self, client: Hashable, reason: str) -> Dropped:
         """Record that ``client`` takes no part in this round (it failed, timed out, or sent nothing usable)."""
         self._seen.add(client)
@@ -236,9 +375,9 @@ class ServerRound:
         self._finished = True
         state = self.state
         after, problem = state._replace(round=state.round + 1), None
-        if not self._accepted:
+        if not self._accepted and not getattr(self.algorithm.aggregator, "releases_empty_rounds", False):
             problem = "no client update was accepted; the weights are unchanged"
-        else:
+        else:  # an aggregator that releases empty rounds (DP: the template plus noise) finishes them too
             try:
                 after = self._step()
             except Exception as exc:

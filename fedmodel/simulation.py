@@ -22,6 +22,7 @@ server state only ever sees validated updates and is never non-finite.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -70,6 +71,17 @@ class SimulationConfig:
         run_options: what else decides the result (e.g. the command line's data split and
             hyperparameters, which the runner cannot see): ``str`` keys to ``str``, ``int`` or finite
             ``float`` values, saved with every checkpoint and compared on resume.
+        sampling_rate: Poisson sampling instead of a fixed number per round: each client takes part in each
+            round independently with this probability (``clients_per_round`` must be ``None``).
+        delta: with a :class:`fedmodel.privacy.DPMean` aggregator, the delta at which the epsilon spent is
+            reported after every round (:attr:`RoundResult.epsilon`); ``None``: the largest power of ten
+            below ``1 / len(clients)`` (:func:`fedmodel.privacy.default_delta`).
+        target_epsilon: with a ``DPMean`` aggregator, the privacy budget: the run stops *before* a round
+            whose epsilon would exceed it (:attr:`SimulationResult.stopped` says so).
+        accountant: ``"rdp"`` or ``"pld"`` (:func:`fedmodel.privacy.epsilon`). The accountant is told the
+            sampling the runner does: ``PoissonSampling(sampling_rate)``, or ``FixedSizeSampling`` of
+            ``clients_per_round`` (all clients when ``None``) among ``len(clients)``. The runner's sample is
+            seeded (an experiment); a deployment must draw it in secret (``sample_clients(secret=True)``).
     """
 
     rounds: int = 10
@@ -82,6 +94,10 @@ class SimulationConfig:
     resume: bool = False
     limits: ReplyLimits = field(default_factory=ReplyLimits)
     run_options: Mapping[str, str | int | float] | None = None
+    sampling_rate: float | None = None
+    delta: float | None = None
+    target_epsilon: float | None = None
+    accountant: str = "rdp"
 
 
 @dataclass(frozen=True)
@@ -98,7 +114,9 @@ class RoundResult:
 
     ``failures`` are the clients whose update was not aggregated; ``metrics_failures`` those whose update
     was but whose metric report was invalid; ``problem`` says why the round left the weights unchanged
-    (no valid update, or an aggregate that was not finite), ``None`` when it did not.
+    (no valid update, or an aggregate that was not finite), ``None`` when it did not. ``epsilon``: with a
+    :class:`fedmodel.privacy.DPMean` aggregator, the epsilon spent after this round (at
+    :attr:`SimulationConfig.delta`), else ``None``.
     """
 
     round: int
@@ -109,6 +127,7 @@ class RoundResult:
     seconds: float
     metrics_failures: tuple[ClientFailure, ...] = ()
     problem: str | None = None
+    epsilon: float | None = None
 
     @property
     def num_ok(self) -> int:
@@ -118,10 +137,12 @@ class RoundResult:
 
 @dataclass
 class SimulationResult:
-    """The final server state and every round's result."""
+    """The final server state, every round's result, and why the run stopped before ``config.rounds``
+    (the privacy budget), or ``None``."""
 
     state: ServerState
     rounds: list[RoundResult] = field(default_factory=list)
+    stopped: str | None = None
 
     @property
     def weights(self) -> ModelWeights:
@@ -176,8 +197,51 @@ def _run_identity(
     run["clients_per_round"] = "all" if config.clients_per_round is None else config.clients_per_round
     if num_clients is not None:
         run["clients"] = num_clients
+    if config.sampling_rate is not None:
+        run["sampling_rate"] = config.sampling_rate
+    if getattr(algorithm.aggregator, "initial_carry", None) is not None:  # e.g. DPMean: clip, noise, its source
+        run["aggregator"] = repr(algorithm.aggregator)
+    for key in ("delta", "target_epsilon"):
+        if getattr(config, key) is not None:
+            run[key] = getattr(config, key)
+    if config.target_epsilon is not None:
+        run["accountant"] = config.accountant
     run.update(config.run_options or {})
     return run
+
+
+def _carry_metadata(carry: Any) -> dict[str, str | int | float]:
+    """The aggregator's carry (a NamedTuple of int, float or str, e.g. ``DPCarry``) as checkpoint metadata."""
+    if carry is None:
+        return {}
+    fields = getattr(carry, "_fields", None)
+    if fields is None or any(type(value) not in (int, float, str) for value in carry):
+        raise CheckpointError(
+            f"cannot checkpoint the aggregator's carry {carry!r}: expected a NamedTuple of int, float, str"
+        )
+    return {f"carry/{name}": value for name, value in zip(fields, carry, strict=True)}
+
+
+def _restore_carry(
+    where: str, algorithm: FederatedAlgorithm, weights: ModelWeights, fresh: Any, metadata: Mapping[str, Any]
+) -> Any:
+    """The carry saved in ``metadata``, shaped like ``fresh`` (``algorithm.init``'s) and accepted by the aggregator."""
+    saved = {k.removeprefix("carry/"): v for k, v in metadata.items() if k.startswith("carry/")}
+    if fresh is None:
+        return None
+    fields = list(fresh._fields)
+    if sorted(saved) != sorted(fields):
+        raise CheckpointError(f"{where}: the aggregator's carry holds {sorted(saved)}, expected {fields}")
+    values = [saved[name] for name in fields]
+    for name, value, like in zip(fields, values, fresh, strict=True):
+        if type(value) is not type(like):
+            raise CheckpointError(f"{where}: carry/{name}: expected a {type(like).__name__}, got {value!r}")
+    carry = type(fresh)(*values)
+    try:
+        algorithm.aggregator.init(weights, carry)  # type: ignore[call-arg]
+    except Exception as exc:  # e.g. a clip norm out of range, a negative round
+        raise CheckpointError(f"{where}: the aggregator refuses the saved carry: {exc}") from exc
+    return carry
 
 
 def _load(
@@ -224,7 +288,9 @@ def _load(
         opt_state = state_from_arrays(fresh.optimizer_state, ckpt.extra)
     except ValueError as exc:
         raise CheckpointError(f"{where}: {exc}") from exc
-    return algorithm.init(ckpt.weights)._replace(optimizer_state=opt_state, round=saved_round)
+    state = algorithm.init(ckpt.weights)
+    carry = _restore_carry(where, algorithm, state.weights, state.aggregator_state, ckpt.metadata)
+    return state._replace(optimizer_state=opt_state, round=saved_round, aggregator_state=carry)
 
 
 def _save(
@@ -236,6 +302,7 @@ def _save(
 
     run = _run_identity(config, algorithm, num_clients)
     meta = {"round": state.round, **{f"run/{key}": value for key, value in run.items()}}
+    meta.update(_carry_metadata(state.aggregator_state))
     extra = state_to_arrays(state.optimizer_state)
     save_checkpoint(config.checkpoint_path, state.weights, extra=extra, metadata=meta)
 
@@ -268,7 +335,9 @@ class _Runner:
     ) -> tuple[ServerState, RoundResult]:
         """Run one round from ``state``: sample, train each client, hand its result to the server round."""
         start, config, algorithm = time.perf_counter(), self.config, self.algorithm
-        ids = sample_clients(len(clients), config.clients_per_round, config.seed, state.round)
+        ids = sample_clients(
+            len(clients), config.clients_per_round, config.seed, state.round, rate=config.sampling_rate
+        )
         server_round = ServerRound(
             algorithm,
             state,
@@ -337,6 +406,8 @@ def run_simulation(
 
     Raises:
         CheckpointError: when a checkpoint cannot be written (the previous one is intact; resume from it).
+        ValueError: for settings that cannot hold together (``sampling_rate`` with ``clients_per_round``, a
+            privacy budget without a ``DPMean`` aggregator, an adaptive clip whose count noise is too small).
     """
     config = config or SimulationConfig()
     if not clients:
@@ -348,15 +419,36 @@ def run_simulation(
     groups = list(client_kinds) if client_kinds is not None else [kinds[i % len(kinds)] for i in range(len(clients))]
     if len(groups) != len(clients) or not set(groups) <= set(kinds):
         raise ValueError(f"client_kinds must name one of {kinds} for each of the {len(clients)} clients")
+    from fedmodel.privacy import run_budget
+
+    budget = run_budget(
+        algorithm.aggregator,
+        len(clients),
+        clients_per_round=config.clients_per_round,
+        sampling_rate=config.sampling_rate,
+        delta=config.delta,
+        target_epsilon=config.target_epsilon,
+        accountant=config.accountant,
+    )
     runner = _Runner(factories, groups, algorithm, config)
     fresh = algorithm.init(get_weights(runner.model, backend=runner.backend))
+    if config.checkpoint_path is not None:
+        _carry_metadata(fresh.aggregator_state)  # an aggregator whose carry cannot be saved fails now, not later
     state = initial_state or _load(config, algorithm, fresh, len(clients))
     result = SimulationResult(state)
     from tqdm.auto import tqdm
 
     with tqdm(total=config.rounds, initial=state.round, disable=not config.progress, desc=algorithm.name) as bar:
         while state.round < config.rounds:
+            if budget is not None and not budget.allows(state.round):  # stop *before* the budget is exceeded
+                result.stopped = (
+                    f"privacy budget: round {state.round + 1} would spend epsilon {budget.spent(state.round + 1):.4g} "
+                    f"> target_epsilon {budget.target_epsilon} (delta {budget.delta})"
+                )
+                break
             state, round_result = runner.round(state, clients, test_data)
+            if budget is not None:
+                round_result = dataclasses.replace(round_result, epsilon=budget.spent(state.round))
             result.rounds.append(round_result)
             result.state = state
             if on_round is not None:  # before the save: a kill between the two never loses a round's row

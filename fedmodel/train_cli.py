@@ -15,6 +15,7 @@ written) one line and status 1; Ctrl-C status 130. ``metrics.csv`` keeps every f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from fedmodel import algorithms
+from fedmodel import _train_dp, algorithms
 from fedmodel._backend import backend_names, backend_package
 from fedmodel._errors import FedModelError
 from fedmodel._run_outputs import OutputError, check_folder, earlier_rows, metrics_file
@@ -147,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--tau", type=_POSITIVE, default=1e-3, help="adaptivity of FedAdam, FedYogi and FedAdagrad")
     add("--test-fraction", type=_FRACTION, default=0.2, help="share of the digits held out for evaluation")
     add("--client-timeout", type=_POSITIVE, default=None, help="seconds before a client is dropped; None: never")
+    _train_dp.add_options(p, _POSITIVE, _NON_NEGATIVE, _FRACTION)
     add("--seed", type=_SEED, default=0, help="root of every random choice: split, sampling, initial weights")
     add("--out", type=Path, default=Path("fedmodel-run"), help="folder for metrics.csv, curves.png, weights")
     add("--checkpoint", action="store_true", help="save each run's server state into --out after every round")
@@ -189,19 +191,21 @@ class _Plan:
     algorithm: algorithms.FederatedAlgorithm
     runs: list[_Run]
     kept_rows: list[dict[str, Any]]
+    dp: _train_dp.DPPlan | None = None
 
 
-def _run_options(args: argparse.Namespace, backend: str) -> dict[str, str | int | float]:
+def _run_options(args: argparse.Namespace, backend: str, dp: _train_dp.DPPlan | None) -> dict[str, str | int | float]:
     """The options besides seed, sampling and algorithm that change a run's result (kept in checkpoints)."""
     options: dict[str, str | int | float] = {"--backend": backend, "--clients": args.clients}
     options.update({"--alpha": args.alpha, "--test-fraction": args.test_fraction})
     for name in _OPTIONS[args.algorithm]:
         value = getattr(args, name)
         options["--" + name.replace("_", "-")] = "default" if value is None else value
+    options.update(_train_dp.run_options(args, dp))
     return options
 
 
-def _config(args: argparse.Namespace, backend: str) -> SimulationConfig:
+def _config(args: argparse.Namespace, backend: str, dp: _train_dp.DPPlan | None) -> SimulationConfig:
     from fedmodel.simulation import SimulationConfig
 
     checkpoint = args.out / f"checkpoint-{backend}-{args.algorithm}.safetensors"
@@ -213,7 +217,10 @@ def _config(args: argparse.Namespace, backend: str) -> SimulationConfig:
         progress=not args.no_progress and sys.stderr.isatty(),
         checkpoint_path=checkpoint if args.checkpoint or args.resume else None,
         resume=args.resume,
-        run_options=_run_options(args, backend),
+        run_options=_run_options(args, backend, dp),
+        sampling_rate=args.sampling_rate,
+        delta=None if dp is None else dp.delta,
+        target_epsilon=None if dp is None else dp.target_epsilon,
     )
 
 
@@ -221,6 +228,10 @@ def _prepare(args: argparse.Namespace) -> _Plan:
     """Check everything a run needs before its first round; raises _UsageError with one line."""
     if args.clients_per_round is not None and args.clients_per_round > args.clients:
         raise _UsageError(f"--clients-per-round {args.clients_per_round} exceeds --clients {args.clients}")
+    try:
+        dp = _train_dp.plan(args)
+    except _train_dp.DPOptionError as exc:
+        raise _UsageError(str(exc)) from None
     backends = list(dict.fromkeys(args.backend))
     runs = []
     for backend in backends:
@@ -228,7 +239,7 @@ def _prepare(args: argparse.Namespace) -> _Plan:
             factory = model_factory(backend, args.seed)
         except (ImportError, ValueError) as exc:
             raise _UsageError(f"--backend {backend}: cannot load it: {exc}") from None
-        runs.append(_Run(backend, f"{backend}/{args.algorithm}", factory, _config(args, backend)))
+        runs.append(_Run(backend, f"{backend}/{args.algorithm}", factory, _config(args, backend, dp)))
     from fedmodel.data import federated_digits
 
     try:
@@ -236,6 +247,8 @@ def _prepare(args: argparse.Namespace) -> _Plan:
             args.clients, alpha=args.alpha or None, test_fraction=args.test_fraction, seed=args.seed
         )
         algorithm = build_algorithm(args)
+        if dp is not None:  # DP-FedAvg: the algorithm's clients and server optimizer, DPMean's aggregate
+            algorithm = dataclasses.replace(algorithm, aggregator=dp.aggregator)
     except ValueError as exc:
         raise _UsageError(f"{exc} (from --clients, --alpha, --test-fraction or the algorithm's options)") from None
     stems = [f"{kind}-{b}-{args.algorithm}.safetensors" for b in backends for kind in ("weights", "checkpoint")]
@@ -248,7 +261,7 @@ def _prepare(args: argparse.Namespace) -> _Plan:
     kept = [r for r in earlier if r["run"] not in starts or int(r["round"]) <= starts[r["run"]]]
     for run in runs:
         run.rows = [r for r in kept if r["run"] == run.label]
-    return _Plan(data, algorithm, runs, kept)
+    return _Plan(data, algorithm, runs, kept, dp)
 
 
 def _start(run: _Run, algorithm: algorithms.FederatedAlgorithm, num_clients: int) -> int:
@@ -277,9 +290,12 @@ def _train_one(args: argparse.Namespace, plan: _Plan, run: _Run, write_row: Call
     from fedmodel.simulation import RoundResult, run_simulation
 
     print(f"\n{run.label}: {len(plan.data.clients)} clients, {args.rounds} rounds")
-    print(
+    if plan.dp is not None:
+        print(plan.dp.describe(args.rounds))
+    header = (
         f"{'round':>5} {'train loss':>10} {'train acc':>9} {'test loss':>9} {'test acc':>8} {'ok/failed':>9} {'s':>6}"
     )
+    print(header + (f" {'epsilon':>8}" if plan.dp is not None else ""))
 
     def on_round(r: RoundResult) -> None:
         row = {
@@ -292,6 +308,7 @@ def _train_one(args: argparse.Namespace, plan: _Plan, run: _Run, write_row: Call
             "clients_ok": r.num_ok,
             "clients_failed": len(r.failures),
             "seconds": round(r.seconds, 3),
+            "epsilon": r.epsilon,
         }
         write_row(row)
         run.rows.append(row)
@@ -299,7 +316,8 @@ def _train_one(args: argparse.Namespace, plan: _Plan, run: _Run, write_row: Call
         run.updates_accepted += r.num_ok
         cells = [_fmt(row[k]) for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")]
         line = f"{r.round:>5} {cells[0]:>10} {cells[1]:>9} {cells[2]:>9} {cells[3]:>8} "
-        tqdm.write(line + f"{f'{r.num_ok}/{len(r.failures)}':>9} {r.seconds:>6.2f}", file=sys.stdout)
+        line += f"{f'{r.num_ok}/{len(r.failures)}':>9} {r.seconds:>6.2f}"
+        tqdm.write(line + (f" {r.epsilon:>8.4g}" if r.epsilon is not None else ""), file=sys.stdout)
         for failure in r.failures:
             tqdm.write(f"      client {failure.client_id} dropped: {failure.reason}", file=sys.stdout)
         sys.stdout.flush()
@@ -308,6 +326,8 @@ def _train_one(args: argparse.Namespace, plan: _Plan, run: _Run, write_row: Call
     result = run_simulation(
         run.factory, data.clients, plan.algorithm, run.config, test_data=data.test, on_round=on_round
     )
+    if result.stopped is not None:
+        print(f"{run.label}: stopped after round {result.state.round}: {result.stopped}")
     saved = save_weights(result.weights, args.out / f"weights-{run.backend}-{args.algorithm}")
     print(f"final weights: {saved}")
 

@@ -72,6 +72,7 @@ def client_app(
     client_id: Callable[[Context], int] = partition_id,
     eval_batch_size: int = 256,
     layout: Callable[[Any], Layout] | None = None,
+    secure_aggregation: bool = False,
 ) -> ClientApp:
     """A Flower ``ClientApp`` that trains and evaluates one fedmodel model.
 
@@ -98,6 +99,10 @@ def client_app(
         layout: the model's :class:`fedmodel.layout.Layout` (e.g. ``fedmodel_torch.layout.canonical_layout``):
             weights then travel in canonical names and axes, so clients of different frameworks can share
             one run; the strategy must be given the same.
+        secure_aggregation: take part in Flower's SecAgg+ (``secaggplus_mod`` on ``train``) for a server running
+            :class:`fedmodel.integrations.flower.SecAggPlusStrategy`: the client sends its masked change from the
+            global weights (clipped for DP when the server asks), weight 1, and no training metrics; it refuses
+            to send non-finite values or values beyond SecAgg+'s clipping range. Not with ``layout``.
 
     >>> from fedmodel.reference import SoftmaxRegression
     >>> from fedmodel.algorithms import fedavg
@@ -110,21 +115,26 @@ def client_app(
     """
     app = ClientApp()
     cache: dict[int, tuple[Any, Backend, Layout | None]] = {}
+    if secure_aggregation and layout is not None:
+        raise ValueError("secure aggregation sends the weights in the model's own names and axes: no layout")
 
-    def prepare(context: Context, content: RecordDict) -> tuple[Any, Backend, Layout | None, ModelWeights]:
-        """The run's model, its backend and layout, and the message's weights assigned to it (checked first)."""
+    def model_of(context: Context) -> tuple[Any, Backend, Layout | None]:
+        """The run's model, its backend and layout (one model per run in a ClientApp process)."""
         if context.run_id not in cache:
             model = model_factory(context)
             cache.clear()
             cache[context.run_id] = (model, backend_for(model), layout(model) if layout is not None else None)
-        model, backend, model_layout = cache[context.run_id]
+        return cache[context.run_id]
+
+    def prepare(context: Context, content: RecordDict) -> tuple[Any, Backend, Layout | None, ModelWeights]:
+        """The run's model, its backend and layout, and the message's weights assigned to it (checked first)."""
+        model, backend, model_layout = model_of(context)
         weights = read_weights(content)
         if model_layout is not None:
             weights = model_layout.from_canonical(weights)
         assign_weights(model, weights, backend=backend)  # every name, shape and dtype checked, all or nothing
         return model, backend, model_layout, weights
 
-    @app.train()
     def train(message: Message, context: Context) -> Message:
         try:
             server_round, seed = read_round_config(message.content)
@@ -139,6 +149,16 @@ def client_app(
         metrics = {"num-examples": int(result.num_examples), "partition-id": cid, "num-steps": int(result.num_steps)}
         content[METRICS_KEY] = MetricRecord({**metrics, **flatten_report(result.metrics)})
         return Message(content, reply_to=message)
+
+    if secure_aggregation:
+        from flwr.client.mod import secaggplus_mod
+
+        from fedmodel.integrations._flower_secagg import secure_train
+
+        plain_model = lambda context: model_of(context)[:2]  # noqa: E731
+        app.train(mods=[secaggplus_mod])(secure_train(plain_model, load_data, client_update, client_id))
+    else:
+        app.train()(train)
 
     @app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from logging import INFO, WARNING
 from typing import Any
 
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
@@ -24,6 +21,7 @@ from fedmodel.algorithms import FederatedAlgorithm, ServerState
 from fedmodel.client import ClientResult
 from fedmodel.data import ClientData
 from fedmodel.evaluation import evaluate
+from fedmodel.integrations._flower_report import NodeFailure, RoundReport, plain, save_npz, write_json
 from fedmodel.integrations._flower_wire import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -46,46 +44,6 @@ _NODE_UNAVAILABLE = 5  # flwr.common.constant.ErrorCode.NODE_UNAVAILABLE
 _MAX_PARTITION = 2**31 - 1
 
 
-@dataclass
-class NodeFailure:
-    """A node whose reply was not aggregated in a round, and why."""
-
-    node_id: int
-    reason: str
-    partition_id: int | None = None
-
-
-@dataclass
-class RoundReport:
-    """One round as seen by the server: who was asked, who was aggregated, who failed, the metrics.
-
-    ``failures`` are nodes whose update was not aggregated; ``metric_failures`` nodes whose update was, but
-    whose metric report was left out; ``problem`` says why the round left the weights unchanged.
-    """
-
-    round: int
-    sampled: list[int] = field(default_factory=list)
-    aggregated: list[dict[str, int | None]] = field(default_factory=list)
-    failures: list[NodeFailure] = field(default_factory=list)
-    metric_failures: list[NodeFailure] = field(default_factory=list)
-    problem: str | None = None
-    train: dict[str, Any] = field(default_factory=dict)
-    evaluate: dict[str, Any] = field(default_factory=dict)
-    test: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: numpy scalars and arrays as Python numbers and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray | np.generic):
-        return np.asarray(value).tolist()
-    return value
-
-
 class FedModelStrategy(Strategy):
     """A :class:`fedmodel.algorithms.FederatedAlgorithm` driving Flower nodes that run :func:`client_app`.
 
@@ -106,6 +64,12 @@ class FedModelStrategy(Strategy):
         model_factory: returns a fresh model, the server's template (initial weights, report layout).
         algorithm: e.g. :func:`fedmodel.algorithms.fedavg`; its ``client_update`` runs on the nodes.
         clients_per_round: nodes sampled per round (seeded by ``[seed, round - 1]``); ``None``: all.
+        sampling_rate: Poisson sampling instead: each online node takes part in a round independently with
+            this probability (``clients_per_round`` must be ``None``), as :class:`fedmodel.privacy.DPMean`'s
+            accountant (``PoissonSampling``) assumes.
+        secret_sampling: draw the sample from the operating system's secure generator instead of the seed
+            (:func:`fedmodel.server.sample_clients`); a deployment that promises differential privacy needs
+            it, since amplification by sampling holds only for a sample nobody can predict.
         min_available_nodes: before the first round, wait (at most ``node_wait_timeout`` seconds) until this
             many nodes are online; later rounds take the nodes online then (waiting only when none is).
         seed: the run's seed, sent to the clients for their example order.
@@ -114,6 +78,11 @@ class FedModelStrategy(Strategy):
         layout: the model's :class:`fedmodel.layout.Layout`; the global weights are then held and sent in
             canonical names and axes (give the clients the same).
         limits: what one reply may claim (:class:`fedmodel.validation.ReplyLimits`).
+
+    The strategy owns the global state between rounds: a wrapper that changes the weights between rounds,
+    such as Flower's ``DifferentialPrivacyServerSideFixedClipping`` and its siblings, is refused (its noise
+    would reset the server optimizer and the aggregator's carry, and its clipping meets FedAvg's example
+    weights). Give the algorithm :class:`fedmodel.privacy.DPMean` as its aggregator instead.
     """
 
     def __init__(
@@ -131,7 +100,12 @@ class FedModelStrategy(Strategy):
         eval_batch_size: int = 256,
         layout: Callable[[Any], Layout] | None = None,
         limits: ReplyLimits | None = None,
+        sampling_rate: float | None = None,
+        secret_sampling: bool = False,
     ) -> None:
+        if sampling_rate is not None and (clients_per_round is not None or not 0 < sampling_rate <= 1):
+            raise ValueError(f"sampling_rate must be in (0, 1] with clients_per_round=None, got {sampling_rate}")
+        self.sampling_rate, self.secret_sampling = sampling_rate, secret_sampling
         self.model = model_factory()
         self.backend = backend_for(self.model)
         self.layout = layout(self.model) if layout is not None else None
@@ -164,9 +138,22 @@ class FedModelStrategy(Strategy):
         return self._issued
 
     def _adopt(self, arrays: ArrayRecord) -> None:
-        """Take ``arrays`` as the global weights unless they are the ones this strategy issued last."""
+        """Take ``arrays`` as the global weights unless they are the ones this strategy issued last.
+
+        Raises:
+            ValueError: after the first round: the weights were changed between rounds (a wrapper strategy).
+        """
         if arrays is self._issued:
             return
+        if self.state.round > 0:
+            raise ValueError(
+                f"after round {self.state.round} the strategy was given weights other than its own: a wrapper "
+                "changed them between rounds (e.g. Flower's DifferentialPrivacyServerSideFixedClipping or "
+                "...ClientSideFixedClipping / ...AdaptiveClipping). FedModelStrategy keeps the server optimizer's "
+                "state and the aggregator's carry with its weights, so it cannot be wrapped; for DP-FedAvg give "
+                "the algorithm fedmodel.privacy.DPMean as its aggregator (clipping, noise and accounting in the "
+                "one server round)"
+            )
         weights = decode_weights(arrays, encode_weights(self.state.weights)[1])
         weights = validate_update(self.state.weights, weights, client="the arrays given to the strategy")
         self.state = self.algorithm.init(weights)._replace(round=self.state.round)
@@ -268,7 +255,14 @@ class FedModelStrategy(Strategy):
         """
         self._started = time.perf_counter()
         self._adopt(arrays)
-        nodes = sample_clients(self._available(grid), self.clients_per_round, self.seed, server_round - 1)
+        nodes = sample_clients(
+            self._available(grid),
+            self.clients_per_round,
+            self.seed,
+            server_round - 1,
+            rate=self.sampling_rate,
+            secret=self.secret_sampling,
+        )
         self._round(server_round).sampled = list(nodes)
         return self._messages(MessageType.TRAIN, server_round, nodes, config)
 
@@ -297,7 +291,7 @@ class FedModelStrategy(Strategy):
         self._record(report, outcome.dropped, report.failures)
         self._record(report, outcome.metrics_dropped, report.metric_failures)
         report.problem = outcome.problem
-        report.train = _plain(outcome.train)
+        report.train = plain(outcome.train)
         report.seconds = time.perf_counter() - self._started
         return self.arrays(), MetricRecord(flatten_report(report.train, prefix="")) if report.train else None
 
@@ -334,7 +328,7 @@ class FedModelStrategy(Strategy):
             count += 1
         if not count:
             return None
-        report.evaluate = _plain(metrics.finalize(state))
+        report.evaluate = plain(metrics.finalize(state))
         return MetricRecord(flatten_report(report.evaluate, prefix=""))
 
     def summary(self) -> None:
@@ -356,7 +350,7 @@ class FedModelStrategy(Strategy):
         if self.test_data is None:
             return None
         weights = self.state.weights if self.layout is None else self.layout.from_canonical(self.state.weights)
-        test = _plain(evaluate(self.model, [self.test_data], weights=weights, batch_size=self.eval_batch_size))
+        test = plain(evaluate(self.model, [self.test_data], weights=weights, batch_size=self.eval_batch_size))
         if server_round == 0:
             self.initial_test = test
         else:
@@ -384,16 +378,8 @@ class FedModelStrategy(Strategy):
 
     def write_report(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> None:
         """Write :meth:`report` (plus ``extra``) as JSON, atomically (temporary file, then rename)."""
-        data = {**self.report(), **_plain(dict(extra or {}))}
-        directory = os.path.dirname(os.path.abspath(path))
-        with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
-            json.dump(data, f, indent=2, default=float)
-        os.replace(f.name, path)
+        write_json(path, {**self.report(), **plain(dict(extra or {}))})
 
     def save_weights(self, path: str | os.PathLike[str]) -> None:
         """The global weights as ``.npz`` (name -> array, no pickle), written atomically."""
-        directory = os.path.dirname(os.path.abspath(path))
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as f:
-            savez: Any = np.savez  # mypy cannot tell that **arrays holds no key "allow_pickle"
-            savez(f, allow_pickle=False, **dict(self.state.weights.items()))
-        os.replace(f.name, path)
+        save_npz(path, self.state.weights)

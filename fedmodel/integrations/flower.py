@@ -8,6 +8,8 @@ algorithms as a Flower strategy. ``pip install 'fedmodel[flower]'``.
   the aggregator's declared rule, never zeroed), its server optimizers (FedAvgM, FedAdam, FedYogi,
   FedAdagrad), metrics finalized by ``model.federated_output_computation``, and a report of every
   dropped node.
+* :class:`SecAggPlusStrategy` aggregates through Flower's SecAgg+ (``client_app(..., secure_aggregation=True)``
+  on the clients): the server sees only the sum of the clients' changes (see :mod:`._flower_secagg`).
 * With ``layout=`` (a model's :class:`fedmodel.layout.Layout`) on both sides, weights travel in canonical
   names and axes, so clients of different frameworks can take part in one run.
 * The wire format (weights as Flower ``ArrayRecord`` keyed by variable name plus a ``ConfigRecord`` of
@@ -42,9 +44,12 @@ from fedmodel.integrations._flower_client import REJECTED_MESSAGE as REJECTED_ME
 from fedmodel.integrations._flower_client import client_app as client_app
 from fedmodel.integrations._flower_client import partition_id as partition_id
 from fedmodel.integrations._flower_client import read_round_config as read_round_config
+from fedmodel.integrations._flower_report import NodeFailure as NodeFailure
+from fedmodel.integrations._flower_report import RoundReport as RoundReport
+from fedmodel.integrations._flower_secagg import SecAggPlus as SecAggPlus
+from fedmodel.integrations._flower_secagg import SecAggPlusStrategy as SecAggPlusStrategy
+from fedmodel.integrations._flower_secagg import secure_change as secure_change
 from fedmodel.integrations._flower_server import FedModelStrategy as FedModelStrategy
-from fedmodel.integrations._flower_server import NodeFailure as NodeFailure
-from fedmodel.integrations._flower_server import RoundReport as RoundReport
 from fedmodel.integrations._flower_wire import ARRAYS_KEY as ARRAYS_KEY
 from fedmodel.integrations._flower_wire import CONFIG_KEY as CONFIG_KEY
 from fedmodel.integrations._flower_wire import METRICS_KEY as METRICS_KEY
@@ -71,6 +76,8 @@ __all__ = [
     "MessageError",
     "NodeFailure",
     "RoundReport",
+    "SecAggPlus",
+    "SecAggPlusStrategy",
     "client_app",
     "decode_weights",
     "encode_weights",
@@ -78,6 +85,7 @@ __all__ = [
     "partition_id",
     "read_round_config",
     "read_weights",
+    "secure_change",
     "unflatten_report",
     "write_weights",
 ]

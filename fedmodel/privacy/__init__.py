@@ -7,7 +7,13 @@
 * :class:`SeededNoise` (reproducible experiments, no protection) and :class:`SecureNoise` (the
   operating system's secure generator) — where the noise comes from.
 * :func:`epsilon`, :func:`noise_multiplier_for`, :class:`PrivacyBudget`, :func:`local_epsilon` — the
-  accounting, by ``dp-accounting`` (imported on first use; ``pip install 'fedmodel[privacy]'``).
+  accounting, by ``dp-accounting`` (imported on first use; ``pip install 'fedmodel[privacy]'``);
+  :func:`run_budget` — a run's budget for the sampling its server does (the simulation runner's, the
+  command line's), :func:`default_delta` — a delta below ``1 / N``.
+
+The simulation runner and ``fedmodel train --dp-...`` report epsilon after every round and stop before a
+budget is exceeded; :class:`fedmodel.integrations.flower.SecAggPlusStrategy` runs ``DPMean`` under
+Flower's secure aggregation (the clients clip, the server noises the sum).
 
 What is guaranteed: client-level (epsilon, delta)-DP of the sequence of global models, against anyone
 who sees them but the server (central DP: the server is trusted to clip, noise and keep the secure
@@ -23,11 +29,13 @@ from fedmodel.privacy.accounting import FixedSizeSampling as FixedSizeSampling
 from fedmodel.privacy.accounting import PoissonSampling as PoissonSampling
 from fedmodel.privacy.accounting import PrivacyBudget as PrivacyBudget
 from fedmodel.privacy.accounting import Sampling as Sampling
+from fedmodel.privacy.accounting import default_delta as default_delta
 from fedmodel.privacy.accounting import epsilon as epsilon
 from fedmodel.privacy.accounting import local_epsilon as local_epsilon
 from fedmodel.privacy.accounting import noise_multiplier_for as noise_multiplier_for
 from fedmodel.privacy.accounting import rdp_curve as rdp_curve
 from fedmodel.privacy.accounting import round_event as round_event
+from fedmodel.privacy.accounting import run_budget as run_budget
 from fedmodel.privacy.central import AdaptiveClipping as AdaptiveClipping
 from fedmodel.privacy.central import DPCarry as DPCarry
 from fedmodel.privacy.central import DPMean as DPMean
@@ -53,6 +61,7 @@ __all__ = [
     "SecureNoise",
     "SeededNoise",
     "adaptive_noise_multiplier",
+    "default_delta",
     "epsilon",
     "local_dp",
     "local_epsilon",
@@ -60,4 +69,5 @@ __all__ = [
     "privatize",
     "rdp_curve",
     "round_event",
+    "run_budget",
 ]

@@ -26,9 +26,15 @@ True
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 __all__ = [
     "Accountant",
@@ -36,11 +42,13 @@ __all__ = [
     "PoissonSampling",
     "PrivacyBudget",
     "Sampling",
+    "default_delta",
     "epsilon",
     "local_epsilon",
     "noise_multiplier_for",
     "rdp_curve",
     "round_event",
+    "run_budget",
 ]
 
 Accountant = Literal["rdp", "pld"]
@@ -83,6 +91,26 @@ def _dp() -> Any:
     return dp_accounting
 
 
+def _quietly(fn: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Run ``fn`` without dp-accounting's numerical chatter: its absl warnings ("failed to converge ...
+    excluding this order", after which the epsilon is still the bound over the other orders) and numpy's
+    divide-by-zero at ``z = 0`` (where the epsilon is rightly infinite) would reach a user's terminal."""
+
+    @functools.wraps(fn)
+    def quiet(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        absl = logging.getLogger("absl")
+        level = absl.level
+        absl.setLevel(max(level, logging.ERROR))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return fn(*args, **kwargs)
+        finally:
+            absl.setLevel(level)
+
+    return quiet
+
+
 def _check(noise_multiplier: float, delta: float, rounds: int) -> None:
     if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
         raise ValueError(f"noise_multiplier must be finite and >= 0, got {noise_multiplier}")
@@ -90,6 +118,18 @@ def _check(noise_multiplier: float, delta: float, rounds: int) -> None:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0, got {rounds}")
+
+
+def default_delta(num_clients: int) -> float:
+    """The largest power of ten strictly below ``1 / num_clients``: a delta that allows no client's data
+    to be published whole (the customary rule, as in TensorFlow Privacy's tutorials).
+
+    >>> default_delta(20), default_delta(700), default_delta(1000)
+    (0.01, 0.001, 0.0001)
+    """
+    if num_clients < 1:
+        raise ValueError(f"num_clients must be >= 1, got {num_clients}")
+    return float(10.0 ** -(math.floor(math.log10(num_clients)) + 1))
 
 
 def round_event(noise_multiplier: float, sampling: Sampling) -> Any:
@@ -129,6 +169,7 @@ def _one_round_rdp(noise_multiplier: float, sampling: Sampling) -> tuple[Any, An
     return acc.orders, acc.rdp
 
 
+@_quietly
 def rdp_curve(noise_multiplier: float, rounds: int, sampling: Sampling) -> tuple[Any, Any]:
     """``(orders, rdp)``: the Rényi DP of ``rounds`` rounds at dp-accounting's default orders (numpy arrays).
 
@@ -155,6 +196,7 @@ def _epsilon(noise_multiplier: float, rounds: int, delta: float, sampling: Sampl
     return float(acc.get_epsilon(delta))
 
 
+@_quietly
 def epsilon(
     noise_multiplier: float, rounds: int, delta: float, sampling: Sampling, *, accountant: Accountant = "rdp"
 ) -> float:
@@ -172,6 +214,7 @@ def epsilon(
     return _epsilon(float(noise_multiplier), int(rounds), float(delta), sampling, accountant)
 
 
+@_quietly
 def noise_multiplier_for(
     target_epsilon: float, rounds: int, delta: float, sampling: Sampling, *, accountant: Accountant = "rdp"
 ) -> float:
@@ -249,6 +292,7 @@ class PrivacyBudget:
         return lo
 
 
+@_quietly
 def local_epsilon(
     noise_multiplier: float, participations: int, delta: float, *, accountant: Accountant = "rdp"
 ) -> float:
@@ -278,3 +322,46 @@ def local_epsilon(
         raise ValueError(f"accountant must be 'rdp' or 'pld', got {accountant!r}")
     acc.compose(dp.GaussianDpEvent(noise_multiplier / 2), participations)
     return float(acc.get_epsilon(delta))
+
+
+def run_budget(
+    aggregator: Any,
+    num_clients: int,
+    *,
+    clients_per_round: int | None = None,
+    sampling_rate: float | None = None,
+    delta: float | None = None,
+    target_epsilon: float | None = None,
+    accountant: str = "rdp",
+) -> PrivacyBudget | None:
+    """The :class:`PrivacyBudget` of a run whose server samples as given, or ``None`` when ``aggregator`` is
+    not a :class:`~fedmodel.privacy.DPMean` (nothing to account).
+
+    The accountant is told the sampling the server does: ``PoissonSampling(sampling_rate)``, or
+    ``FixedSizeSampling`` of ``clients_per_round`` (all ``num_clients`` when ``None``). The noise multiplier
+    is the aggregator's effective one. ``delta`` defaults to :func:`default_delta`; without
+    ``target_epsilon`` the budget never stops a run (it only reports the epsilon spent).
+
+    Raises:
+        ValueError: for ``sampling_rate`` with ``clients_per_round``, a rate outside (0, 1], or a ``delta`` or
+            ``target_epsilon`` without a ``DPMean`` aggregator.
+    """
+    from fedmodel.privacy.central import DPMean
+
+    if sampling_rate is not None:
+        if clients_per_round is not None:
+            raise ValueError("give clients_per_round (fixed-size sampling) or sampling_rate (Poisson), not both")
+        if not 0 < sampling_rate <= 1:
+            raise ValueError(f"sampling_rate must be in (0, 1], got {sampling_rate}")
+    if not isinstance(aggregator, DPMean):
+        if target_epsilon is not None or delta is not None:
+            raise ValueError(f"target_epsilon and delta need a DPMean aggregator, not {type(aggregator).__name__}")
+        return None
+    sampling: Sampling
+    if sampling_rate is not None:
+        sampling = PoissonSampling(sampling_rate)
+    else:
+        sampling = FixedSizeSampling(min(clients_per_round or num_clients, num_clients), num_clients)
+    delta = default_delta(num_clients) if delta is None else delta
+    target = math.inf if target_epsilon is None else target_epsilon
+    return PrivacyBudget(target, delta, aggregator.noise_multiplier, sampling, accountant)  # type: ignore[arg-type]

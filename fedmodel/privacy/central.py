@@ -57,9 +57,9 @@ weights (``ServerState.aggregator_state``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -126,7 +126,7 @@ def adaptive_noise_multiplier(noise_multiplier: float, count_stddev: float) -> f
         return 0.0
     if not 2 * count_stddev > noise_multiplier:
         raise ValueError(
-            f"count_stddev = {count_stddev} is too small for noise_multiplier = {noise_multiplier}: "
+            f"count_stddev = {count_stddev:.6g} is too small for noise_multiplier = {noise_multiplier:.6g}: "
             f"2 * count_stddev must exceed it (raise count_stddev or expected_clients)"
         )
     return float((noise_multiplier**-2 - (2 * count_stddev) ** -2) ** -0.5)
@@ -171,6 +171,10 @@ class DPMean:
     noise_multiplier: float
     expected_clients: float
     noise: NoiseSource
+
+    releases_empty_rounds: ClassVar[bool] = True
+    """A round with no client still releases the template plus noise, as the mechanism the accountant
+    analyses prescribes (:class:`fedmodel.server.ServerRound` finishes such a round through ``finalize``)."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0):
@@ -233,6 +237,33 @@ class DPMean:
                 acc += clipped_change(origin, value, scale)
         state.count += 1
         state.unclipped += int(norm <= state.carry.clip_norm)
+        return state
+
+    def from_sum(self, state: DPState, sums: Sequence[np.ndarray | None], count: int, unclipped: int) -> DPState:
+        """A fresh round's state filled with sums made elsewhere: secure aggregation, where each client clips.
+
+        Under secure aggregation (:class:`fedmodel.integrations.flower.SecAggPlusStrategy`) each client
+        clips its own change to the round's clip norm and the protocol reveals only ``sums`` (one float64 array
+        per float variable, ``None`` for the others), their ``count`` and how many were ``unclipped``;
+        :meth:`finalize` then adds the noise and divides by ``expected_clients`` as for sums accumulated here.
+        The server cannot check that each client clipped: the guarantee then trusts the clients' code.
+
+        Raises:
+            AggregationError: when ``state`` is not fresh, or the sums do not fit its template or are not finite.
+        """
+        if state.next is not None or state.count:
+            raise AggregationError("from_sum needs a fresh round (init), with nothing accumulated")
+        if not (0 <= unclipped <= count) or len(sums) != len(state.sums):
+            raise AggregationError(f"{len(sums)} sums of {count} clients ({unclipped} unclipped) do not fit the round")
+        filled: list[np.ndarray | None] = []
+        for i, (total, acc) in enumerate(zip(sums, state.sums, strict=True)):
+            if (total is None) != (acc is None) or (total is not None and acc is not None and total.shape != acc.shape):
+                raise AggregationError(f"sum #{i}: does not match the template's variable {i}")
+            value = None if total is None else np.array(total, np.float64)
+            if value is not None and not np.isfinite(value).all():
+                raise AggregationError(f"sum #{i}: not finite")
+            filled.append(value)
+        state.sums, state.count, state.unclipped = filled, int(count), int(unclipped)
         return state
 
     def finalize(self, state: DPState) -> ModelWeights:

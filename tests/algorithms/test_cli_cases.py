@@ -46,6 +46,14 @@ def _written(name: str, text: str) -> Callable[[Path], None]:
     return lambda out: (out.mkdir(exist_ok=True), (out / name).write_text(text))[-1]
 
 
+def _trained(*argv: str) -> Callable[[Path], None]:
+    """A run with ``argv`` already checkpointed in OUT (what a later --resume meets)."""
+    return lambda out: train_cli.main([*RUN, "--out", str(out), "--checkpoint", *argv]) and None
+
+
+DP = ["--dp-clip", "1", "--dp-noise-multiplier", "1"]
+
+
 # (id, arguments after `fedmodel train` (OUT: the output folder), set-up of OUT, exit status, in stderr)
 CASES: list[tuple[str, list[str], Callable[[Path], None], int, str]] = [
     ("rounds -3", ["--rounds", "-3"], _nothing, 2, "--rounds: expected an integer >= 1, got '-3'"),
@@ -93,6 +101,78 @@ CASES: list[tuple[str, list[str], Callable[[Path], None], int, str]] = [
     ),
     ("resume, foreign metrics.csv", ["--resume"], _written("metrics.csv", "a,b\n1,2\n"), 2, "is not a metrics.csv"),
     ("resume, no checkpoint", ["--resume"], _nothing, 0, ""),
+    ("sampling-rate 0", ["--sampling-rate", "0"], _nothing, 2, "--sampling-rate: expected a number in (0, 1], got '0'"),
+    ("sampling-rate 1.5", ["--sampling-rate", "1.5"], _nothing, 2, "--sampling-rate: expected a number in (0, 1]"),
+    ("sampling-rate nan", ["--sampling-rate", "nan"], _nothing, 2, "--sampling-rate: expected a number in (0, 1]"),
+    (
+        "sampling-rate and clients-per-round",
+        ["--sampling-rate", "0.5", "--clients-per-round", "2"],
+        _nothing,
+        2,
+        "--sampling-rate (Poisson sampling) and --clients-per-round (fixed size) exclude each other",
+    ),
+    ("dp-clip 0", ["--dp-clip", "0"], _nothing, 2, "--dp-clip: expected a finite number > 0, got '0'"),
+    ("dp-clip inf", ["--dp-clip", "inf"], _nothing, 2, "--dp-clip: expected a finite number > 0"),
+    ("dp-clip 1e101", ["--dp-clip", "1e101", "--dp-noise-multiplier", "1"], _nothing, 2, "--dp-clip: expected at most"),
+    ("dp-clip, no noise", ["--dp-clip", "1"], _nothing, 2, "--dp-clip needs --dp-noise-multiplier or --dp-target"),
+    (
+        "dp-noise-multiplier -1",
+        ["--dp-noise-multiplier", "-1"],
+        _nothing,
+        2,
+        "--dp-noise-multiplier: expected a finite",
+    ),
+    (
+        "dp-noise-multiplier, no clip",
+        ["--dp-noise-multiplier", "1"],
+        _nothing,
+        2,
+        "--dp-noise-multiplier needs --dp-clip",
+    ),
+    ("dp-adaptive-clip, no clip", ["--dp-adaptive-clip"], _nothing, 2, "--dp-adaptive-clip needs --dp-clip"),
+    ("dp-secure-noise, no clip", ["--dp-secure-noise"], _nothing, 2, "--dp-secure-noise needs --dp-clip"),
+    (
+        "dp-target-epsilon 0",
+        ["--dp-target-epsilon", "0"],
+        _nothing,
+        2,
+        "--dp-target-epsilon: expected a finite number > 0",
+    ),
+    ("dp-target-epsilon nan", ["--dp-target-epsilon", "nan"], _nothing, 2, "--dp-target-epsilon: expected a finite"),
+    ("dp-target-epsilon, no clip", ["--dp-target-epsilon", "5"], _nothing, 2, "--dp-target-epsilon needs --dp-clip"),
+    (
+        "dp-target-epsilon below one round",
+        [*DP, "--dp-target-epsilon", "0.1"],
+        _nothing,
+        2,
+        "--dp-target-epsilon 0.1: not one round fits, one round with --dp-noise-multiplier 1.0 spends epsilon",
+    ),
+    ("dp-delta 0", ["--dp-delta", "0"], _nothing, 2, "--dp-delta: expected a number in (0, 1), got '0'"),
+    ("dp-delta 1", ["--dp-delta", "1"], _nothing, 2, "--dp-delta: expected a number in (0, 1)"),
+    ("dp-delta >= 1/clients", [*DP, "--dp-delta", "0.4"], _nothing, 2, "--dp-delta 0.4 must be below 1/--clients"),
+    (
+        "dp-adaptive-clip, count noise too small",
+        [*DP, "--dp-adaptive-clip"],  # 3 clients: the count's noise 0.05 * 3 cannot carry its share of z = 1
+        _nothing,
+        2,
+        "--dp-adaptive-clip: count_stddev = 0.15 is too small for noise_multiplier = 1:",
+    ),
+    (
+        "resume, other DP options",
+        ["--resume", "--dp-clip", "1", "--dp-noise-multiplier", "2"],
+        _trained(*DP),
+        2,
+        "--dp-noise-multiplier 2.0 (the checkpoint's: 1.0)",
+    ),
+    ("resume, DP dropped", ["--resume"], _trained(*DP), 2, "--dp-clip missing (the checkpoint's: 1.0)"),
+    ("a valid DP run", [*DP, "--dp-delta", "0.01"], _nothing, 0, ""),
+    (
+        "a valid DP run, calibrated, Poisson, secure noise",
+        ["--dp-clip", "1", "--dp-target-epsilon", "5", "--sampling-rate", "0.7", "--dp-secure-noise"],
+        _nothing,
+        0,
+        "",
+    ),
     ("a valid run", [], _nothing, 0, ""),
     ("--help", ["--help"], _nothing, 0, ""),
     ("--version", ["--version"], _nothing, 0, ""),
