@@ -22,16 +22,19 @@ server state only ever sees validated updates and is never non-finite.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from fedmodel import _executors
 from fedmodel._backend import Backend, backend_for
 from fedmodel._errors import CheckpointError
 from fedmodel._weights import ModelWeights, get_weights
+from fedmodel._worker import Failed, Setup, Task, WorkerError
 from fedmodel.algorithms import FederatedAlgorithm, ServerState
 from fedmodel.client import ClientResult
 from fedmodel.data import ClientData
@@ -45,6 +48,7 @@ __all__ = [
     "RoundResult",
     "SimulationConfig",
     "SimulationResult",
+    "WorkerError",
     "run_simulation",
 ]
 
@@ -58,7 +62,15 @@ class SimulationConfig:
         clients_per_round: clients sampled (without replacement) per round; ``None``: all of them.
         seed: the root of every random choice of the run.
         client_timeout: seconds a client may take; an overrunning client is abandoned in its worker
-            thread, reported, and the runner continues on a fresh model instance from the factory.
+            thread, reported, and the runner continues on a fresh model instance from the factory (with
+            ``workers``, its worker is stopped and replaced).
+        workers: ``0`` runs the clients one after another in this process; ``N`` runs them in ``N`` worker
+            processes (each builds its models once and keeps them between rounds), with bit-identical
+            results: the results are handed to the server round in client order either way. See
+            :mod:`fedmodel._executors` for what crosses the process boundary.
+        executor: ``"processes"`` (workers are processes on this machine, started with ``spawn``) or
+            ``"ray"`` (workers are Ray actors, local or on a cluster: the Ray instance already initialized,
+            else ``ray.init()``; needs ``pip install 'fedmodel[ray]'``).
         eval_batch_size: batch size of the held-out evaluation.
         progress: show a tqdm progress bar.
         checkpoint_path: save weights and server-optimizer state there after every round.
@@ -76,6 +88,8 @@ class SimulationConfig:
     clients_per_round: int | None = None
     seed: int = 0
     client_timeout: float | None = None
+    workers: int = 0
+    executor: Literal["processes", "ray"] = "processes"
     eval_batch_size: int = 256
     progress: bool = True
     checkpoint_path: str | os.PathLike[str] | None = None
@@ -241,7 +255,8 @@ def _save(
 
 
 class _Runner:
-    """One reused model instance per model kind (replaced only after a timeout) and the round logic."""
+    """One reused model instance per model kind (replaced only after a timeout), the workers if any (a
+    context manager: leaving it stops them) and the round logic."""
 
     def __init__(
         self,
@@ -250,7 +265,9 @@ class _Runner:
         algorithm: FederatedAlgorithm,
         config: SimulationConfig,
     ) -> None:
+        _executors.check_options(config.workers, config.executor)
         self.factories, self.groups, self.algorithm, self.config = factories, groups, algorithm, config
+        self.pool: _executors.Pool | None = None
         self.models: dict[str, tuple[Any, Backend]] = {}
         for kind in factories:
             self.fresh_model(kind)
@@ -262,6 +279,50 @@ class _Runner:
         """Forget ``kind``'s instance (an abandoned client thread may still use it) and make a new one."""
         model = self.factories[kind]()
         self.models[kind] = (model, backend_for(model))
+
+    def __enter__(self) -> _Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def replies(
+        self, state: ServerState, clients: Sequence[ClientData], ids: Sequence[int]
+    ) -> Iterator[tuple[int, ClientResult | Failed]]:
+        """Each sampled client's result (or why there is none), in client order, from this process or the workers."""
+        config = self.config
+
+        def task(cid: int) -> Task:
+            return Task(cid, self.groups[cid], client_seed(config.seed, state.round, cid))
+
+        if config.workers:
+            if self.pool is None:
+                setup = Setup(self.factories, self.algorithm, clients)
+                self.pool = _executors.open_pool(config.workers, config.executor, setup)
+            ahead = _executors.AHEAD_PER_WORKER * config.workers
+            with contextlib.closing(
+                _executors.ordered_replies(
+                    self.pool, state.weights, ids, task, timeout=config.client_timeout, ahead=ahead
+                )
+            ) as replies:
+                yield from replies
+            return
+        for cid in ids:
+            kind, seed = self.groups[cid], client_seed(config.seed, state.round, cid)
+            model, backend = self.models[kind]
+            try:
+                reply: ClientResult | Failed = _run_client(
+                    self.algorithm, model, backend, state.weights, clients[cid], seed, config.client_timeout
+                )
+            except _TimeoutError as exc:
+                reply = Failed(str(exc))
+                self.fresh_model(kind)
+                self.model, self.backend = self.models[next(iter(self.factories))]
+            except Exception as exc:  # the client's own failure: reported, the round goes on
+                reply = Failed(f"{type(exc).__name__}: {exc}")
+            yield cid, reply
 
     def round(
         self, state: ServerState, clients: Sequence[ClientData], test_data: ClientData | None
@@ -276,18 +337,9 @@ class _Runner:
             report_template=self.report_template,
             limits=config.limits,
         )
-        for cid in ids:
-            kind = self.groups[cid]
-            model, backend = self.models[kind]
-            seed = client_seed(config.seed, state.round, cid)
-            try:
-                reply = _run_client(algorithm, model, backend, state.weights, clients[cid], seed, config.client_timeout)
-            except _TimeoutError as exc:
-                server_round.drop(cid, str(exc))
-                self.fresh_model(kind)
-                self.model, self.backend = self.models[next(iter(self.factories))]
-            except Exception as exc:  # the client's own failure: reported, the round goes on
-                server_round.drop(cid, f"{type(exc).__name__}: {exc}")
+        for cid, reply in self.replies(state, clients, ids):
+            if isinstance(reply, Failed):
+                server_round.drop(cid, reply.reason)
             else:
                 server_round.add(cid, reply)
         outcome = server_round.finish()
@@ -354,7 +406,8 @@ def run_simulation(
     result = SimulationResult(state)
     from tqdm.auto import tqdm
 
-    with tqdm(total=config.rounds, initial=state.round, disable=not config.progress, desc=algorithm.name) as bar:
+    progress = tqdm(total=config.rounds, initial=state.round, disable=not config.progress, desc=algorithm.name)
+    with runner, progress as bar:
         while state.round < config.rounds:
             state, round_result = runner.round(state, clients, test_data)
             result.rounds.append(round_result)
