@@ -9,7 +9,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from fedmodel.algorithms import fedadam, fedavg
@@ -170,7 +169,7 @@ def test_a_setup_that_cannot_be_pickled_is_refused_naming_the_part(digits: Feder
         with lock:
             return _softmax()
 
-    with pytest.raises(WorkerError, match="the model factory pickled.*lock"):
+    with pytest.raises(WorkerError, match=r"the model factory pickled.*lock"):
         _run(factory, digits.clients, fedavg(), workers=2)
 
 
