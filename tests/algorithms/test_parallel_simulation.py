@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,14 @@ def test_lazy_clients_are_loaded_in_the_workers_never_in_the_runners_process(dig
     assert _bits(parallel) == _bits(serial)
     assert serial_clients.loads == 2 * NUM_CLIENTS
     assert parallel_clients.loads == 0
+
+
+def test_the_readme_example_runs_as_written(readme_blocks: Callable[[str], list[str]]) -> None:
+    """The README's parallel example asserts the bit-identity itself; here it runs as a script would."""
+    (block,) = [b for b in readme_blocks("Federated training") if "workers=2" in b]
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["parallel"].rounds[-1].test["accuracy"] > 0.5
 
 
 @pytest.mark.parametrize(
