@@ -56,7 +56,8 @@ def serve(conn: Connection, packed: bytes) -> None:
         if isinstance(message, ModelWeights):
             weights = read_only(message)
             continue
-        assert isinstance(message, Task) and weights is not None
+        if not isinstance(message, Task) or weights is None:
+            raise RuntimeError(f"a worker expected a task after the round's weights, got {type(message).__name__}")
         reply = worker.run(weights, message)
         try:
             answer = pickle.dumps(("reply", reply), protocol=pickle.HIGHEST_PROTOCOL)

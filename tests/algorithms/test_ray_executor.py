@@ -3,6 +3,7 @@ the serial run's weights bit for bit, a raising client and a dying actor handled
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import os
@@ -25,15 +26,23 @@ ray = pytest.importorskip("ray")
 def local_ray() -> Iterator[None]:
     """A local Ray instance of two CPUs for this module; Ray's own start-up noise is not this project's."""
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)  # Ray leaves /dev/null handles to its child processes
+    with _ray_noise_ignored():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         gc.collect()
     yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
+    with _ray_noise_ignored():
         ray.shutdown()
         gc.collect()
+
+
+@contextlib.contextmanager
+def _ray_noise_ignored() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # Ray leaves /dev/null handles to its child processes
+        # Ray starts its daemons with a preexec_fn, which runs the at-fork hooks: JAX's warns (when a test before
+        # this one imported JAX), although each daemon execs at once
+        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+        yield
 
 
 def _bits(result: SimulationResult) -> list[bytes]:
