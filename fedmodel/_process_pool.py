@@ -15,7 +15,6 @@ starts another. A worker whose setup fails raises :class:`~fedmodel._worker.Work
 from __future__ import annotations
 
 import multiprocessing
-import pickle
 import signal
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -60,11 +59,11 @@ def serve(conn: Connection, packed: bytes) -> None:
             raise RuntimeError(f"a worker expected a task after the round's weights, got {type(message).__name__}")
         reply = worker.run(weights, message)
         try:
-            answer = pickle.dumps(("reply", reply), protocol=pickle.HIGHEST_PROTOCOL)
+            conn.send(("reply", reply))  # pickles first: a failure leaves the pipe untouched
+        except OSError:  # the runner is gone
+            return
         except Exception as exc:  # e.g. a lock or a local class in the result: the client fails, not the worker
-            failed = Failed(f"its result cannot be sent back from its worker process: {describe(exc)}")
-            answer = pickle.dumps(("reply", failed), protocol=pickle.HIGHEST_PROTOCOL)
-        conn.send_bytes(answer)
+            conn.send(("reply", Failed(f"its result cannot be sent back from its worker process: {describe(exc)}")))
 
 
 class _Worker:
@@ -97,7 +96,7 @@ class ProcessPool:
     def __init__(self, size: int, packed: bytes) -> None:
         self._context = multiprocessing.get_context("spawn")
         self._packed = packed
-        self._weights: bytes | None = None
+        self._weights: ModelWeights | None = None
         self._token: object = None
         self._workers: list[_Worker] = []
         try:
@@ -115,8 +114,8 @@ class ProcessPool:
         return [slot for slot, w in enumerate(self._workers) if w.ready and not w.busy]
 
     def broadcast(self, weights: ModelWeights) -> None:
-        """The round's global weights: pickled once, sent to each worker before its first task of the round."""
-        self._weights = pickle.dumps(weights, protocol=pickle.HIGHEST_PROTOCOL)
+        """The round's global weights, sent to each worker before its first task of the round."""
+        self._weights = weights
         self._token = object()
 
     def submit(self, slot: int, task: Task) -> None:
@@ -125,7 +124,7 @@ class ProcessPool:
         assert worker.ready and not worker.busy and self._weights is not None
         try:
             if worker.weights_token is not self._token:
-                worker.conn.send_bytes(self._weights)
+                worker.conn.send(self._weights)
                 worker.weights_token = self._token
             worker.conn.send(task)
         except OSError:  # it died since it last answered: wait() sees its sentinel and reports the task

@@ -11,7 +11,6 @@ in-process runner would give.
 
 from __future__ import annotations
 
-import pickle
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -83,21 +82,29 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _cloudpickle() -> Any:
+    """cloudpickle, imported on first use: only parallel runs need it.
+
+    What it (un)pickles goes from the runner to the worker processes it started itself, never from another party.
+    """
+    import cloudpickle
+
+    return cloudpickle
+
+
 def check_picklable(setup: Setup) -> None:
     """Pickle each part of ``setup`` with cloudpickle on its own, to name the one that fails.
 
     Raises:
         WorkerError: naming the part (the model factory, the algorithm, the client sequence) and why.
     """
-    import cloudpickle
-
     for what, part in (
         ("the model factory", setup.factories),
         ("the algorithm", setup.algorithm),
         ("the client sequence", setup.clients),
     ):
         try:
-            cloudpickle.dumps(part)
+            _cloudpickle().dumps(part)
         except Exception as exc:
             raise WorkerError(f"workers need {what} pickled to start, and it cannot be: {describe(exc)}") from exc
 
@@ -108,10 +115,8 @@ def pack_setup(setup: Setup) -> bytes:
     Raises:
         WorkerError: naming the part (the model factory, the algorithm, the client sequence) that cannot be pickled.
     """
-    import cloudpickle
-
     try:
-        packed: bytes = cloudpickle.dumps(setup)
+        packed: bytes = _cloudpickle().dumps(setup)
     except Exception:
         check_picklable(setup)
         raise
@@ -120,7 +125,7 @@ def pack_setup(setup: Setup) -> bytes:
 
 def unpack_setup(packed: bytes) -> Setup:
     """The :class:`Setup` that :func:`pack_setup` pickled (in a worker: our own bytes, from our own process)."""
-    setup = pickle.loads(packed)
+    setup = _cloudpickle().loads(packed)
     if not isinstance(setup, Setup):
         raise WorkerError(f"a worker expected its setup, got {type(setup).__name__}")
     return setup
