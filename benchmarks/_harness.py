@@ -70,7 +70,7 @@ class Result:
     @property
     def passed(self) -> bool | None:
         """Whether the bar is met (``None`` for informational rows)."""
-        return None if self.bar is None else self.ratio <= self.bar
+        return None if self.bar is None else bool(self.ratio <= self.bar)  # a numpy ratio gives numpy's bool
 
 
 @dataclass(frozen=True)

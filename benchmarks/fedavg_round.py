@@ -6,8 +6,8 @@ fedmodel: :func:`fedmodel.simulation.run_simulation` with :func:`fedmodel.algori
 with ``SimulationConfig(workers=2)``. Flower: ``flwr.simulation.run_simulation`` (Ray backend, one CPU per
 client actor, as many actors as CPUs) with Flower's own ``FedAvg`` strategy (see :mod:`benchmarks._flower_app`).
 Rows: the median steady-state round (rounds after the first) of each fedmodel side against Flower's (bar:
-0.10), the 2-worker round against the in-process one (paired runs; bar 0.6, near-linear on 2 cores), and the
-whole run including start-up.
+0.10), the 2-worker round against the in-process one (paired runs; bar 0.6, near-linear on 2 cores), the
+whole run including start-up, and for information fedmodel's round on 2 Ray actors (``executor="ray"``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import statistics
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from benchmarks import _flower_app
 from benchmarks._harness import Result, Sizes, UnavailableError
@@ -35,7 +35,9 @@ def _rounds(sizes: Sizes) -> int:
     return 2 if sizes.name == "tiny" else 4
 
 
-def run_fedmodel(num_clients: int, rounds: int, workers: int = 0) -> tuple[float, list[float]]:
+def run_fedmodel(
+    num_clients: int, rounds: int, workers: int = 0, executor: Literal["processes", "ray"] = "processes"
+) -> tuple[float, list[float]]:
     """``(total seconds, seconds of each round)`` of fedmodel's FedAvg, in process or on ``workers`` workers."""
     from fedmodel.algorithms import fedavg
     from fedmodel.simulation import SimulationConfig, run_simulation
@@ -49,7 +51,7 @@ def run_fedmodel(num_clients: int, rounds: int, workers: int = 0) -> tuple[float
         _flower_app.make_model,
         clients,
         algorithm,
-        SimulationConfig(rounds=rounds, seed=_flower_app.SEED, progress=False, workers=workers),
+        SimulationConfig(rounds=rounds, seed=_flower_app.SEED, progress=False, workers=workers, executor=executor),
     )
     return time.perf_counter() - start, [r.seconds for r in result.rounds]
 
@@ -126,3 +128,6 @@ def run(sizes: Sizes, backends: tuple[str, ...] = ()) -> Iterator[Result | tuple
     yield Result("FedAvg round in process (steady state)", "torch", in_process, theirs, BAR, note)
     yield Result(f"FedAvg round, {WORKERS} workers (steady state)", "torch", on_workers, theirs, BAR, note)
     yield Result("FedAvg run incl. start-up", "torch", ours_total, theirs_total, None, f"{what}, {rounds} rounds")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # Ray's start-up logs
+        on_ray = _steady(run_fedmodel(n, rounds, workers=WORKERS, executor="ray")[1])  # starts and stops a local Ray
+    yield Result(f"FedAvg round, {WORKERS} Ray actors (steady state)", "torch", on_ray, theirs, None, note)

@@ -164,3 +164,8 @@ def test_synthetic_clients_are_made_the_same_each_time_they_are_indexed() -> Non
     np.testing.assert_array_equal(first.x, again.x)
     assert first.x.shape == (runner_memory.EXAMPLES, 5) and set(first.y) <= {0, 1, 2, 3}
     assert not np.array_equal(clients[1].x, first.x)
+
+
+def test_flower_round_times_are_plain_floats() -> None:
+    times = _flower_app.round_times([1.0, 1.5, 2.25])
+    assert times == [0.5, 0.75] and all(type(t) is float for t in times)
