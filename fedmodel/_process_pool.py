@@ -3,7 +3,8 @@
 Each worker is a process started with the ``spawn`` method (a fresh interpreter: no forked framework
 threads, the same on Linux, macOS and Windows) and talks to the runner over one pipe. It receives its
 :class:`~fedmodel._worker.Setup` once (cloudpickled bytes), answers ``ready``, then for each round the
-global weights once and for each client a :class:`~fedmodel._worker.Task`; it answers each task with a
+global weights once and for each client a :class:`~fedmodel._worker.Task` (up to two queued, so that it
+never waits for the runner between clients); it answers each task, in order, with a
 :class:`~fedmodel.client.ClientResult` or a :class:`~fedmodel._worker.Failed` reason. Everything that
 crosses the pipe is pickled: it comes from the user's own processes, never from another party.
 
@@ -75,7 +76,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.ready = False
-        self.busy = False
+        self.outstanding = 0  # tasks sent and not answered: the first runs, the others wait in the pipe
         self.weights_token: object = None
 
     def stop(self, *, kill: bool) -> None:
@@ -109,9 +110,9 @@ class ProcessPool:
     def _start(self, slot: int) -> _Worker:
         return _Worker(self._context, self._packed, f"fedmodel-worker-{slot}")
 
-    def idle(self) -> list[int]:
-        """The slots whose worker is set up and has no task."""
-        return [slot for slot, w in enumerate(self._workers) if w.ready and not w.busy]
+    def ready(self) -> list[int]:
+        """The slots whose worker is set up."""
+        return [slot for slot, w in enumerate(self._workers) if w.ready]
 
     def broadcast(self, weights: ModelWeights) -> None:
         """The round's global weights, sent to each worker before its first task of the round."""
@@ -119,9 +120,12 @@ class ProcessPool:
         self._token = object()
 
     def submit(self, slot: int, task: Task) -> None:
-        """Give ``task`` to the idle worker ``slot``."""
+        """Queue ``task`` on worker ``slot`` (it runs after the worker's earlier tasks).
+
+        The round's weights go first when the worker has not had them; that happens only when it has no
+        task (a new round, or a fresh worker), so it is reading its pipe and a large message cannot block.
+        """
         worker = self._workers[slot]
-        assert worker.ready and not worker.busy and self._weights is not None
         try:
             if worker.weights_token is not self._token:
                 worker.conn.send(self._weights)
@@ -129,7 +133,7 @@ class ProcessPool:
             worker.conn.send(task)
         except OSError:  # it died since it last answered: wait() sees its sentinel and reports the task
             pass
-        worker.busy = True
+        worker.outstanding += 1
 
     def wait(self, timeout: float | None) -> list[Finished]:
         """Tasks that ended within ``timeout`` seconds (results, failures, dead workers); ``[]`` if none did.
@@ -160,7 +164,7 @@ class ProcessPool:
                 if tag == "ready":
                     w.ready = True
                 else:
-                    w.busy = False
+                    w.outstanding -= 1
                     out.append(Finished(slot, value))
         except (EOFError, OSError):
             pass
@@ -170,14 +174,15 @@ class ProcessPool:
         code = w.process.exitcode
         if not w.ready:
             raise WorkerError(f"a worker process died before it was set up (exit code {code})")
-        if w.busy:
+        if w.outstanding:
             reason = f"its worker process died (exit code {code}) while running it; a fresh worker replaces it"
-            out.append(Finished(slot, Failed(reason)))
+            out.append(Finished(slot, Failed(reason), restarted=True))
         self._replace(slot, kill=False)
         return out
 
     def replace(self, slot: int) -> None:
-        """Stop worker ``slot`` whatever it is doing (a client past its time) and start a fresh one there."""
+        """Stop worker ``slot`` whatever it is doing (a client past its time; its queued tasks are dropped) and
+        start a fresh one there."""
         self._replace(slot, kill=True)
 
     def _replace(self, slot: int, *, kill: bool) -> None:
@@ -187,7 +192,7 @@ class ProcessPool:
         self._workers[slot] = self._start(slot)
 
     def close(self) -> None:
-        """Stop every worker: idle ones exit when their pipe closes; busy ones are killed."""
+        """Stop every worker: idle ones exit when their pipe closes; those with tasks are killed."""
         for w in self._workers:
-            w.stop(kill=w.busy or not w.ready)
+            w.stop(kill=w.outstanding > 0 or not w.ready)
         self._workers = []

@@ -11,6 +11,7 @@ replaced; :meth:`RayPool.replace` kills one whose client overran its time.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from fedmodel._weights import ModelWeights
@@ -64,29 +65,29 @@ class RayPool:
         self._weights: Any = None
         self._actors: list[Any] = []
         self._ready = [False] * size
-        self._busy = [False] * size
-        self._pending: dict[Any, tuple[int, str]] = {}  # object ref -> (slot, "ready" | "task")
+        self._starting: dict[Any, int] = {}  # the ``ready()`` ref of each actor being set up -> its slot
+        self._tasks: list[deque[Any]] = [deque() for _ in range(size)]  # each actor's task refs, oldest first
         for slot in range(size):
             self._actors.append(self._start(slot))
 
     def _start(self, slot: int) -> Any:
         actor: Any = self._actor_class.remote(self._setup)
-        self._pending[actor.ready.remote()] = (slot, "ready")
-        self._ready[slot] = self._busy[slot] = False
+        self._starting[actor.ready.remote()] = slot
+        self._ready[slot] = False
+        self._tasks[slot].clear()
         return actor
 
-    def idle(self) -> list[int]:
-        """The slots whose actor is set up and has no task."""
-        return [slot for slot in range(len(self._actors)) if self._ready[slot] and not self._busy[slot]]
+    def ready(self) -> list[int]:
+        """The slots whose actor is set up."""
+        return [slot for slot in range(len(self._actors)) if self._ready[slot]]
 
     def broadcast(self, weights: ModelWeights) -> None:
         """The round's global weights, put in Ray's object store once."""
         self._weights = self._ray.put(weights)
 
     def submit(self, slot: int, task: Task) -> None:
-        """Start ``task`` on the idle actor ``slot``."""
-        self._pending[self._actors[slot].run.remote(self._weights, task)] = (slot, "task")
-        self._busy[slot] = True
+        """Queue ``task`` on actor ``slot`` (an actor runs its calls one at a time, in order)."""
+        self._tasks[slot].append(self._actors[slot].run.remote(self._weights, task))
 
     def wait(self, timeout: float | None) -> list[Finished]:
         """Tasks that ended within ``timeout`` seconds (results, failures, dead actors); ``[]`` if none did.
@@ -95,38 +96,38 @@ class RayPool:
             WorkerError: an actor could not be set up.
         """
         ray = self._ray
-        refs = list(self._pending)
+        refs = [*self._starting, *(ref for queue in self._tasks for ref in queue)]
         ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready and rest:
             ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
-        finished: list[Finished] = []
-        for ref in ready:
-            if ref not in self._pending:  # its actor was replaced meanwhile
-                continue
-            slot, what = self._pending.pop(ref)
-            if what == "ready":
-                try:
-                    ray.get(ref)
-                except Exception as exc:
-                    raise WorkerError(f"a Ray actor could not be set up: {exc}") from exc
-                self._ready[slot] = True
-                continue
-            self._busy[slot] = False
+        done = set(ready)
+        for ref in [r for r in self._starting if r in done]:
+            slot = self._starting.pop(ref)
             try:
-                reply = ray.get(ref)
-            except ray.exceptions.RayTaskError as exc:  # the actor is fine, its answer could not be returned
-                reply = Failed(f"its Ray actor could not return a result: {describe(exc.cause or exc)}")
-            except ray.exceptions.RayError as exc:  # the actor is gone (died, lost, killed)
-                reply = Failed(f"its Ray actor died while running it ({type(exc).__name__}); a fresh one replaces it")
-                self.replace(slot)
-            finished.append(Finished(slot, reply))
+                ray.get(ref)
+            except Exception as exc:
+                raise WorkerError(f"a Ray actor could not be set up: {exc}") from exc
+            self._ready[slot] = True
+        finished: list[Finished] = []
+        for slot, queue in enumerate(self._tasks):
+            while queue and queue[0] in done:  # in order: a dead actor fails all its calls, the oldest ran
+                try:
+                    reply = ray.get(queue.popleft())
+                except ray.exceptions.RayTaskError as exc:  # the actor is fine, its answer could not be returned
+                    reply = Failed(f"its Ray actor could not return a result: {describe(exc.cause or exc)}")
+                except ray.exceptions.RayError as exc:  # the actor is gone (died, lost, killed)
+                    reason = f"its Ray actor died while running it ({type(exc).__name__}); a fresh one replaces it"
+                    self.replace(slot)
+                    finished.append(Finished(slot, Failed(reason), restarted=True))
+                    break
+                finished.append(Finished(slot, reply))
         return finished
 
     def replace(self, slot: int) -> None:
         """Kill actor ``slot`` whatever it is doing and start a fresh one in its place."""
         if slot >= len(self._actors):  # closed
             return
-        self._pending = {ref: v for ref, v in self._pending.items() if v[0] != slot}
+        self._starting = {ref: s for ref, s in self._starting.items() if s != slot}
         self._ray.kill(self._actors[slot], no_restart=True)
         self._actors[slot] = self._start(slot)
 
@@ -134,6 +135,6 @@ class RayPool:
         """Kill every actor; shut Ray down if this pool started it."""
         for actor in self._actors:
             self._ray.kill(actor, no_restart=True)
-        self._actors, self._pending = [], {}
+        self._actors, self._starting = [], {}
         if self._owns_ray:
             self._ray.shutdown()

@@ -62,10 +62,15 @@ class Failed:
 
 @dataclass(frozen=True)
 class Finished:
-    """A worker's task ended: the worker's slot and the client's result, or why there is none."""
+    """A worker's oldest task ended: the worker's slot and the client's result, or why there is none.
+
+    ``restarted``: the worker died running it and a fresh one took its slot; the tasks queued behind it
+    never ran and must be given again.
+    """
 
     slot: int
     reply: ClientResult | Failed
+    restarted: bool = False
 
 
 @dataclass(frozen=True)
