@@ -8,7 +8,9 @@ result goes through the one :class:`fedmodel.server.ServerRound` that the Flower
 client that raises, overruns ``client_timeout`` or returns an invalid update (wrong shape or dtype, NaN, an
 impossible number of examples) is dropped and reported in :attr:`RoundResult.failures`; a client whose
 metric report is invalid is left out of the round's metrics (:attr:`RoundResult.metrics_failures`); the
-server state only ever sees validated updates and is never non-finite.
+server state only ever sees validated updates and is never non-finite. With ``SimulationConfig(workers=N)``
+the clients run in N worker processes (or Ray actors) and their results reach the same server round in the
+same order, so the weights are bit-identical (:mod:`fedmodel._executors`).
 
 >>> from fedmodel.reference import SoftmaxRegression
 >>> from fedmodel.data import federated_digits

@@ -144,6 +144,19 @@ def test_lazy_clients_are_loaded_in_the_workers_never_in_the_runners_process(dig
     assert parallel_clients.loads == 0
 
 
+def test_a_serial_run_resumed_on_workers_ends_with_the_uninterrupted_runs_weights(
+    uneven: FederatedData, tmp_path: Path
+) -> None:
+    """The number of workers decides nothing in the result, so a checkpoint resumes under any of them."""
+    algorithm = fedadam(server_lr=0.05, client_lr=0.3, batch_size=16)
+    whole = _run(_softmax, uneven.clients, algorithm, rounds=4, seed=3)
+    path = tmp_path / "run.safetensors"
+    _run(_softmax, uneven.clients, algorithm, rounds=2, seed=3, checkpoint_path=path)
+    resumed = _run(_softmax, uneven.clients, algorithm, rounds=4, seed=3, checkpoint_path=path, resume=True, workers=2)
+    assert [r.round for r in resumed.rounds] == [3, 4]
+    assert _bits(resumed) == _bits(whole)
+
+
 def test_the_readme_example_runs_as_written(readme_blocks: Callable[[str], list[str]]) -> None:
     """The README's parallel example asserts the bit-identity itself; here it runs as a script would."""
     (block,) = [b for b in readme_blocks("Federated training") if "workers=2" in b]
