@@ -28,7 +28,7 @@ with contextlib.suppress(ImportError):  # torch before TensorFlow in one process
 
     torch.set_num_threads(int(_THREADS))
 
-from benchmarks import _backends, aggregation, fedavg_round, step, weights  # noqa: E402
+from benchmarks import _backends, aggregation, fedavg_round, runner_memory, step, weights  # noqa: E402
 from benchmarks._harness import SIZES, Result, format_table, machine_info  # noqa: E402
 
 Bench = Callable[..., Iterator["Result | tuple[str, str]"]]
@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, Bench] = {
     "step": step.run,
     "aggregation": aggregation.run,
     "round": fedavg_round.run,
+    "memory": runner_memory.run,
 }
 
 

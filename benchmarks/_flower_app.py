@@ -102,4 +102,4 @@ def make_apps(num_clients: int, rounds: int, stamps: list[float]) -> tuple[Any, 
 
 def round_times(stamps: list[float]) -> list[float]:
     """Seconds of each round from the ``evaluate_fn`` time stamps."""
-    return list(np.diff(stamps))
+    return [float(d) for d in np.diff(stamps)]

@@ -151,9 +151,7 @@ def run(sizes: Sizes, backends: tuple[str, ...] = ()) -> Iterator[Result | tuple
     yield timing.result(
         "validation + aggregation vs flwr aggregate_arrayrecords", "numpy", "fedmodel", "arrayrecords", BAR, note
     )
-    yield timing.result(
-        "ServerRound (FedAvg step included) vs one np.add pass", "numpy", "round", "np.add", None, what
-    )
+    yield timing.result("ServerRound (FedAvg step included) vs one np.add pass", "numpy", "round", "np.add", None, what)
     peaks = {name: peak_extra_bytes(fn) / model_bytes for name, fn in (("fedmodel", ours), ("aggregate", legacy))}
     yield Result(
         "validation + aggregation peak extra memory",

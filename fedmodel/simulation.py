@@ -8,7 +8,9 @@ result goes through the one :class:`fedmodel.server.ServerRound` that the Flower
 client that raises, overruns ``client_timeout`` or returns an invalid update (wrong shape or dtype, NaN, an
 impossible number of examples) is dropped and reported in :attr:`RoundResult.failures`; a client whose
 metric report is invalid is left out of the round's metrics (:attr:`RoundResult.metrics_failures`); the
-server state only ever sees validated updates and is never non-finite.
+server state only ever sees validated updates and is never non-finite. With ``SimulationConfig(workers=N)``
+the clients run in N worker processes (or Ray actors) and their results reach the same server round in the
+same order, so the weights are bit-identical (:mod:`fedmodel._executors`).
 
 >>> from fedmodel.reference import SoftmaxRegression
 >>> from fedmodel.data import federated_digits
@@ -22,23 +24,25 @@ server state only ever sees validated updates and is never non-finite.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from fedmodel import _executors
 from fedmodel._backend import Backend, backend_for
-from fedmodel._errors import CheckpointError
+from fedmodel._resume import carry_metadata, load_state, save_state
 from fedmodel._weights import ModelWeights, get_weights
+from fedmodel._worker import Failed, Setup, Task, WorkerError
 from fedmodel.algorithms import FederatedAlgorithm, ServerState
 from fedmodel.client import ClientResult
 from fedmodel.data import ClientData
 from fedmodel.evaluation import evaluate
 from fedmodel.server import Dropped, ServerRound, client_seed, report_template, sample_clients
-from fedmodel.server_optimizers import state_from_arrays, state_to_arrays
 from fedmodel.validation import ReplyLimits
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "RoundResult",
     "SimulationConfig",
     "SimulationResult",
+    "WorkerError",
     "run_simulation",
 ]
 
@@ -59,7 +64,15 @@ class SimulationConfig:
         clients_per_round: clients sampled (without replacement) per round; ``None``: all of them.
         seed: the root of every random choice of the run.
         client_timeout: seconds a client may take; an overrunning client is abandoned in its worker
-            thread, reported, and the runner continues on a fresh model instance from the factory.
+            thread, reported, and the runner continues on a fresh model instance from the factory (with
+            ``workers``, its worker is stopped and replaced).
+        workers: ``0`` runs the clients one after another in this process; ``N`` runs them in ``N`` worker
+            processes (each builds its models once and keeps them between rounds), with bit-identical
+            results: the results are handed to the server round in client order either way. See
+            :mod:`fedmodel._executors` for what crosses the process boundary.
+        executor: ``"processes"`` (workers are processes on this machine, started with ``spawn``) or
+            ``"ray"`` (workers are Ray actors, local or on a cluster: the Ray instance already initialized,
+            else ``ray.init()``; needs ``pip install 'fedmodel[ray]'``).
         eval_batch_size: batch size of the held-out evaluation.
         progress: show a tqdm progress bar.
         checkpoint_path: save weights and server-optimizer state there after every round.
@@ -88,6 +101,8 @@ class SimulationConfig:
     clients_per_round: int | None = None
     seed: int = 0
     client_timeout: float | None = None
+    workers: int = 0
+    executor: Literal["processes", "ray"] = "processes"
     eval_batch_size: int = 256
     progress: bool = True
     checkpoint_path: str | os.PathLike[str] | None = None
@@ -189,126 +204,9 @@ def _run_client(
     return result
 
 
-def _run_identity(
-    config: SimulationConfig, algorithm: FederatedAlgorithm, num_clients: int | None
-) -> dict[str, str | int | float]:
-    """What decides a run's result besides its round: saved with every checkpoint, compared on resume."""
-    run: dict[str, str | int | float] = {"algorithm": algorithm.name, "seed": config.seed}
-    run["clients_per_round"] = "all" if config.clients_per_round is None else config.clients_per_round
-    if num_clients is not None:
-        run["clients"] = num_clients
-    if config.sampling_rate is not None:
-        run["sampling_rate"] = config.sampling_rate
-    if getattr(algorithm.aggregator, "initial_carry", None) is not None:  # e.g. DPMean: clip, noise, its source
-        run["aggregator"] = repr(algorithm.aggregator)
-    for key in ("delta", "target_epsilon"):
-        if getattr(config, key) is not None:
-            run[key] = getattr(config, key)
-    if config.target_epsilon is not None:
-        run["accountant"] = config.accountant
-    run.update(config.run_options or {})
-    return run
-
-
-def _carry_metadata(carry: Any) -> dict[str, str | int | float]:
-    """The aggregator's carry (a NamedTuple of int, float or str, e.g. ``DPCarry``) as checkpoint metadata."""
-    if carry is None:
-        return {}
-    fields = getattr(carry, "_fields", None)
-    if fields is None or any(type(value) not in (int, float, str) for value in carry):
-        raise CheckpointError(
-            f"cannot checkpoint the aggregator's carry {carry!r}: expected a NamedTuple of int, float, str"
-        )
-    return {f"carry/{name}": value for name, value in zip(fields, carry, strict=True)}
-
-
-def _restore_carry(
-    where: str, algorithm: FederatedAlgorithm, weights: ModelWeights, fresh: Any, metadata: Mapping[str, Any]
-) -> Any:
-    """The carry saved in ``metadata``, shaped like ``fresh`` (``algorithm.init``'s) and accepted by the aggregator."""
-    saved = {k.removeprefix("carry/"): v for k, v in metadata.items() if k.startswith("carry/")}
-    if fresh is None:
-        return None
-    fields = list(fresh._fields)
-    if sorted(saved) != sorted(fields):
-        raise CheckpointError(f"{where}: the aggregator's carry holds {sorted(saved)}, expected {fields}")
-    values = [saved[name] for name in fields]
-    for name, value, like in zip(fields, values, fresh, strict=True):
-        if type(value) is not type(like):
-            raise CheckpointError(f"{where}: carry/{name}: expected a {type(like).__name__}, got {value!r}")
-    carry = type(fresh)(*values)
-    try:
-        algorithm.aggregator.init(weights, carry)  # type: ignore[call-arg]
-    except Exception as exc:  # e.g. a clip norm out of range, a negative round
-        raise CheckpointError(f"{where}: the aggregator refuses the saved carry: {exc}") from exc
-    return carry
-
-
-def _load(
-    config: SimulationConfig, algorithm: FederatedAlgorithm, fresh: ServerState, num_clients: int | None = None
-) -> ServerState:
-    """The state to start from: ``fresh``, or the checkpoint's when resuming, checked against this run.
-
-    Raises:
-        CheckpointError: the file is unreadable or corrupted, its server state does not fit, its round is
-            not a count of rounds or beyond ``config.rounds``, or it was saved by another configuration
-            (every differing option is named).
-    """
-    if config.checkpoint_path is None or not config.resume or not os.path.lexists(config.checkpoint_path):
-        return fresh
-    from fedmodel.checkpoint import check_extra, load_checkpoint
-
-    where = os.fspath(config.checkpoint_path)
-    ckpt = load_checkpoint(where, like=fresh.weights)
-    saved_round = ckpt.metadata.get("round")
-    if type(saved_round) is not int or saved_round < 0:
-        raise CheckpointError(f"{where}: metadata 'round' must be an integer >= 0, got {saved_round!r}")
-    if saved_round > config.rounds:
-        raise CheckpointError(
-            f"{where} is at round {saved_round}, beyond rounds={config.rounds}: a resumed run cannot go back "
-            f"(ask for at least {saved_round} rounds)"
-        )
-    run = _run_identity(config, algorithm, num_clients)
-    saved = {k.removeprefix("run/"): v for k, v in ckpt.metadata.items() if k.startswith("run/")}
-    differences = []
-    for key in [*run, *(k for k in saved if k not in run)]:
-        now, then = run.get(key), saved.get(key)
-        if key == "algorithm" and now != then:
-            differences.append(f"saved by {then!r}, resumed with {now!r}")
-        elif key not in saved:
-            differences.append(f"{key} {now!r} (not in the checkpoint)")
-        elif key not in run:
-            differences.append(f"{key} missing (the checkpoint's: {then!r})")
-        elif now != then:
-            differences.append(f"{key} {now!r} (the checkpoint's: {then!r})")
-    if differences:
-        raise CheckpointError(f"{where}: cannot resume with another configuration: {'; '.join(differences)}")
-    check_extra(where, ckpt.extra, state_to_arrays(fresh.optimizer_state))  # e.g. no int64 momentum
-    try:
-        opt_state = state_from_arrays(fresh.optimizer_state, ckpt.extra)
-    except ValueError as exc:
-        raise CheckpointError(f"{where}: {exc}") from exc
-    state = algorithm.init(ckpt.weights)
-    carry = _restore_carry(where, algorithm, state.weights, state.aggregator_state, ckpt.metadata)
-    return state._replace(optimizer_state=opt_state, round=saved_round, aggregator_state=carry)
-
-
-def _save(
-    config: SimulationConfig, algorithm: FederatedAlgorithm, state: ServerState, num_clients: int | None = None
-) -> None:
-    if config.checkpoint_path is None:
-        return
-    from fedmodel.checkpoint import save_checkpoint
-
-    run = _run_identity(config, algorithm, num_clients)
-    meta = {"round": state.round, **{f"run/{key}": value for key, value in run.items()}}
-    meta.update(_carry_metadata(state.aggregator_state))
-    extra = state_to_arrays(state.optimizer_state)
-    save_checkpoint(config.checkpoint_path, state.weights, extra=extra, metadata=meta)
-
-
 class _Runner:
-    """One reused model instance per model kind (replaced only after a timeout) and the round logic."""
+    """One reused model instance per model kind (replaced only after a timeout), the workers if any (a
+    context manager: leaving it stops them) and the round logic."""
 
     def __init__(
         self,
@@ -317,7 +215,9 @@ class _Runner:
         algorithm: FederatedAlgorithm,
         config: SimulationConfig,
     ) -> None:
+        _executors.check_options(config.workers, config.executor)
         self.factories, self.groups, self.algorithm, self.config = factories, groups, algorithm, config
+        self.pool: _executors.Pool | None = None
         self.models: dict[str, tuple[Any, Backend]] = {}
         for kind in factories:
             self.fresh_model(kind)
@@ -329,6 +229,50 @@ class _Runner:
         """Forget ``kind``'s instance (an abandoned client thread may still use it) and make a new one."""
         model = self.factories[kind]()
         self.models[kind] = (model, backend_for(model))
+
+    def __enter__(self) -> _Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def replies(
+        self, state: ServerState, clients: Sequence[ClientData], ids: Sequence[int]
+    ) -> Iterator[tuple[int, ClientResult | Failed]]:
+        """Each sampled client's result (or why there is none), in client order, from this process or the workers."""
+        config = self.config
+
+        def task(cid: int) -> Task:
+            return Task(cid, self.groups[cid], client_seed(config.seed, state.round, cid))
+
+        if config.workers:
+            if self.pool is None:
+                setup = Setup(self.factories, self.algorithm, clients)
+                self.pool = _executors.open_pool(config.workers, config.executor, setup)
+            ahead = _executors.AHEAD_PER_WORKER * config.workers
+            with contextlib.closing(
+                _executors.ordered_replies(
+                    self.pool, state.weights, ids, task, timeout=config.client_timeout, ahead=ahead
+                )
+            ) as replies:
+                yield from replies
+            return
+        for cid in ids:
+            kind, seed = self.groups[cid], client_seed(config.seed, state.round, cid)
+            model, backend = self.models[kind]
+            try:
+                reply: ClientResult | Failed = _run_client(
+                    self.algorithm, model, backend, state.weights, clients[cid], seed, config.client_timeout
+                )
+            except _TimeoutError as exc:
+                reply = Failed(str(exc))
+                self.fresh_model(kind)
+                self.model, self.backend = self.models[next(iter(self.factories))]
+            except Exception as exc:  # the client's own failure: reported, the round goes on
+                reply = Failed(f"{type(exc).__name__}: {exc}")
+            yield cid, reply
 
     def round(
         self, state: ServerState, clients: Sequence[ClientData], test_data: ClientData | None
@@ -345,18 +289,9 @@ class _Runner:
             report_template=self.report_template,
             limits=config.limits,
         )
-        for cid in ids:
-            kind = self.groups[cid]
-            model, backend = self.models[kind]
-            seed = client_seed(config.seed, state.round, cid)
-            try:
-                reply = _run_client(algorithm, model, backend, state.weights, clients[cid], seed, config.client_timeout)
-            except _TimeoutError as exc:
-                server_round.drop(cid, str(exc))
-                self.fresh_model(kind)
-                self.model, self.backend = self.models[next(iter(self.factories))]
-            except Exception as exc:  # the client's own failure: reported, the round goes on
-                server_round.drop(cid, f"{type(exc).__name__}: {exc}")
+        for cid, reply in self.replies(state, clients, ids):
+            if isinstance(reply, Failed):
+                server_round.drop(cid, reply.reason)
             else:
                 server_round.add(cid, reply)
         outcome = server_round.finish()
@@ -433,12 +368,13 @@ def run_simulation(
     runner = _Runner(factories, groups, algorithm, config)
     fresh = algorithm.init(get_weights(runner.model, backend=runner.backend))
     if config.checkpoint_path is not None:
-        _carry_metadata(fresh.aggregator_state)  # an aggregator whose carry cannot be saved fails now, not later
-    state = initial_state or _load(config, algorithm, fresh, len(clients))
+        carry_metadata(fresh.aggregator_state)  # an aggregator whose carry cannot be saved fails now, not later
+    state = initial_state or load_state(config, algorithm, fresh, len(clients))
     result = SimulationResult(state)
     from tqdm.auto import tqdm
 
-    with tqdm(total=config.rounds, initial=state.round, disable=not config.progress, desc=algorithm.name) as bar:
+    progress = tqdm(total=config.rounds, initial=state.round, disable=not config.progress, desc=algorithm.name)
+    with runner, progress as bar:
         while state.round < config.rounds:
             if budget is not None and not budget.allows(state.round):  # stop *before* the budget is exceeded
                 result.stopped = (
@@ -453,6 +389,6 @@ def run_simulation(
             result.state = state
             if on_round is not None:  # before the save: a kill between the two never loses a round's row
                 on_round(round_result)
-            _save(config, algorithm, state, len(clients))
+            save_state(config, algorithm, state, len(clients))
             bar.update(1)
     return result

@@ -272,12 +272,12 @@ def _start(run: _Run, algorithm: algorithms.FederatedAlgorithm, num_clients: int
     if not os.path.lexists(path):
         print(f"{run.label}: no checkpoint at {path}; --resume starts this run from round 0")
         return 0
+    from fedmodel._resume import load_state  # the runner's own check, run before anything is written
     from fedmodel._weights import get_weights
-    from fedmodel.simulation import _load  # the runner's own check, run before anything is written
 
     fresh = algorithm.init(get_weights(run.factory()))
     try:
-        state = _load(run.config, algorithm, fresh, num_clients)
+        state = load_state(run.config, algorithm, fresh, num_clients)
     except FedModelError as exc:  # CheckpointError, or WeightsError: a checkpoint of another model
         raise _UsageError(f"--resume: {exc}") from None
     print(f"{run.label}: resuming from {path} after round {state.round}")

@@ -13,7 +13,7 @@ import pytest
 
 import fedmodel
 from benchmarks import __main__ as cli
-from benchmarks import _backends, _flower_app, aggregation, fedavg_round, step, weights
+from benchmarks import _backends, _flower_app, aggregation, fedavg_round, runner_memory, step, weights
 from benchmarks._harness import SIZES, Result
 
 TINY = SIZES["tiny"]
@@ -136,4 +136,36 @@ def test_command_prints_machine_info_and_the_table() -> None:
     text = out.getvalue()
     assert "- cpus: " in text and "- numpy: " in text
     assert "| benchmark | backend | fedmodel | baseline | ratio | bar | verdict | note |" in text
-    assert "5 rows, " in text
+    assert "5 rows, " in text  # the aggregation benchmark's five rows
+
+
+def test_memory_benchmark_gives_one_row_per_larger_number_of_clients() -> None:
+    rows = _rows(runner_memory.run(TINY))
+    assert [r.note.split(",")[0] for r in rows] == ["K=4 vs K=2", "K=8 vs K=2"]
+    assert all(r.bench == "runner peak memory" and r.unit == "MiB" and r.bar == 1.2 for r in rows)
+    for row in rows:
+        _well_formed(row)
+
+
+def test_runner_peak_memory_is_flat_in_the_number_of_clients() -> None:
+    """A runner that kept each client's result (or its data) would hold K models at K = 40; it holds a few."""
+    features, classes = 256, 250  # 64,506 float32 parameters: 252 KiB
+    model = 4 * (features * classes + classes + features)
+    runner_memory.runner_peak_bytes(2, features, classes)  # warm-up
+    few = runner_memory.runner_peak_bytes(4, features, classes)
+    many = runner_memory.runner_peak_bytes(40, features, classes)
+    assert 3 * model < few  # the server state, a client's result and the aggregator were counted
+    assert many < 1.2 * few
+
+
+def test_synthetic_clients_are_made_the_same_each_time_they_are_indexed() -> None:
+    clients = runner_memory.SyntheticClients(3, 5, 4)
+    first, again = clients[2], clients[2]
+    np.testing.assert_array_equal(first.x, again.x)
+    assert first.x.shape == (runner_memory.EXAMPLES, 5) and set(first.y) <= {0, 1, 2, 3}
+    assert not np.array_equal(clients[1].x, first.x)
+
+
+def test_flower_round_times_are_plain_floats() -> None:
+    times = _flower_app.round_times([1.0, 1.5, 2.25])
+    assert times == [0.5, 0.75] and all(type(t) is float for t in times)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
 from benchmarks import _harness
@@ -46,6 +47,7 @@ def test_ratio_and_verdict_follow_the_bar() -> None:
     assert Result("x", "torch", 3.0, 2.0, 1.5).passed is True
     assert Result("x", "torch", 3.1, 2.0, 1.5).passed is False
     assert Result("x", "torch", 3.1, 2.0, None).passed is None
+    assert Result("x", "torch", np.float64(3.1), 2.0, 1.5).passed is False  # a numpy time (Flower's rounds)
 
 
 def test_table_shows_times_ratio_bar_and_verdict() -> None:

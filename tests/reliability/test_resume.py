@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 
 from fedmodel import CheckpointError, get_weights
+from fedmodel._resume import load_state as _load
+from fedmodel._resume import save_state as _save
 from fedmodel.algorithms import fedavg, fedavgm
 from fedmodel.checkpoint import load_checkpoint, save_checkpoint
 from fedmodel.data import ClientData
 from fedmodel.reference import SoftmaxRegression
-from fedmodel.simulation import SimulationConfig, _load, _save, run_simulation
+from fedmodel.simulation import SimulationConfig, run_simulation
 
 
 def _clients(count: int = 4) -> list[ClientData]:

@@ -1,0 +1,198 @@
+"""Worker processes of the simulation runner (``SimulationConfig(workers=N)``), on this machine.
+
+Each worker is a process started with the ``spawn`` method (a fresh interpreter: no forked framework
+threads, the same on Linux, macOS and Windows) and talks to the runner over one pipe. It receives its
+:class:`~fedmodel._worker.Setup` once (cloudpickled bytes), answers ``ready``, then for each round the
+global weights once and for each client a :class:`~fedmodel._worker.Task` (up to two queued, so that it
+never waits for the runner between clients); it answers each task, in order, with a
+:class:`~fedmodel.client.ClientResult` or a :class:`~fedmodel._worker.Failed` reason. Everything that
+crosses the pipe is pickled: it comes from the user's own processes, never from another party.
+
+A worker that dies (its sentinel fires, or its pipe closes) is reported for its client and replaced by a
+fresh one; :meth:`ProcessPool.replace` stops a worker whose client overran its time (``kill``) and
+starts another. A worker whose setup fails raises :class:`~fedmodel._worker.WorkerError` in the runner.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from fedmodel._weights import ModelWeights
+from fedmodel._worker import (
+    ClientWorker,
+    Failed,
+    Finished,
+    Task,
+    WorkerError,
+    describe,
+    read_only,
+    setup_failure,
+    unpack_setup,
+)
+
+__all__ = ["ProcessPool"]
+
+_STOP_SECONDS = 5.0  # how long an idle worker gets to exit after its pipe closes, before it is killed
+
+
+def serve(conn: Connection, packed: bytes) -> None:
+    """A worker process's whole life: set up, say ``ready``, then answer tasks until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle; it stops the workers
+    try:
+        worker = ClientWorker(unpack_setup(packed))
+    except BaseException as exc:
+        conn.send(("failed", setup_failure(exc)))
+        return
+    conn.send(("ready", None))
+    weights: ModelWeights | None = None
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the runner is done (or gone)
+            return
+        if isinstance(message, ModelWeights):
+            weights = read_only(message)
+            continue
+        if not isinstance(message, Task) or weights is None:
+            raise RuntimeError(f"a worker expected a task after the round's weights, got {type(message).__name__}")
+        reply = worker.run(weights, message)
+        try:
+            conn.send(("reply", reply))  # pickles first: a failure leaves the pipe untouched
+        except OSError:  # the runner is gone
+            return
+        except Exception as exc:  # e.g. a lock or a local class in the result: the client fails, not the worker
+            conn.send(("reply", Failed(f"its result cannot be sent back from its worker process: {describe(exc)}")))
+
+
+class _Worker:
+    """One slot's process and pipe, and what the runner knows of it."""
+
+    def __init__(self, context: Any, packed: bytes, name: str) -> None:
+        self.conn, child = context.Pipe(duplex=True)
+        self.process = context.Process(target=serve, args=(child, packed), name=name, daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.outstanding = 0  # tasks sent and not answered: the first runs, the others wait in the pipe
+        self.weights_token: object = None
+
+    def stop(self, *, kill: bool) -> None:
+        """Close the pipe (an idle worker exits) and make sure the process is gone."""
+        self.conn.close()
+        if kill:
+            self.process.kill()
+        self.process.join(_STOP_SECONDS)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.process.close()
+
+
+class ProcessPool:
+    """``size`` worker processes; see the module's docstring. Create, use for every round, :meth:`close`."""
+
+    def __init__(self, size: int, packed: bytes) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._packed = packed
+        self._weights: ModelWeights | None = None
+        self._token: object = None
+        self._workers: list[_Worker] = []
+        try:
+            for slot in range(size):
+                self._workers.append(self._start(slot))
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, slot: int) -> _Worker:
+        return _Worker(self._context, self._packed, f"fedmodel-worker-{slot}")
+
+    def ready(self) -> list[int]:
+        """The slots whose worker is set up."""
+        return [slot for slot, w in enumerate(self._workers) if w.ready]
+
+    def broadcast(self, weights: ModelWeights) -> None:
+        """The round's global weights, sent to each worker before its first task of the round."""
+        self._weights = weights
+        self._token = object()
+
+    def submit(self, slot: int, task: Task) -> None:
+        """Queue ``task`` on worker ``slot`` (it runs after the worker's earlier tasks).
+
+        The round's weights go first when the worker has not had them; that happens only when it has no
+        task (a new round, or a fresh worker), so it is reading its pipe and a large message cannot block.
+        """
+        worker = self._workers[slot]
+        try:
+            if worker.weights_token is not self._token:
+                worker.conn.send(self._weights)
+                worker.weights_token = self._token
+            worker.conn.send(task)
+        except OSError:  # it died since it last answered: wait() sees its sentinel and reports the task
+            pass
+        worker.outstanding += 1
+
+    def wait(self, timeout: float | None) -> list[Finished]:
+        """Tasks that ended within ``timeout`` seconds (results, failures, dead workers); ``[]`` if none did.
+
+        Raises:
+            WorkerError: a worker's setup failed, or a worker died before it was set up.
+        """
+        waitables: list[Any] = []
+        for w in self._workers:
+            waitables += [w.conn, w.process.sentinel]
+        finished: list[Finished] = []
+        for ready in wait(waitables, timeout):
+            for slot, w in enumerate(self._workers):
+                if ready is w.conn or ready is w.process.sentinel:
+                    finished += self._collect(slot)
+                    break
+        return finished
+
+    def _collect(self, slot: int) -> list[Finished]:
+        """Read what worker ``slot`` sent; if it died, report its task (if any) and replace it."""
+        w = self._workers[slot]
+        out: list[Finished] = []
+        try:
+            while w.conn.poll():
+                tag, value = w.conn.recv()
+                if tag == "failed":
+                    raise WorkerError(f"a worker process could not be set up: {value}")
+                if tag == "ready":
+                    w.ready = True
+                else:
+                    w.outstanding -= 1
+                    out.append(Finished(slot, value))
+        except (EOFError, OSError):
+            pass
+        if w.process.is_alive():
+            return out
+        w.process.join()
+        code = w.process.exitcode
+        if not w.ready:
+            raise WorkerError(f"a worker process died before it was set up (exit code {code})")
+        if w.outstanding:
+            reason = f"its worker process died (exit code {code}) while running it; a fresh worker replaces it"
+            out.append(Finished(slot, Failed(reason), restarted=True))
+        self._replace(slot, kill=False)
+        return out
+
+    def replace(self, slot: int) -> None:
+        """Stop worker ``slot`` whatever it is doing (a client past its time; its queued tasks are dropped) and
+        start a fresh one there."""
+        self._replace(slot, kill=True)
+
+    def _replace(self, slot: int, *, kill: bool) -> None:
+        if slot >= len(self._workers):  # closed
+            return
+        self._workers[slot].stop(kill=kill)
+        self._workers[slot] = self._start(slot)
+
+    def close(self) -> None:
+        """Stop every worker: idle ones exit when their pipe closes; those with tasks are killed."""
+        for w in self._workers:
+            w.stop(kill=w.outstanding > 0 or not w.ready)
+        self._workers = []

@@ -1,0 +1,177 @@
+"""What a worker of the simulation runner holds and does, whatever starts it (a process, a Ray actor).
+
+A worker is set up once per run with the model factories, the algorithm and the client sequence (shipped
+once, pickled by ``cloudpickle`` so that lambdas and closures such as :func:`fedmodel.algorithms.fedavg`'s
+client update travel). It builds one model per kind from its factory, once, and keeps it between rounds.
+Per round it receives the global weights once; per client, the client's id, kind and seed. It runs the
+algorithm's client update exactly as the in-process runner does, so its result is bit-identical, and
+answers with the :class:`~fedmodel.client.ClientResult` or, when the client raised, the reason the
+in-process runner would give.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedmodel._backend import Backend, backend_for
+from fedmodel._errors import FedModelError
+from fedmodel._weights import ModelWeights
+from fedmodel.algorithms import FederatedAlgorithm
+from fedmodel.client import ClientResult
+from fedmodel.data import ClientData
+
+__all__ = [
+    "ClientWorker",
+    "Failed",
+    "Finished",
+    "Setup",
+    "Task",
+    "WorkerError",
+    "check_picklable",
+    "describe",
+    "pack_setup",
+    "read_only",
+]
+
+
+class WorkerError(FedModelError, RuntimeError):
+    """A worker of the simulation runner could not be set up: what it was sent cannot be pickled, or its
+    setup (unpickling, the model factories) failed in the worker; the message names which and why."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One client's work in a round: its id (an index into the client sequence), model kind and seed."""
+
+    client: int
+    kind: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A client that gave no result, and why (the reason :class:`fedmodel.server.ServerRound` records)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A worker's oldest task ended: the worker's slot and the client's result, or why there is none.
+
+    ``restarted``: the worker died running it and a fresh one took its slot; the tasks queued behind it
+    never ran and must be given again.
+    """
+
+    slot: int
+    reply: ClientResult | Failed
+    restarted: bool = False
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every worker receives once: the model factories by kind, the algorithm and the clients."""
+
+    factories: Mapping[str, Callable[[], Any]]
+    algorithm: FederatedAlgorithm
+    clients: Sequence[ClientData]
+
+
+def describe(exc: BaseException) -> str:
+    """A client's failure as the in-process runner reports it: ``"TypeName: message"``."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _cloudpickle() -> Any:
+    """cloudpickle, imported on first use: only parallel runs need it.
+
+    What it (un)pickles goes from the runner to the worker processes it started itself, never from another party.
+    """
+    import cloudpickle
+
+    return cloudpickle
+
+
+def check_picklable(setup: Setup) -> None:
+    """Pickle each part of ``setup`` with cloudpickle on its own, to name the one that fails.
+
+    Raises:
+        WorkerError: naming the part (the model factory, the algorithm, the client sequence) and why.
+    """
+    for what, part in (
+        ("the model factory", setup.factories),
+        ("the algorithm", setup.algorithm),
+        ("the client sequence", setup.clients),
+    ):
+        try:
+            _cloudpickle().dumps(part)
+        except Exception as exc:
+            raise WorkerError(f"workers need {what} pickled to start, and it cannot be: {describe(exc)}") from exc
+
+
+def pack_setup(setup: Setup) -> bytes:
+    """``setup`` pickled by cloudpickle (functions defined in ``__main__``, lambdas and closures included).
+
+    Raises:
+        WorkerError: naming the part (the model factory, the algorithm, the client sequence) that cannot be pickled.
+    """
+    try:
+        packed: bytes = _cloudpickle().dumps(setup)
+    except Exception:
+        check_picklable(setup)
+        raise
+    return packed
+
+
+def unpack_setup(packed: bytes) -> Setup:
+    """The :class:`Setup` that :func:`pack_setup` pickled (in a worker: our own bytes, from our own process)."""
+    setup = _cloudpickle().loads(packed)
+    if not isinstance(setup, Setup):
+        raise WorkerError(f"a worker expected its setup, got {type(setup).__name__}")
+    return setup
+
+
+def read_only(weights: ModelWeights) -> ModelWeights:
+    """``weights`` with every array marked read-only, as the server's arrays are in the in-process runner
+    (a client update that writes into them fails the same way in a worker)."""
+    for array in weights.arrays:
+        if isinstance(array, np.ndarray) and array.flags.writeable:
+            array.flags.writeable = False
+    return weights
+
+
+def setup_failure(exc: BaseException) -> str:
+    """Why a worker's setup failed: the exception and the last lines of its traceback."""
+    lines = traceback.format_exception(exc)
+    return describe(exc) + "\n" + "".join(lines[-6:]).rstrip()
+
+
+class ClientWorker:
+    """One worker's state: one model per kind (built once), the algorithm and the clients.
+
+    Raises (at construction): whatever a model factory raises.
+    """
+
+    def __init__(self, setup: Setup) -> None:
+        self.algorithm = setup.algorithm
+        self.clients = setup.clients
+        self.models: dict[str, tuple[Any, Backend]] = {}
+        for kind, factory in setup.factories.items():
+            model = factory()
+            self.models[kind] = (model, backend_for(model))
+
+    def run(self, weights: ModelWeights, task: Task) -> ClientResult | Failed:
+        """The client update of ``task`` from ``weights``, or why it failed (as the in-process runner says)."""
+        model, backend = self.models[task.kind]
+        try:
+            result: ClientResult = self.algorithm.client_update(
+                model, backend, weights, self.clients[task.client], task.seed
+            )
+        except Exception as exc:  # the client's own failure: the runner drops it, the worker goes on
+            return Failed(describe(exc))
+        return result

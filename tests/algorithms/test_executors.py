@@ -1,0 +1,142 @@
+"""The scheduler of the parallel runner (:func:`fedmodel._executors.ordered_replies`) against a scripted pool:
+results in client order, a bounded number of clients out of order, timeouts, a caller that stops early."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+from fedmodel import ModelWeights
+from fedmodel._executors import ordered_replies
+from fedmodel._worker import Failed, Finished, Task
+from fedmodel.client import ClientResult
+
+WEIGHTS = ModelWeights((np.zeros(2, np.float32),))
+
+
+def _task(client: int) -> Task:
+    return Task(client, "model", seed=1000 + client)
+
+
+class ScriptedPool:
+    """``size`` fake workers, each running its queue in order. ``wait`` ends the head task of the worker whose
+    head started last (the worst order for the runner), never a client in ``slow`` while another head can
+    end, never a client in ``hang``; a client in ``die`` kills its worker (its queue is lost)."""
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        slow: frozenset[int] = frozenset(),
+        hang: frozenset[int] = frozenset(),
+        die: frozenset[int] = frozenset(),
+    ) -> None:
+        self.size, self.slow, self.hang, self.die = size, slow, hang, die
+        self.queues: dict[int, deque[Task]] = {slot: deque() for slot in range(size)}
+        self.started: list[int] = []
+        self.slots: list[int] = []
+        self.replaced: list[int] = []
+        self.weights: list[ModelWeights] = []
+
+    def ready(self) -> list[int]:
+        return list(range(self.size))
+
+    def broadcast(self, weights: ModelWeights) -> None:
+        self.weights.append(weights)
+
+    def submit(self, slot: int, task: Task) -> None:
+        self.queues[slot].append(task)
+        self.started.append(task.client)
+        self.slots.append(slot)
+
+    def wait(self, timeout: float | None) -> list[Finished]:
+        heads = {s: q[0] for s, q in self.queues.items() if q and q[0].client not in self.hang}
+        quick = [s for s, t in heads.items() if t.client not in self.slow]
+        pick = quick or list(heads)
+        if not pick:
+            assert timeout is not None, "waiting forever on a hung client"
+            time.sleep(timeout)
+            return []
+        slot = max(pick, key=lambda s: self.started.index(heads[s].client))
+        task = self.queues[slot].popleft()
+        if task.client in self.die:
+            self.queues[slot].clear()
+            return [Finished(slot, Failed("died"), restarted=True)]
+        return [Finished(slot, ClientResult(WEIGHTS, 1, {"seed": task.seed}))]
+
+    def replace(self, slot: int) -> None:
+        self.queues[slot].clear()
+        self.replaced.append(slot)
+
+    def close(self) -> None:
+        pass
+
+    def outstanding(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+
+def test_results_come_back_in_client_order_when_workers_finish_out_of_order() -> None:
+    pool = ScriptedPool(3)
+    clients = [4, 7, 8, 11, 12, 20, 31]
+    replies = list(ordered_replies(pool, WEIGHTS, clients, _task, timeout=None, ahead=6))
+    assert [c for c, _ in replies] == clients
+    assert [r.metrics["seed"] for _, r in replies] == [1000 + c for c in clients]  # type: ignore[union-attr]
+    assert pool.weights == [WEIGHTS] and pool.replaced == []
+
+
+def test_no_more_than_ahead_clients_run_past_the_first_unfinished_one() -> None:
+    pool = ScriptedPool(4, slow=frozenset({0}))
+    handed = 0
+    worst = 0
+    generator = ordered_replies(pool, WEIGHTS, list(range(20)), _task, timeout=None, ahead=5)
+    original_submit = pool.submit
+
+    def submit(slot: int, task: Task) -> None:
+        nonlocal worst
+        original_submit(slot, task)
+        worst = max(worst, len(pool.started) - handed)
+
+    pool.submit = submit  # type: ignore[method-assign]
+    for expected, (client, _) in enumerate(generator):
+        assert client == expected
+        handed += 1
+    assert worst == 5  # client 0 held back the round: 5 given (0 and 4 more), then they waited for it
+
+
+def test_a_client_past_its_timeout_fails_and_the_task_queued_behind_it_is_given_again() -> None:
+    pool = ScriptedPool(2, hang=frozenset({0}))  # worker 0 gets clients 0 and 2, worker 1 gets 1 and 3
+    replies = dict(ordered_replies(pool, WEIGHTS, [0, 1, 2, 3], _task, timeout=0.05, ahead=4))
+    assert pool.slots[:4] == [0, 1, 0, 1]
+    assert isinstance(replies[0], Failed)
+    assert replies[0].reason == "no result within client_timeout=0.05s; its worker was stopped and replaced"
+    assert all(isinstance(replies[c], ClientResult) for c in (1, 2, 3))
+    assert pool.replaced == [0]
+    assert pool.started.count(0) == 1 and pool.started.count(2) == 2  # 2 never ran behind 0: given again
+
+
+def test_a_dying_worker_fails_its_client_and_the_task_queued_behind_it_is_given_again() -> None:
+    pool = ScriptedPool(2, die=frozenset({1}))
+    replies = dict(ordered_replies(pool, WEIGHTS, list(range(6)), _task, timeout=None, ahead=6))
+    assert replies[1] == Failed("died")
+    assert all(isinstance(replies[c], ClientResult) for c in range(6) if c != 1)
+    assert pool.started.count(1) == 1 and pool.started.count(3) == 2  # 3 was queued behind 1 (depth 2)
+
+
+def test_each_worker_gets_one_task_before_any_gets_a_second_and_never_more_than_two() -> None:
+    pool = ScriptedPool(3)
+    generator = ordered_replies(pool, WEIGHTS, list(range(5)), _task, timeout=None, ahead=5)
+    next(generator)  # everything is given before the first wait
+    assert pool.slots[:5] == [0, 1, 2, 0, 1]
+    list(generator)
+    assert max(pool.slots.count(s) for s in range(3)) <= 3
+
+
+def test_a_caller_that_stops_early_gets_the_busy_workers_replaced() -> None:
+    pool = ScriptedPool(3, slow=frozenset({1}))
+    generator = ordered_replies(pool, WEIGHTS, list(range(6)), _task, timeout=None, ahead=6)
+    assert next(generator)[0] == 0
+    busy = sorted(slot for slot, queue in pool.queues.items() if queue)
+    generator.close()
+    assert busy and sorted(pool.replaced) == busy  # no late result of this round can reach the next

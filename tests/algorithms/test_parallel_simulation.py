@@ -1,0 +1,200 @@
+"""Clients in worker processes (``SimulationConfig(workers=2)``): the serial run's weights bit for bit, faults
+handled as in process, lazy clients loaded only in the workers, bad options refused before anything starts."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedmodel.algorithms import fedadam, fedavg
+from fedmodel.data import ClientData, FederatedData, federated_digits, pool_clients
+from fedmodel.reference import SoftmaxRegression
+from fedmodel.simulation import SimulationConfig, SimulationResult, WorkerError, run_simulation
+from tests.algorithms._parallel_helpers import (
+    CountingClients,
+    faulty,
+    logged_softmax,
+    mark,
+    softmax_outside_workers,
+)
+
+NUM_CLIENTS = 8
+
+
+@pytest.fixture(scope="module")
+def digits() -> FederatedData:
+    return federated_digits(num_clients=NUM_CLIENTS, alpha=0.5, seed=1)
+
+
+@pytest.fixture(scope="module")
+def uneven() -> FederatedData:
+    """Client 0 holds six times the examples of each other client: it finishes last in a worker, so a runner
+    that folded results in the order they arrive would sum them in another order than the serial run."""
+    data = federated_digits(num_clients=12, alpha=None, seed=1)
+    return FederatedData([pool_clients(data.clients[:6]), *data.clients[6:]], data.test)
+
+
+def _softmax() -> SoftmaxRegression:
+    return SoftmaxRegression(64, 10, seed=0)
+
+
+def _run(factory: Any, clients: Any, algorithm: Any, test: ClientData | None = None, **config: Any) -> SimulationResult:
+    return run_simulation(factory, clients, algorithm, SimulationConfig(progress=False, **config), test_data=test)
+
+
+def _bits(result: SimulationResult) -> list[bytes]:
+    return [a.tobytes() for a in result.weights.arrays]
+
+
+def _rounds(result: SimulationResult) -> list[tuple[Any, ...]]:
+    """Everything a round reports except its duration."""
+    return [(r.round, r.clients, r.train, r.test, r.failures, r.metrics_failures, r.problem) for r in result.rounds]
+
+
+def _builders(log: Path) -> list[int]:
+    return [int(line) for line in log.read_text().split()]
+
+
+@pytest.mark.parametrize("kinds", [1, 2], ids=["one model kind", "two model kinds"])
+def test_two_workers_give_the_serial_runs_weights_and_metrics_bit_for_bit(
+    uneven: FederatedData, tmp_path: Path, kinds: int
+) -> None:
+    algorithm = fedadam(server_lr=0.05, client_lr=0.3, batch_size=16)  # a server state beyond the weights
+    options = {"rounds": 3, "clients_per_round": 6, "seed": 5}
+    digits = uneven
+
+    def factories(log: Path) -> Any:
+        factory = functools.partial(logged_softmax, str(log))
+        return factory if kinds == 1 else {"a": factory, "b": factory}
+
+    serial = _run(factories(tmp_path / "serial"), digits.clients, algorithm, digits.test, **options)
+    log = tmp_path / "parallel"
+    parallel = _run(factories(log), digits.clients, algorithm, digits.test, workers=2, **options)
+
+    assert _bits(parallel) == _bits(serial)
+    assert [a.tobytes() for a in parallel.state.optimizer_state.v] == [
+        a.tobytes() for a in serial.state.optimizer_state.v
+    ]
+    assert _rounds(parallel) == _rounds(serial)
+    assert serial.rounds[-1].test["accuracy"] > 0.5
+    # each process built each kind's model once: the runner's own, then one per worker, kept for 3 rounds
+    builders = _builders(log)
+    assert len(builders) == 3 * kinds and len(set(builders)) == 3
+    assert all(builders.count(pid) == kinds for pid in builders)
+
+
+def test_two_workers_train_a_torch_model_bit_for_bit(uneven: FederatedData) -> None:
+    torch_models = pytest.importorskip("fedmodel_torch").models
+    factory = functools.partial(torch_models.mlp, num_features=64, hidden=(16,), num_classes=10, seed=0)
+    algorithm = fedavg(client_lr=0.1, batch_size=16)
+    clients = uneven.clients[:5]
+    serial = _run(factory, clients, algorithm, uneven.test, rounds=2)
+    parallel = _run(factory, clients, algorithm, uneven.test, rounds=2, workers=2)
+    assert _bits(parallel) == _bits(serial)
+    assert _rounds(parallel) == _rounds(serial)
+
+
+FAULTS = {1: "raise", 2: "exit", 3: "hang", 4: "unpicklable", 5: "nan", 6: "write_server"}
+
+
+def test_failing_clients_and_dying_workers_are_dropped_replaced_and_the_run_goes_on(digits: FederatedData) -> None:
+    clients = mark(digits.clients, list(FAULTS))
+    algorithm = fedavg(client_lr=0.5, batch_size=32)
+    broken = replace(algorithm, client_update=faulty(algorithm.client_update, FAULTS))
+    parallel = _run(_softmax, clients, broken, digits.test, rounds=2, workers=2, client_timeout=1.0)
+    # in process, the same clients, where those that cannot be run there simply raise
+    in_process = {**FAULTS, 2: "raise", 3: "raise", 4: "raise"}
+    serial = _run(
+        _softmax,
+        clients,
+        replace(algorithm, client_update=faulty(algorithm.client_update, in_process)),
+        digits.test,
+        rounds=2,
+    )
+
+    assert _bits(parallel) == _bits(serial)
+    assert [r.train for r in parallel.rounds] == [r.train for r in serial.rounds]
+    assert parallel.rounds[-1].test["accuracy"] > 0.3  # two healthy clients of eight, label-skewed: it learned
+    for got, same in zip(parallel.rounds, serial.rounds, strict=True):
+        reasons = {f.client_id: f.reason for f in got.failures}
+        assert sorted(reasons) == sorted(FAULTS)
+        assert "its worker process died (exit code 3)" in reasons[2]
+        assert "client_timeout=1.0s" in reasons[3] and "replaced" in reasons[3]
+        assert "cannot be sent back" in reasons[4] and "lock" in reasons[4]
+        # the failures that happen the same way in process are reported in the same words
+        assert {k: reasons[k] for k in (1, 5, 6)} == {
+            f.client_id: f.reason for f in same.failures if f.client_id in (1, 5, 6)
+        }
+    assert "read-only" in reasons[6]  # the server's weights are read-only in a worker too
+
+
+def test_lazy_clients_are_loaded_in_the_workers_never_in_the_runners_process(digits: FederatedData) -> None:
+    serial_clients, parallel_clients = CountingClients(digits.clients), CountingClients(digits.clients)
+    algorithm = fedavg(client_lr=0.5, batch_size=32)
+    serial = _run(_softmax, serial_clients, algorithm, rounds=2)
+    parallel = _run(_softmax, parallel_clients, algorithm, rounds=2, workers=2)
+    assert _bits(parallel) == _bits(serial)
+    assert serial_clients.loads == 2 * NUM_CLIENTS
+    assert parallel_clients.loads == 0
+
+
+def test_a_serial_run_resumed_on_workers_ends_with_the_uninterrupted_runs_weights(
+    uneven: FederatedData, tmp_path: Path
+) -> None:
+    """The number of workers decides nothing in the result, so a checkpoint resumes under any of them."""
+    algorithm = fedadam(server_lr=0.05, client_lr=0.3, batch_size=16)
+    whole = _run(_softmax, uneven.clients, algorithm, rounds=4, seed=3)
+    path = tmp_path / "run.safetensors"
+    _run(_softmax, uneven.clients, algorithm, rounds=2, seed=3, checkpoint_path=path)
+    resumed = _run(_softmax, uneven.clients, algorithm, rounds=4, seed=3, checkpoint_path=path, resume=True, workers=2)
+    assert [r.round for r in resumed.rounds] == [3, 4]
+    assert _bits(resumed) == _bits(whole)
+
+
+def test_the_readme_example_runs_as_written(readme_blocks: Callable[[str], list[str]]) -> None:
+    """The README's parallel example asserts the bit-identity itself; here it runs as a script would."""
+    (block,) = [b for b in readme_blocks("Federated training") if "workers=2" in b]
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["parallel"].rounds[-1].test["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"workers": -1}, "workers must be an int >= 0"),
+        ({"workers": 1.5}, "workers must be an int >= 0"),
+        ({"workers": 2, "executor": "threads"}, "executor must be one of"),
+        ({"executor": "ray"}, "set workers >= 1"),
+    ],
+)
+def test_bad_worker_options_are_refused_before_anything_starts(
+    digits: FederatedData, options: dict[str, Any], message: str
+) -> None:
+    def factory() -> SoftmaxRegression:
+        raise AssertionError("no model may be built")
+
+    with pytest.raises(ValueError, match=message):
+        _run(factory, digits.clients, fedavg(), **options)
+
+
+def test_a_setup_that_cannot_be_pickled_is_refused_naming_the_part(digits: FederatedData) -> None:
+    lock = threading.Lock()
+
+    def factory() -> SoftmaxRegression:
+        with lock:
+            return _softmax()
+
+    with pytest.raises(WorkerError, match=r"the model factory pickled.*lock"):
+        _run(factory, digits.clients, fedavg(), workers=2)
+
+
+def test_a_worker_whose_setup_fails_raises_with_the_workers_reason(digits: FederatedData) -> None:
+    with pytest.raises(WorkerError, match="could not be set up: RuntimeError: no GPU in this worker"):
+        _run(softmax_outside_workers, digits.clients, fedavg(), workers=1)

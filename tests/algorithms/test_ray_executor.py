@@ -1,0 +1,77 @@
+"""Clients in Ray actors (``SimulationConfig(executor="ray", workers=2)``) on a local ``ray.init(num_cpus=2)``:
+the serial run's weights bit for bit, a raising client and a dying actor handled as in process."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from fedmodel.algorithms import fedavg
+from fedmodel.data import federated_digits
+from fedmodel.reference import SoftmaxRegression
+from fedmodel.simulation import SimulationConfig, SimulationResult, run_simulation
+from tests.algorithms._parallel_helpers import faulty, mark
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray instance of two CPUs for this module; Ray's own start-up noise is not this project's."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    with _ray_noise_ignored():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        gc.collect()
+    yield
+    with _ray_noise_ignored():
+        ray.shutdown()
+        gc.collect()
+
+
+@contextlib.contextmanager
+def _ray_noise_ignored() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # Ray leaves /dev/null handles to its child processes
+        # Ray starts its daemons with a preexec_fn, which runs the at-fork hooks: JAX's warns (when a test before
+        # this one imported JAX), although each daemon execs at once
+        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+        yield
+
+
+def _bits(result: SimulationResult) -> list[bytes]:
+    return [a.tobytes() for a in result.weights.arrays]
+
+
+def test_ray_actors_give_the_serial_runs_weights_and_survive_a_raising_client_and_a_dying_actor(
+    local_ray: None,
+) -> None:
+    data = federated_digits(num_clients=6, alpha=None, seed=0)
+    factory = functools.partial(SoftmaxRegression, 64, 10, seed=0)
+    clients = mark(data.clients, [2, 4])
+    algorithm = fedavg(client_lr=0.5, batch_size=32)
+
+    def run(faults: dict[int, str], **options: object) -> SimulationResult:
+        broken = replace(algorithm, client_update=faulty(algorithm.client_update, faults))
+        config = SimulationConfig(rounds=2, progress=False, **options)  # type: ignore[arg-type]
+        return run_simulation(factory, clients, broken, config, test_data=data.test)
+
+    on_ray = run({2: "exit", 4: "raise"}, executor="ray", workers=2)
+    serial = run({2: "raise", 4: "raise"})
+
+    assert _bits(on_ray) == _bits(serial)
+    assert [r.train for r in on_ray.rounds] == [r.train for r in serial.rounds]
+    assert [r.test for r in on_ray.rounds] == [r.test for r in serial.rounds]
+    for got, same in zip(on_ray.rounds, serial.rounds, strict=True):
+        reasons = {f.client_id: f.reason for f in got.failures}
+        assert sorted(reasons) == [2, 4]
+        assert "its Ray actor died" in reasons[2] and "replaces it" in reasons[2]
+        assert reasons[4] == next(f.reason for f in same.failures if f.client_id == 4)
+        assert reasons[4] == "RuntimeError: disk full"
+    assert ray.is_initialized()  # the runner leaves the Ray instance it found to its owner
