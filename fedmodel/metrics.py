@@ -46,7 +46,11 @@ class Aggregator(Protocol):
         ...
 
     def accumulate(self, state: Any, report: Report) -> Any:
-        """Fold one client's report into the state (may update ``state`` in place and return it)."""
+        """Fold one client's report into the state (may update ``state`` in place and return it).
+
+        Clause: all or nothing: a report that cannot be folded raises before ``state`` changes (the server
+        round keeps one state for all clients and goes on without that client's report).
+        """
         ...
 
     def finalize(self, state: Any) -> dict[str, Any]:

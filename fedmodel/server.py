@@ -26,7 +26,6 @@ Dropped(client=1, reason='client 1: the weight must be finite and >= 0, got -5.0
 
 from __future__ import annotations
 
-import copy
 import os
 import secrets
 from collections.abc import Hashable, Mapping, Sequence
@@ -42,6 +41,7 @@ from fedmodel.client import ClientResult
 from fedmodel.metrics import Aggregator, to_numpy_report
 from fedmodel.validation import (
     ReplyLimits,
+    ReportTemplate,
     check_report,
     delta_norm,
     is_float,
@@ -251,6 +251,7 @@ class ServerRound:
         else:
             self._acc = aggregator.init(self.state.weights)
         self._metric_state: Any = None if self.metrics is None else self.metrics.init()
+        self._template = None if self.report_template is None else ReportTemplate.of(self.report_template)
         self._reports = 0
         self._seen: set[Hashable] = set()
         self._accepted: list[Hashable] = []
@@ -299,9 +300,9 @@ class ServerRound:
         try:
             if problem is not None:
                 raise AggregationError(f"{label}: {problem}")
-            if self.report_template is not None:
-                report = check_report(report, self.report_template, client=label, max_count=self.limits.max_count)
-            self._metric_state = self.metrics.accumulate(copy.deepcopy(self._metric_state), report)
+            if self._template is not None:
+                report = check_report(report, self._template, client=label, max_count=self.limits.max_count)
+            self._metric_state = self.metrics.accumulate(self._metric_state, report)  # all or nothing
         except Exception as exc:
             self._metrics_dropped.append(Dropped(client, _reason(exc)))
         else:

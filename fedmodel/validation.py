@@ -42,6 +42,7 @@ __all__ = [
     "FilterResult",
     "Rejection",
     "ReplyLimits",
+    "ReportTemplate",
     "ValidatedWeights",
     "check_client_update",
     "check_report",
@@ -97,14 +98,19 @@ def max_abs(array: np.ndarray) -> float:
     finite and the sum of squares does not overflow); other dtypes, that overflow, and sums of squares so small
     that they may have underflowed take the exact path.
     """
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow only sends us down the exact path
+        return _max_abs(array)
+
+
+def _max_abs(array: np.ndarray) -> float:
+    """:func:`max_abs` under the caller's ``np.errstate(over="ignore", invalid="ignore")``."""
     flat = array.reshape(-1)
     if not flat.size or flat.dtype.kind == "b":
         return float(flat.size and flat.any())
     if flat.dtype.kind in "iu":
         return max(abs(float(flat.min())), abs(float(flat.max())))
     if flat.dtype in (np.float32, np.float64):
-        with np.errstate(over="ignore", invalid="ignore"):  # an overflow only sends us down the exact path
-            squares = float(np.dot(flat, flat))
+        squares = float(np.dot(flat, flat))
         if math.isfinite(squares) and squares >= np.finfo(flat.dtype).tiny:  # tiny squares may have underflowed
             return math.sqrt(squares)
     return _generic_max_abs(flat)
@@ -262,9 +268,22 @@ def validate_update(
             raise AggregationError(
                 f"{client}: variable {i} of its group is named {got_names[i]!r}, expected {want_names[i]!r}"
             )
+    with np.errstate(over="ignore", invalid="ignore"):  # once for every array: an overflow means the exact path
+        bounds = _check_arrays(template, trainable + non_trainable, client, limits)
+    arrays = trainable + non_trainable
+    n = len(template.trainable)
+    return ValidatedWeights(
+        arrays[:n], arrays[n:], template.trainable_names, template.non_trainable_names, tuple(bounds), template
+    )
+
+
+def _check_arrays(
+    template: ModelWeights, arrays: tuple[Any, ...], client: str, limits: ReplyLimits | None
+) -> list[float]:
+    """Each array's type, shape, dtype and finiteness against the template; its bound on ``|value|``."""
     names = _names(template)
     bounds: list[float] = []
-    for name, want, got in zip(names, template.arrays, trainable + non_trainable, strict=True):
+    for name, want, got in zip(names, template.arrays, arrays, strict=True):
         if type(got) is not np.ndarray:
             raise AggregationError(f"{client}: {name!r} is {type(got).__name__}, not a plain numpy.ndarray")
         if got.shape != want.shape:
@@ -273,7 +292,7 @@ def validate_update(
             raise AggregationError(
                 f"{client}: {name!r} has dtype {_dtype_label(got.dtype)}, expected {_dtype_label(want.dtype)}"
             )
-        bound = max_abs(got)
+        bound = _max_abs(got)
         if not math.isfinite(bound):
             bad = nonfinite_count(got)
             raise AggregationError(f"{client}: {name!r} has {bad} non-finite value(s) (NaN or inf)")
@@ -284,11 +303,7 @@ def validate_update(
                     f"{client}: {name!r} holds values up to {bound:.3g} in magnitude, above the limit {limit:.3g}"
                 )
         bounds.append(bound)
-    arrays = trainable + non_trainable
-    n = len(template.trainable)
-    return ValidatedWeights(
-        arrays[:n], arrays[n:], template.trainable_names, template.non_trainable_names, tuple(bounds), template
-    )
+    return bounds
 
 
 def delta_norm(template: ModelWeights, update: ModelWeights) -> float:
@@ -359,28 +374,32 @@ def update_problem(
     return None
 
 
-def _report_leaf(path: str, value: Any, want: np.ndarray, max_count: int) -> np.ndarray:
+def _report_leaf(path: str, value: Any, shape: tuple[int, ...], integer: bool, max_count: int) -> np.ndarray:
     """One leaf of a report as int64 (counts) or float64, after every check."""
-    if isinstance(value, bool) or not isinstance(value, np.ndarray | np.generic | numbers.Real | list | tuple):
-        raise AggregationError(f"report {path!r}: expected numbers, got {type(value).__name__}")
-    if isinstance(value, np.ndarray) and type(value) is not np.ndarray:
-        raise AggregationError(f"report {path!r}: {type(value).__name__} is not a plain numpy.ndarray")
-    try:
+    if type(value) is np.ndarray or isinstance(value, np.generic):
         arr = np.asarray(value)
-    except (OverflowError, ValueError, TypeError) as exc:
-        raise AggregationError(f"report {path!r}: not an array of numbers ({exc})") from None
-    if arr.shape != want.shape:
-        raise AggregationError(f"report {path!r}: expected shape {want.shape}, got {arr.shape}")
-    if arr.dtype.kind not in "iuf" and arr.dtype.name not in _ML_FLOATS:
+    elif isinstance(value, bool) or not isinstance(value, np.ndarray | numbers.Real | list | tuple):
+        raise AggregationError(f"report {path!r}: expected numbers, got {type(value).__name__}")
+    elif isinstance(value, np.ndarray):
+        raise AggregationError(f"report {path!r}: {type(value).__name__} is not a plain numpy.ndarray")
+    else:
+        try:
+            arr = np.asarray(value)
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise AggregationError(f"report {path!r}: not an array of numbers ({exc})") from None
+    if arr.shape != shape:
+        raise AggregationError(f"report {path!r}: expected shape {shape}, got {arr.shape}")
+    kind = arr.dtype.kind
+    if kind not in "iuf" and arr.dtype.name not in _ML_FLOATS:
         raise AggregationError(f"report {path!r}: expected numbers, got dtype {arr.dtype}")
     if not arr.size:
-        return arr.astype(np.int64 if want.dtype.kind in "biu" else np.float64)
-    if want.dtype.kind not in "biu":  # a sum or a mean: finite
+        return arr.astype(np.int64 if integer else np.float64)
+    if not integer:  # a sum or a mean: finite
         wide = arr.astype(np.float64)
         if not np.isfinite(wide).all():
             raise AggregationError(f"report {path!r}: non-finite value(s) {arr.tolist()}")
         return wide
-    if arr.dtype.kind == "f" or arr.dtype.name in _ML_FLOATS:  # a count sent as a float: integral only
+    if kind not in "iu":  # a count sent as a float: integral only
         wide = arr.astype(np.float64)
         if not np.isfinite(wide).all() or (wide != np.rint(wide)).any():
             raise AggregationError(f"report {path!r}: expected integer counts, got {arr.tolist()}")
@@ -389,43 +408,72 @@ def _report_leaf(path: str, value: Any, want: np.ndarray, max_count: int) -> np.
     return arr.astype(np.int64)
 
 
+@dataclass(frozen=True)
+class ReportTemplate:
+    """A template report (the server model's own, see :func:`fedmodel.server.report_template`) prepared once:
+    per metric, its structure, and each leaf's path, shape and whether it is a count."""
+
+    metrics: tuple[tuple[str, Any, tuple[str, ...], tuple[tuple[int, ...], ...], tuple[bool, ...]], ...]
+
+    @classmethod
+    def of(cls, template: Mapping[str, Any] | ReportTemplate) -> ReportTemplate:
+        """``template`` prepared (itself when it already is)."""
+        if isinstance(template, ReportTemplate):
+            return template
+        prepared = []
+        for name, like in template.items():
+            paths, leaves, treedef = _tree.flatten_with_paths(like)
+            arrays = [np.asarray(leaf) for leaf in leaves]
+            shapes = tuple(a.shape for a in arrays)
+            counts = tuple(a.dtype.kind in "biu" for a in arrays)
+            prepared.append((name, treedef, tuple(paths), shapes, counts))
+        return cls(tuple(prepared))
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The metric names."""
+        return frozenset(name for name, *_ in self.metrics)
+
+
 def check_report(
-    report: Any, template: Mapping[str, Any], *, client: str = "client", max_count: int = MAX_COUNT
+    report: Any, template: Mapping[str, Any] | ReportTemplate, *, client: str = "client", max_count: int = MAX_COUNT
 ) -> dict[str, Any]:
     """A client's metric report checked against the server model's own (``template``) and made plain.
 
     The report must have the template's metric names, and under each the same nesting and leaf shapes.
     Where the template holds integers (counts) the report must hold integers in ``[0, max_count]`` (a float
     is accepted only when integral); elsewhere finite numbers. Leaves come back as int64 or float64 arrays.
+    A caller that checks many reports against one template passes it prepared (:meth:`ReportTemplate.of`).
 
     Raises:
         AggregationError: naming the client and the metric path, expected and actual.
     """
+    prepared = ReportTemplate.of(template)
     if not isinstance(report, Mapping):
         raise AggregationError(f"{client}: the metric report is {type(report).__name__}, not a mapping")
     try:
         names = set(report)
     except Exception as exc:
         raise AggregationError(f"{client}: the metric report cannot be read ({exc})") from None
-    if names != set(template):
-        missing, extra = sorted(set(template) - names), sorted(map(str, names - set(template)))
+    if names != prepared.names:
+        missing, extra = sorted(prepared.names - names), sorted(map(str, names - prepared.names))
         raise AggregationError(f"{client}: report metrics missing {missing}, unexpected {extra}")
     out: dict[str, Any] = {}
-    for name, like in template.items():
-        want_paths, want_leaves, treedef = _tree.flatten_with_paths(like)
+    for name, treedef, want_paths, shapes, counts in prepared.metrics:
         try:
-            got_paths, got_leaves, _ = _tree.flatten_with_paths(report[name])
+            got_leaves, got_treedef = _tree.flatten(report[name])
+            if got_treedef != treedef:  # e.g. a list where the template has a tuple: compare the paths
+                got_paths, got_leaves, _ = _tree.flatten_with_paths(report[name])
+                if tuple(got_paths) != want_paths:
+                    raise AggregationError(f"report {name!r} has paths {got_paths}, expected {list(want_paths)}")
+            leaves = [
+                _report_leaf(name if path == "<root>" else f"{name}/{path}", got, shape, count, max_count)
+                for path, got, shape, count in zip(want_paths, got_leaves, shapes, counts, strict=True)
+            ]
+        except AggregationError as exc:
+            raise AggregationError(f"{client}: {exc}") from None
         except Exception as exc:
             raise AggregationError(f"{client}: report {name!r} cannot be read ({exc})") from None
-        if got_paths != want_paths:
-            raise AggregationError(f"{client}: report {name!r} has paths {got_paths}, expected {want_paths}")
-        leaves = []
-        for path, want, got in zip(want_paths, want_leaves, got_leaves, strict=True):
-            where = name if path == "<root>" else f"{name}/{path}"
-            try:
-                leaves.append(_report_leaf(where, got, np.asarray(want), max_count))
-            except AggregationError as exc:
-                raise AggregationError(f"{client}: {exc}") from None
         out[name] = _tree.unflatten(treedef, leaves)
     return out
 
