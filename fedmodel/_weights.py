@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from fedmodel._backend import Backend, backend_for
 from fedmodel._errors import WeightsError
-
-if TYPE_CHECKING:
-    from fedmodel.layout import Layout
 
 __all__ = ["ModelWeights", "assign_weights", "get_weights"]
 
@@ -85,9 +82,7 @@ class ModelWeights:
         return self.with_arrays([np.array(a, copy=True) for a in self.arrays])
 
 
-def get_weights(
-    model: Any, *, copy: bool = True, backend: Backend | None = None, layout: Layout | None = None
-) -> ModelWeights:
+def get_weights(model: Any, *, copy: bool = True, backend: Backend | None = None) -> ModelWeights:
     """Read a model's trainable and non-trainable variables as :class:`ModelWeights`.
 
     Args:
@@ -96,8 +91,8 @@ def get_weights(
             returns read-only zero-copy views where the framework allows it (PyTorch and JAX on CPU):
             they are *live* and change when the model trains.
         backend: overrides :func:`fedmodel.backend_for`.
-        layout: return the weights in this :class:`fedmodel.layout.Layout`'s canonical names and axes
-            (arrays that need a transpose are then always copies).
+
+    Models of different frameworks exchange weights through :func:`fedmodel.layout.canonical`.
     """
     backend = backend or backend_for(model)
     groups = []
@@ -110,8 +105,7 @@ def get_weights(
                     v.flags.writeable = False
         groups.append((tuple(values), tuple(backend.variable_names(model, variables))))
     (t, tn), (n, nn) = groups
-    weights = ModelWeights(t, n, tn, nn)
-    return weights if layout is None else layout.to_canonical(weights)
+    return ModelWeights(t, n, tn, nn)
 
 
 def _validate(
@@ -146,23 +140,18 @@ def _validate(
     return checked
 
 
-def assign_weights(
-    model: Any, weights: ModelWeights, *, backend: Backend | None = None, layout: Layout | None = None
-) -> None:
+def assign_weights(model: Any, weights: ModelWeights, *, backend: Backend | None = None) -> None:
     """Write ``weights`` into the model's trainable and non-trainable variables, all or nothing.
 
     Every count, name, shape and dtype is checked before the first write; nothing is cast. The shapes
     and dtypes expected are those of the values ``backend.read_variables(..., copy=False)`` returns (on
-    an accelerator that read is a device-to-host copy). With ``layout``, ``weights`` are in that
-    layout's canonical names and axes and are converted first.
+    an accelerator that read is a device-to-host copy).
 
     Raises:
         WeightsError: naming the variable, expected and actual; no variable was changed.
     """
     if not isinstance(weights, ModelWeights):
         raise WeightsError(f"expected fedmodel.ModelWeights, got {type(weights).__name__}")
-    if layout is not None:
-        weights = layout.from_canonical(weights)
     backend = backend or backend_for(model)
     plans = []
     for group, variables, values, given in (

@@ -49,7 +49,6 @@ from fedmodel._weights import ModelWeights, assign_weights
 
 if TYPE_CHECKING:
     from fedmodel._backend import Backend
-    from fedmodel.layout import Layout
 
 __all__ = ["FORMAT", "Checkpoint", "check_extra", "load_checkpoint", "restore", "save_checkpoint"]
 
@@ -243,13 +242,12 @@ def load_checkpoint(
     return Checkpoint(weights, extra, metadata)
 
 
-def restore(
-    model: Any, path: str | os.PathLike[str], *, backend: Backend | None = None, layout: Layout | None = None
-) -> Checkpoint:
+def restore(model: Any, path: str | os.PathLike[str], *, backend: Backend | None = None) -> Checkpoint:
     """Load ``path`` and assign its weights to ``model``, all or nothing.
 
     The counts, names, shapes and dtypes are checked against the model's variables before the first write
-    (by :func:`fedmodel.assign_weights`, which also receives ``backend`` and ``layout``).
+    (by :func:`fedmodel.assign_weights`, which also receives ``backend``). A checkpoint in canonical names
+    and axes is restored into ``fedmodel.layout.canonical(model)``.
 
     Returns:
         The loaded :class:`Checkpoint` (its ``extra`` arrays and ``metadata`` for resuming a run).
@@ -260,7 +258,7 @@ def restore(
     """
     ckpt = load_checkpoint(path)
     try:
-        assign_weights(model, ckpt.weights, backend=backend, layout=layout)
+        assign_weights(model, ckpt.weights, backend=backend)
     except WeightsError as exc:
         raise WeightsError(f"checkpoint {os.fspath(path)!r} does not fit the model: {exc}") from exc
     return ckpt

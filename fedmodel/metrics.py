@@ -24,9 +24,8 @@ from fedmodel._errors import AggregationError
 __all__ = [
     "STANDARD_METRICS",
     "Aggregator",
-    "Sum",
+    "MeanOfFinalized",
     "SumThenFinalize",
-    "WeightedMean",
     "check_standard_report",
     "identity",
     "ratio",
@@ -147,20 +146,6 @@ class _Streaming:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
-class Sum(_Streaming):
-    """Leafwise sum of every reported value; nothing finalized."""
-
-    def init(self) -> dict[str, Any]:
-        return {}
-
-    def accumulate(self, state: dict[str, Any], report: Report) -> dict[str, Any]:
-        return _add_report(state, report)
-
-    def finalize(self, state: dict[str, Any]) -> dict[str, Any]:
-        return {name: _tree.map_structure(_unwrap, value) for name, value in state.items()}
-
-
 def ratio(total_and_count: Any) -> float | np.ndarray:
     """Finalizer for a ``(total, count)`` pair: ``total / count`` (NaN for a zero count).
 
@@ -209,7 +194,7 @@ class SumThenFinalize(_Streaming):
 
 
 @dataclass(frozen=True)
-class WeightedMean(_Streaming):
+class MeanOfFinalized(_Streaming):
     """Mean of already-finalized client metrics weighted by one reported key (``num_examples``).
 
     The weight key itself is summed. Use it for metrics that clients can only report finalized;

@@ -15,7 +15,6 @@ order (dicts by sorted key, tuples and namedtuples in order), named by key path
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 

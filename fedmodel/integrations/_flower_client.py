@@ -22,7 +22,6 @@ from fedmodel.integrations._flower_wire import (
     read_weights,
     write_weights,
 )
-from fedmodel.layout import Layout
 from fedmodel.server import client_seed
 
 __all__ = ["REJECTED_MESSAGE", "client_app", "partition_id", "read_round_config"]
@@ -71,7 +70,6 @@ def client_app(
     load_eval_data: Callable[[Context], ClientData] | None = None,
     client_id: Callable[[Context], int] = partition_id,
     eval_batch_size: int = 256,
-    layout: Callable[[Any], Layout] | None = None,
     secure_aggregation: bool = False,
 ) -> ClientApp:
     """A Flower ``ClientApp`` that trains and evaluates one fedmodel model.
@@ -86,7 +84,8 @@ def client_app(
     ``num-examples``, ``partition-id`` and its unfinalized training report. ``evaluate`` messages reply with
     the report of ``forward_pass(training=False)`` over ``load_eval_data(context)`` (default: the training
     data). A malformed message gets an error reply with code :data:`REJECTED_MESSAGE` and leaves the model
-    unchanged.
+    unchanged. Clients of different frameworks share one run when every side's factory returns
+    ``fedmodel.layout.canonical(model)``: the weights then travel in canonical names and axes.
 
     Args:
         model_factory: returns a fresh model; called once per run in a ClientApp process.
@@ -96,13 +95,10 @@ def client_app(
         load_eval_data: this node's evaluation data.
         client_id: the client's index (default: ``node_config["partition-id"]``).
         eval_batch_size: batch size of local evaluation.
-        layout: the model's :class:`fedmodel.layout.Layout` (e.g. ``fedmodel_torch.layout.canonical_layout``):
-            weights then travel in canonical names and axes, so clients of different frameworks can share
-            one run; the strategy must be given the same.
         secure_aggregation: take part in Flower's SecAgg+ (``secaggplus_mod`` on ``train``) for a server running
             :class:`fedmodel.integrations.flower.SecAggPlusStrategy`: the client sends its masked change from the
             global weights (clipped for DP when the server asks), weight 1, and no training metrics; it refuses
-            to send non-finite values or values beyond SecAgg+'s clipping range. Not with ``layout``.
+            to send non-finite values or values beyond SecAgg+'s clipping range.
 
     >>> from fedmodel.reference import SoftmaxRegression
     >>> from fedmodel.algorithms import fedavg
@@ -114,38 +110,34 @@ def client_app(
     'ClientApp'
     """
     app = ClientApp()
-    cache: dict[int, tuple[Any, Backend, Layout | None]] = {}
-    if secure_aggregation and layout is not None:
-        raise ValueError("secure aggregation sends the weights in the model's own names and axes: no layout")
+    cache: dict[int, tuple[Any, Backend]] = {}
 
-    def model_of(context: Context) -> tuple[Any, Backend, Layout | None]:
-        """The run's model, its backend and layout (one model per run in a ClientApp process)."""
+    def model_of(context: Context) -> tuple[Any, Backend]:
+        """The run's model and its backend (one model per run in a ClientApp process)."""
         if context.run_id not in cache:
             model = model_factory(context)
             cache.clear()
-            cache[context.run_id] = (model, backend_for(model), layout(model) if layout is not None else None)
+            cache[context.run_id] = (model, backend_for(model))
         return cache[context.run_id]
 
-    def prepare(context: Context, content: RecordDict) -> tuple[Any, Backend, Layout | None, ModelWeights]:
-        """The run's model, its backend and layout, and the message's weights assigned to it (checked first)."""
-        model, backend, model_layout = model_of(context)
+    def prepare(context: Context, content: RecordDict) -> tuple[Any, Backend, ModelWeights]:
+        """The run's model, its backend, and the message's weights assigned to it (checked first)."""
+        model, backend = model_of(context)
         weights = read_weights(content)
-        if model_layout is not None:
-            weights = model_layout.from_canonical(weights)
         assign_weights(model, weights, backend=backend)  # every name, shape and dtype checked, all or nothing
-        return model, backend, model_layout, weights
+        return model, backend, weights
 
     def train(message: Message, context: Context) -> Message:
         try:
             server_round, seed = read_round_config(message.content)
             cid = client_id(context)
-            model, backend, model_layout, weights = prepare(context, message.content)
+            model, backend, weights = prepare(context, message.content)
         except FedModelError as exc:
             return _reject(message, exc)
         update = client_update(context)
         result = update(model, backend, weights, load_data(context), client_seed(seed, server_round - 1, cid))
         content = RecordDict()
-        write_weights(content, result.weights if model_layout is None else model_layout.to_canonical(result.weights))
+        write_weights(content, result.weights)
         metrics = {"num-examples": int(result.num_examples), "partition-id": cid, "num-steps": int(result.num_steps)}
         content[METRICS_KEY] = MetricRecord({**metrics, **flatten_report(result.metrics)})
         return Message(content, reply_to=message)
@@ -155,8 +147,7 @@ def client_app(
 
         from fedmodel.integrations._flower_secagg import secure_train
 
-        plain_model = lambda context: model_of(context)[:2]  # noqa: E731
-        app.train(mods=[secaggplus_mod])(secure_train(plain_model, load_data, client_update, client_id))
+        app.train(mods=[secaggplus_mod])(secure_train(model_of, load_data, client_update, client_id))
     else:
         app.train()(train)
 
@@ -164,7 +155,7 @@ def client_app(
     def evaluate(message: Message, context: Context) -> Message:
         try:
             cid = client_id(context)
-            model, backend, _, _ = prepare(context, message.content)
+            model, backend, _ = prepare(context, message.content)
         except FedModelError as exc:
             return _reject(message, exc)
         data = (load_eval_data or load_data)(context)

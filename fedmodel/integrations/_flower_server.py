@@ -34,7 +34,6 @@ from fedmodel.integrations._flower_wire import (
     read_weights,
     unflatten_report,
 )
-from fedmodel.layout import Layout
 from fedmodel.server import Dropped, ServerRound, report_template, sample_clients
 from fedmodel.validation import ReplyLimits, check_report, validate_update
 
@@ -75,8 +74,6 @@ class FedModelStrategy(Strategy):
         seed: the run's seed, sent to the clients for their example order.
         test_data: held-out data the server evaluates the global weights on after every round.
         evaluate_clients: also run federated evaluation on the nodes after every round.
-        layout: the model's :class:`fedmodel.layout.Layout`; the global weights are then held and sent in
-            canonical names and axes (give the clients the same).
         limits: what one reply may claim (:class:`fedmodel.validation.ReplyLimits`).
 
     The strategy owns the global state between rounds: a wrapper that changes the weights between rounds,
@@ -98,7 +95,6 @@ class FedModelStrategy(Strategy):
         node_wait_timeout: float = 60.0,
         exclude_unresponsive: bool = True,
         eval_batch_size: int = 256,
-        layout: Callable[[Any], Layout] | None = None,
         limits: ReplyLimits | None = None,
         sampling_rate: float | None = None,
         secret_sampling: bool = False,
@@ -108,9 +104,8 @@ class FedModelStrategy(Strategy):
         self.sampling_rate, self.secret_sampling = sampling_rate, secret_sampling
         self.model = model_factory()
         self.backend = backend_for(self.model)
-        self.layout = layout(self.model) if layout is not None else None
         self.algorithm = algorithm
-        self.state: ServerState = algorithm.init(get_weights(self.model, backend=self.backend, layout=self.layout))
+        self.state: ServerState = algorithm.init(get_weights(self.model, backend=self.backend))
         self._template_report = report_template(self.model)
         self.limits = limits or ReplyLimits()
         self.clients_per_round, self.min_available_nodes = clients_per_round, max(1, min_available_nodes)
@@ -349,8 +344,9 @@ class FedModelStrategy(Strategy):
             self._adopt(arrays)
         if self.test_data is None:
             return None
-        weights = self.state.weights if self.layout is None else self.layout.from_canonical(self.state.weights)
-        test = plain(evaluate(self.model, [self.test_data], weights=weights, batch_size=self.eval_batch_size))
+        test = plain(
+            evaluate(self.model, [self.test_data], weights=self.state.weights, batch_size=self.eval_batch_size)
+        )
         if server_round == 0:
             self.initial_test = test
         else:

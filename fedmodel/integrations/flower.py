@@ -10,8 +10,8 @@ algorithms as a Flower strategy. ``pip install 'fedmodel[flower]'``.
   dropped node.
 * :class:`SecAggPlusStrategy` aggregates through Flower's SecAgg+ (``client_app(..., secure_aggregation=True)``
   on the clients): the server sees only the sum of the clients' changes (see :mod:`._flower_secagg`).
-* With ``layout=`` (a model's :class:`fedmodel.layout.Layout`) on both sides, weights travel in canonical
-  names and axes, so clients of different frameworks can take part in one run.
+* With ``fedmodel.layout.canonical(model)`` as the model on both sides, weights travel in canonical names
+  and axes, so clients of different frameworks can take part in one run.
 * The wire format (weights as Flower ``ArrayRecord`` keyed by variable name plus a ``ConfigRecord`` of
   names, groups and widened dtypes; reports as ``MetricRecord`` entries) is in :func:`encode_weights`,
   :func:`decode_weights`, :func:`flatten_report` and :func:`unflatten_report`.

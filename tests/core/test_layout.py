@@ -79,19 +79,12 @@ def test_inverse_permutation_undoes_it(rng: np.random.Generator) -> None:
     np.testing.assert_array_equal(a.transpose((2, 3, 1, 0)).transpose(inverse_permutation((2, 3, 1, 0))), a)
 
 
-def test_get_and_assign_speak_the_canonical_layout_when_asked() -> None:
-    layout = Layout(
-        (
-            LayoutEntry("dense_0/kernel", "kernel", (1, 0)),
-            LayoutEntry("dense_0/bias", "bias"),
-            LayoutEntry("scale", "input_scale"),
-        )
-    )
-    src, dst = SoftmaxRegression(3, 2, seed=1), SoftmaxRegression(3, 2, seed=2)
-    canonical = fedmodel.get_weights(src, layout=layout)
-    assert dict(canonical.items())["dense_0/kernel"].shape == (2, 3)
-    fedmodel.assign_weights(dst, canonical, layout=layout)
-    np.testing.assert_array_equal(dst.trainable_variables[0].value, src.trainable_variables[0].value)
+def test_get_and_assign_take_no_layout_the_canonical_wrapper_is_the_one_way() -> None:
+    model = SoftmaxRegression(3, 2, seed=1)
+    with pytest.raises(TypeError, match="layout"):
+        fedmodel.get_weights(model, layout=None)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="layout"):
+        fedmodel.assign_weights(model, fedmodel.get_weights(model), layout=None)  # type: ignore[call-arg]
 
 
 def test_a_canonical_model_exchanges_weights_in_canonical_names_order_and_axes() -> None:

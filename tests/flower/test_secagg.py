@@ -183,15 +183,7 @@ def test_what_needs_each_update_is_refused_before_any_round(
         SecAggPlusStrategy(model, algorithm, SECAGG, limits=limits)
 
 
-def test_a_secure_client_app_takes_no_layout_and_a_sample_cannot_outgrow_the_modulus() -> None:
-    with pytest.raises(ValueError, match="no layout"):
-        client_app(
-            lambda c: model(),
-            lambda c: DATA.clients[0],
-            lambda c: fedavg().client_update,
-            secure_aggregation=True,
-            layout=lambda m: None,
-        )
+def test_a_sample_cannot_outgrow_the_modulus() -> None:
     small = SecAggPlus(num_shares=3, reconstruction_threshold=2, quantization_range=2**30)
     assert small.max_clients == 3
     with pytest.raises(ValueError, match="clients_per_round 5 exceeds SecAgg\\+'s 3"):

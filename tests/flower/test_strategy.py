@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -222,22 +223,27 @@ def test_a_second_or_unsolicited_reply_is_dropped(grid_class: Any) -> None:
     assert len(strategy.rounds[0].aggregated) == 2
 
 
-def test_a_canonical_layout_sends_framework_neutral_names_and_axes(grid_class: Any) -> None:
-    """With ``layout``, torch weights travel as ``dense_i/kernel`` (in, out): ready for clients of other frameworks."""
+def test_a_canonical_model_sends_framework_neutral_names_and_axes(grid_class: Any) -> None:
+    """With ``canonical(model)`` on both sides, torch weights travel as ``dense_i/kernel`` (in, out)."""
     models = pytest.importorskip("fedmodel_torch.models")
     canonical_layout = pytest.importorskip("fedmodel_torch.layout").canonical_layout
+    from fedmodel.layout import canonical as canonical_model
+
     clients, test = federated()
     algorithm = algorithms.fedavg(client_lr=0.1, batch_size=16)
+    factories: dict[str, Callable[[], Any]] = {
+        "native": lambda: models.mlp(seed=0),
+        "canonical": lambda: canonical_model(models.mlp(seed=0)),
+    }
     runs = {}
-    for name, layout in (("native", None), ("canonical", canonical_layout)):
+    for name, factory in factories.items():
         app = client_app(
-            lambda ctx: models.mlp(seed=0),
+            lambda ctx, factory=factory: factory(),
             lambda ctx: clients[partition_id(ctx)],
             lambda ctx: algorithm.client_update,
-            layout=layout,
         )
         grid = grid_class(app, 3)
-        strategy = FedModelStrategy(lambda: models.mlp(seed=0), algorithm, test_data=test, layout=layout)
+        strategy = FedModelStrategy(factory, algorithm, test_data=test)
         strategy.run(grid, 2, round_timeout=5.0)
         runs[name] = (strategy, grid)
     canonical, grid = runs["canonical"]
