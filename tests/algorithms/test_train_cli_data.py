@@ -214,6 +214,8 @@ USAGE: list[tuple[str, list[str], str]] = [
     ("data-option bad fraction", ["--data-option", "train_fraction=1"], "train_fraction: expected a number in (0, 1)"),
     ("data-option for another source", ["--data-option", "task=features"], "--data-option task: --data digits"),
     ("data-option twice", ["--data", LEAF, "--data-option", "task=features", "--data-option", "task=x"], "twice"),
+    ("leaf without users", ["--data", "leaf:EMPTY"], "its LEAF files hold no users"),
+    ("leaf without users, features", ["--data", "leaf:EMPTY", "--data-option", "task=features"], "hold no users"),
     ("unknown leaf task", ["--data", LEAF, "--data-option", "task=cifar"], "unknown LEAF task 'cifar'"),
     ("labels beyond num_classes", ["--data", LEAF, "--data-option", "num_classes=2"], "labels must be in [0, 2)"),
     ("sent140_input not bag or words", ["--data-option", "sent140_input=bits"], "sent140_input: expected bag or"),
@@ -224,11 +226,14 @@ USAGE: list[tuple[str, list[str], str]] = [
 def data_dirs(tmp_path: Path) -> dict[str, str]:
     _features_leaf(tmp_path / "leaf")
     _femnist_leaf(tmp_path / "femnist")
+    for part in ("train", "test"):
+        write_leaf(tmp_path / "empty" / part / f"{part}.json", {})
     return {
         "LEAF": str(tmp_path / "leaf"),
         "FEMNIST": str(tmp_path / "femnist"),
         "H5": str(_emnist_h5(tmp_path / "h5")),
         "NOPE": str(tmp_path / "nope"),
+        "EMPTY": str(tmp_path / "empty"),
     }
 
 
@@ -349,6 +354,10 @@ def cnn28(*, num_classes, seed=0):
 
 def mlp(*, num_features, num_classes, seed=0):  # wrong on purpose: it wants images, whatever the features
     return FlatImages(num_classes, seed)
+
+
+def char_rnn(*, num_classes, seed=0):  # wrong on purpose: no vocab_size
+    raise AssertionError("not reached: the call itself fails")
 '''
 
 
@@ -416,5 +425,17 @@ def test_a_kind_a_third_party_backend_lacks_lists_the_kinds_it_has(tmp_path: Pat
     assert run.returncode == 2
     assert run.stderr == (
         "fedmodel train: error: --backend fake has no model of kind word_rnn (embedding + LSTM over word ids x "
-        f"(None, 25) int64; y (None,) int64 (Sent140 sentiment)) for --data {source}; its kinds: mlp, cnn28\n"
+        f"(None, 25) int64; y (None,) int64 (Sent140 sentiment)) for --data {source}; its kinds: mlp, cnn28, char_rnn\n"
     )
+
+
+def test_a_factory_that_does_not_take_the_kinds_arguments_is_a_usage_error(tmp_path: Path, fake_site: Path) -> None:
+    lines = ["to be or not to be that is the question whether tis nobler in the mind to suffer ", "the slings"]
+    users = {u: {"x": [line[:80].ljust(80) for line in lines], "y": ["t", "e"]} for u in ("hamlet", "ophelia")}
+    write_leaf(tmp_path / "shakespeare" / "train" / "s.json", users)
+    write_leaf(tmp_path / "shakespeare" / "test" / "s.json", users)
+    source = f"leaf:{tmp_path / 'shakespeare'}"
+    run = _fedmodel_train(fake_site, *FAKE_RUN, "--data", source, "--out", str(tmp_path / "out"))
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stdout + run.stderr
+    assert run.stderr.startswith("fedmodel train: error: --backend fake: its models.char_rnn cannot build the model:")
+    assert "vocab_size" in run.stderr and not (tmp_path / "out").exists()
