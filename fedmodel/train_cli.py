@@ -42,8 +42,16 @@ if TYPE_CHECKING:
     from fedmodel.data import FederatedData, FederatedTask
     from fedmodel.simulation import SimulationConfig
 
-__all__ = ["ALGORITHMS", "BACKENDS", "DATA_OPTIONS", "ModelKindError", "build_algorithm", "main", "model_factory"]
-__all__ += ["save_weights"]
+__all__ = [
+    "ALGORITHMS",
+    "BACKENDS",
+    "DATA_OPTIONS",
+    "ModelKindError",
+    "build_algorithm",
+    "main",
+    "model_factory",
+    "save_weights",
+]
 
 PROG = "fedmodel train"
 BACKENDS = ("numpy", *backend_names())
