@@ -97,11 +97,11 @@ class TorchBackend:
         try:
             # the metric sums are written only after the step; the buffers come back if anything raises
             with model.restoring_buffers_on_error(True), torch.enable_grad():
-                loss, predictions, n, sums = model.loss_and_predictions(batch, training=True)
+                loss, predictions, n, update = model.loss_and_predictions(batch, training=True)
                 _check_differentiable(model, loss)
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
-            model.commit_metrics(sums)
+            model.commit_metrics(update)
         finally:
             optimizer.zero_grad()
         return BatchOutput(detached(loss, host=True), detached(predictions, host=True), n)

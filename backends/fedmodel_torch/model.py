@@ -6,9 +6,10 @@ Also the moves between numpy and torch that the wrapper and the backend share: b
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, final
+from typing import Any, ClassVar, NamedTuple, final
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from fedmodel.backend_kit import (
 from fedmodel.metrics import SumThenFinalize
 from fedmodel_torch.metrics import Metric
 
-__all__ = ["TorchModel", "from_module"]
+__all__ = ["MetricUpdate", "TorchModel", "from_module"]
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 """``loss(predictions, y)`` → the batch's scalar mean loss (torch's own argument order)."""
@@ -39,9 +40,8 @@ _STANDARD_LOCALS = ("metrics/loss_sum", "metrics/correct", "metrics/count")
 # -- numpy <-> torch --------------------------------------------------------------------------------
 def module_device(module: torch.nn.Module) -> torch.device:
     """The device of the module's first parameter or buffer (CPU for a module without any)."""
-    for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def from_numpy(value: Any) -> torch.Tensor:
@@ -52,7 +52,7 @@ def from_numpy(value: Any) -> torch.Tensor:
     are reinterpreted bit for bit.
     """
     arr = np.asarray(value)
-    if arr.dtype.name == "bfloat16":
+    if arr.dtype.kind == "V" and arr.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 is a void-kind dtype
         return from_numpy(arr.view(np.int16)).view(torch.bfloat16)
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
@@ -68,6 +68,8 @@ def to_device(value: Any, device: torch.device) -> Any:
         tensor = v if isinstance(v, torch.Tensor) else from_numpy(v)
         return tensor if tensor.device == device else tensor.to(device, non_blocking=True)
 
+    if isinstance(value, (np.ndarray, torch.Tensor)):  # one array: no tree to walk
+        return leaf(value)
     return _tree.map_structure(leaf, value)
 
 
@@ -96,7 +98,7 @@ def detached(tree: Any, *, host: bool = False) -> Any:
         t = t.detach()
         return t.cpu() if host else t
 
-    return _tree.map_structure(leaf, tree)
+    return leaf(tree) if isinstance(tree, torch.Tensor) else _tree.map_structure(leaf, tree)
 
 
 # -- the wrapper ----------------------------------------------------------------------------------
@@ -123,8 +125,21 @@ def _hits(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (predicted == y).sum()
 
 
+class MetricUpdate(NamedTuple):
+    """One batch's contribution to the local variables, computed before any is written."""
+
+    loss: torch.Tensor
+    """The batch's mean loss (detached)."""
+    hits: torch.Tensor | None
+    """The number of correct predictions, or ``None`` without accuracy."""
+    num_examples: int
+    """The batch size."""
+    states: tuple[torch.Tensor, ...]
+    """The user metrics' new states, flattened in metric order."""
+
+
 def _leading_dim(tree: Any) -> int:
-    leaves, _ = _tree.flatten(tree)
+    leaves = [tree] if isinstance(tree, np.ndarray) else _tree.flatten(tree)[0]
     return int(leaves[0].shape[0])
 
 
@@ -226,15 +241,15 @@ class TorchModel:
             SpecError: when the batch does not match ``input_spec``. Whatever raises, nothing is changed.
         """
         with torch.no_grad(), self.restoring_buffers_on_error(training):
-            loss, predictions, n, sums = self.loss_and_predictions(batch_input, training)
-        self.commit_metrics(sums)
+            loss, predictions, n, update = self.loss_and_predictions(batch_input, training)
+        self.commit_metrics(update)
         return BatchOutput(detached(loss, host=True), detached(predictions, host=True), n)
 
     def loss_and_predictions(
         self, batch_input: Any, training: bool
-    ) -> tuple[torch.Tensor, Any, int, list[torch.Tensor]]:
-        """The batch's loss (with its autograd graph when gradients are enabled), predictions, size, and the
-        new values of the local variables (for :meth:`commit_metrics`); no variable of the model is written.
+    ) -> tuple[torch.Tensor, Any, int, MetricUpdate]:
+        """The batch's loss (with its autograd graph when gradients are enabled), predictions, size, and its
+        contribution to the metrics (for :meth:`commit_metrics`); no variable of the model is written.
 
         Validates the batch first; what :meth:`forward_pass` and the backend's ``train_step`` share.
         """
@@ -249,30 +264,31 @@ class TorchModel:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise ValueError(f"loss must return a scalar tensor (the batch mean), got {shape}")
         with torch.no_grad():
-            sums = self._new_sums(loss.detach(), detached(predictions), y, n)
-        return loss, predictions, n, sums
+            update = self._metric_update(loss.detach(), detached(predictions), y, n)
+        return loss, predictions, n, update
 
-    def _new_sums(self, loss: torch.Tensor, predictions: Any, y: Any, n: int) -> list[torch.Tensor]:
-        loss_sum, correct, count = self._local[:3]
-        sums = [
-            loss_sum + loss.to(loss_sum.device, torch.float64) * n,
-            correct + _hits(predictions, y).to(correct.device) if self.accuracy else correct,
-            count + n,
-        ]
+    def _metric_update(self, loss: torch.Tensor, predictions: Any, y: Any, n: int) -> MetricUpdate:
+        hits = _hits(predictions, y) if self.accuracy else None
+        states: list[torch.Tensor] = []
         i = 3
         for metric, size in zip(self._metrics, self._metric_sizes, strict=True):
             state = self._local[i : i + size]
             new = tuple(metric.update(state, y, predictions))
             if len(new) != size or not all(isinstance(t, torch.Tensor) for t in new):
                 raise ValueError(f"metric {metric.name!r}: update must return {size} tensors, got {new!r}")
-            sums.extend(new)
+            states.extend(new)
             i += size
-        return sums
+        return MetricUpdate(loss, hits, n, tuple(states))
 
-    def commit_metrics(self, sums: Sequence[torch.Tensor]) -> None:
-        """Write the local variables' new values (from :meth:`loss_and_predictions`) in place."""
+    def commit_metrics(self, update: MetricUpdate) -> None:
+        """Add a batch's contribution (from :meth:`loss_and_predictions`) to the local variables, in place."""
+        loss_sum, correct, count = self._local[:3]
         with torch.no_grad():
-            for var, value in zip(self._local, sums, strict=True):
+            loss_sum.add_(update.loss.to(loss_sum.device), alpha=update.num_examples)
+            if update.hits is not None:
+                correct.add_(update.hits.to(correct.device))
+            count.add_(update.num_examples)
+            for var, value in zip(self._local[3:], update.states, strict=True):
                 var.copy_(value)
 
     @contextmanager
@@ -320,7 +336,9 @@ class TorchModel:
 
     def reset_metrics(self) -> None:
         """Every local variable back to its initial value (in place)."""
-        self.commit_metrics(self._initial)
+        with torch.no_grad():
+            for var, init in zip(self._local, self._initial, strict=True):
+                var.copy_(init)
 
     def __repr__(self) -> str:
         return f"TorchModel({type(self.module).__name__}, device={self.device})"
