@@ -94,16 +94,19 @@ class TorchBackend:
         if not isinstance(model, TorchModel):
             return self._train_step_of_any_model(model, batch, optimizer)
         optimizer.zero_grad()
+        saved = model.buffers_before(True)
         try:
-            # the metric sums are written only after the step; the buffers come back if anything raises
-            with model.restoring_buffers_on_error(True), torch.enable_grad():
+            with torch.enable_grad():
                 loss, predictions, n, update = model.loss_and_predictions(batch, training=True)
                 _check_differentiable(model, loss)
                 loss.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-            model.commit_metrics(update)
+            optimizer.step()
+        except BaseException:
+            model.restore_buffers(saved)  # the metric sums are written only after the step
+            raise
         finally:
             optimizer.zero_grad()
+        model.commit_metrics(update)
         return BatchOutput(detached(loss, host=True), detached(predictions, host=True), n)
 
     @staticmethod

@@ -7,8 +7,7 @@ Also the moves between numpy and torch that the wrapper and the backend share: b
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, final
 
 import numpy as np
@@ -102,19 +101,19 @@ def detached(tree: Any, *, host: bool = False) -> Any:
 
 
 # -- the wrapper ----------------------------------------------------------------------------------
-@contextmanager
-def _mode(module: torch.nn.Module, training: bool) -> Iterator[None]:
-    """``module.train(training)`` for the block, then every submodule's own previous mode back."""
+def _enter_mode(module: torch.nn.Module, training: bool) -> list[tuple[torch.nn.Module, bool]]:
+    """``module.train(training)``; returns every submodule's previous mode for :func:`_restore_modes` (nothing
+    when all were already in that mode)."""
     previous = [(m, m.training) for m in module.modules()]
     if all(was == training for _, was in previous):
-        yield
-        return
+        return []
     module.train(training)
-    try:
-        yield
-    finally:
-        for m, was in previous:
-            m.training = was
+    return previous
+
+
+def _restore_modes(previous: Sequence[tuple[torch.nn.Module, bool]]) -> None:
+    for m, was in previous:
+        m.training = was
 
 
 def _hits(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -240,14 +239,17 @@ class TorchModel:
         Raises:
             SpecError: when the batch does not match ``input_spec``. Whatever raises, nothing is changed.
         """
-        with torch.no_grad(), self.restoring_buffers_on_error(training):
-            loss, predictions, n, update = self.loss_and_predictions(batch_input, training)
+        saved = self.buffers_before(training)
+        try:
+            with torch.no_grad():
+                loss, predictions, n, update = self.loss_and_predictions(batch_input, training)
+        except BaseException:
+            self.restore_buffers(saved)
+            raise
         self.commit_metrics(update)
         return BatchOutput(detached(loss, host=True), detached(predictions, host=True), n)
 
-    def loss_and_predictions(
-        self, batch_input: Any, training: bool
-    ) -> tuple[torch.Tensor, Any, int, MetricUpdate]:
+    def loss_and_predictions(self, batch_input: Any, training: bool) -> tuple[torch.Tensor, Any, int, MetricUpdate]:
         """The batch's loss (with its autograd graph when gradients are enabled), predictions, size, and its
         contribution to the metrics (for :meth:`commit_metrics`); no variable of the model is written.
 
@@ -257,14 +259,16 @@ class TorchModel:
         device = self.device
         n = _leading_dim(x)
         x, y = to_device(x, device), to_device(y, device)
-        with _mode(self.module, training):
+        modes = _enter_mode(self.module, training)
+        try:
             predictions = self.module(x)
+        finally:
+            _restore_modes(modes)
         loss = self.loss(predictions, y)
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise ValueError(f"loss must return a scalar tensor (the batch mean), got {shape}")
-        with torch.no_grad():
-            update = self._metric_update(loss.detach(), detached(predictions), y, n)
+        update = self._metric_update(loss.detach(), detached(predictions), y, n)  # on detached tensors: no graph
         return loss, predictions, n, update
 
     def _metric_update(self, loss: torch.Tensor, predictions: Any, y: Any, n: int) -> MetricUpdate:
@@ -282,31 +286,29 @@ class TorchModel:
 
     def commit_metrics(self, update: MetricUpdate) -> None:
         """Add a batch's contribution (from :meth:`loss_and_predictions`) to the local variables, in place."""
-        loss_sum, correct, count = self._local[:3]
-        with torch.no_grad():
-            loss_sum.add_(update.loss.to(loss_sum.device), alpha=update.num_examples)
-            if update.hits is not None:
-                correct.add_(update.hits.to(correct.device))
-            count.add_(update.num_examples)
-            for var, value in zip(self._local[3:], update.states, strict=True):
-                var.copy_(value)
+        loss_sum, correct, count = self._local[:3]  # no gradient: neither side of any write needs one
+        loss_sum.add_(update.loss.to(loss_sum.device), alpha=update.num_examples)
+        if update.hits is not None:
+            correct.add_(update.hits.to(correct.device))
+        count.add_(update.num_examples)
+        for var, value in zip(self._local[3:], update.states, strict=True):
+            var.copy_(value.detach())
 
-    @contextmanager
-    def restoring_buffers_on_error(self, training: bool) -> Iterator[None]:
-        """For a training-mode block: the module's buffers are put back when it raises.
+    def buffers_before(self, training: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """For a training-mode call: each buffer and a copy of it, for :meth:`restore_buffers` if the call raises.
 
-        torch updates BatchNorm statistics inside ``forward`` itself, before the loss exists, so the
-        only way to leave them unchanged by a failing call is a copy taken before it (none in eval mode
-        or for a module without buffers).
+        torch updates BatchNorm statistics inside ``forward`` itself, before the loss exists, so the only way
+        to leave them unchanged by a failing call is a copy taken before it (none in eval mode, none for a
+        module without buffers).
         """
-        saved = [(b, b.clone()) for b in self.module.buffers()] if training else []
-        try:
-            yield
-        except BaseException:
-            with torch.no_grad():
-                for buffer, value in saved:
-                    buffer.copy_(value)
-            raise
+        return [(b, b.clone()) for b in self.module.buffers()] if training else []
+
+    @staticmethod
+    def restore_buffers(saved: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Write back the copies that :meth:`buffers_before` took."""
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
     def predict_on_batch(self, x: Any, training: bool = False) -> Any:
         """Predictions for ``x`` (detached CPU tensors); never touches the metrics.
@@ -316,8 +318,15 @@ class TorchModel:
         """
         check_spec(self._spec_x, x, what="x")
         x = to_device(x, self.device)
-        with torch.no_grad(), self.restoring_buffers_on_error(training), _mode(self.module, training):
-            return detached(self.module(x), host=True)
+        saved, modes = self.buffers_before(training), _enter_mode(self.module, training)
+        try:
+            with torch.no_grad():
+                return detached(self.module(x), host=True)
+        except BaseException:
+            self.restore_buffers(saved)
+            raise
+        finally:
+            _restore_modes(modes)
 
     def report_local_outputs(self) -> dict[str, Any]:
         """``loss``/``accuracy`` as ``(total, count)``, ``num_examples``, user metrics' states: numpy copies."""
