@@ -412,3 +412,14 @@ def test_structured_predictions_come_back_detached_and_train(rng: np.random.Gene
     assert step.predictions["logits"].grad_fn is None
     assert not torch.equal(model.module.body.weight, before)
     assert set(model.predict_on_batch(batch(rng)[0])) == {"logits", "probabilities"}
+
+
+def test_importing_the_backend_installs_no_process_wide_module_hook() -> None:
+    import torch.nn.modules.module as torch_module  # fedmodel_torch was imported with this test module
+
+    hooks = [
+        torch_module._global_module_registration_hooks,
+        torch_module._global_forward_hooks,
+        torch_module._global_forward_pre_hooks,
+    ]
+    assert [len(h) for h in hooks] == [0, 0, 0]
