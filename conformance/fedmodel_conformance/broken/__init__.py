@@ -171,6 +171,7 @@ VARIANTS: dict[str, tuple[Callable[[], Case], ...]] = {
         _backend("optimizer_update_rules", T.DecoupledWeightDecay()),
     ),
     "fedprox_anchor": (_backend("fedprox_anchor", T.LiveAnchorBackend()),),
+    "gradients_match_finite_differences": (_model("gradients_match_finite_differences", M.SkewedGradient),),
     "failed_call_changes_nothing": (
         _model("failed_call_changes_nothing", E.StatisticsMoveBeforeRaising, **_STATISTICS),
         _model("failed_call_changes_nothing", E.AcceptsOutOfRangeLabels),
