@@ -12,6 +12,7 @@ cannot provoke (an out-of-memory error half-way through a step) is out of its re
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -171,20 +172,16 @@ def check_failed_call_changes_nothing(case: Case) -> None:
         calls: list[tuple[str, Callable[[], Any], type[BaseException] | None]] = [
             (
                 f"forward_pass(batch with {what}, training=False)",
-                lambda b=bad: model.forward_pass(b, training=False),
+                partial(model.forward_pass, bad, training=False),
                 error,
             ),
-            (
-                f"forward_pass(batch with {what}, training=True)",
-                lambda b=bad: model.forward_pass(b, training=True),
-                error,
-            ),
-            (f"train_step(batch with {what})", lambda b=bad: backend.train_step(model, b, optimizer), error),
+            (f"forward_pass(batch with {what}, training=True)", partial(model.forward_pass, bad, training=True), error),
+            (f"train_step(batch with {what})", partial(backend.train_step, model, bad, optimizer), error),
         ]
         if bad_x is not None:
             for training in (False, True):
                 where = f"predict_on_batch(x with {what}, training={training})"
-                calls.append((where, lambda xx=bad_x, t=training: model.predict_on_batch(xx, training=t), None))
+                calls.append((where, partial(model.predict_on_batch, bad_x, training=training), None))
         for where, call, required in calls:
             model.report_local_outputs()  # a report that changes state (report_is_pure's clause) has done so now
             report = report_as_numpy(model.report_local_outputs())
