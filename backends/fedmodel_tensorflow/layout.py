@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
-
 from fedmodel.layout import Layout, LayoutEntry
+from fedmodel_tensorflow._compat import keras
 from fedmodel_tensorflow.model import KerasModel
 
 __all__ = ["canonical_layout"]
