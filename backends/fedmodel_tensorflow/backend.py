@@ -3,7 +3,7 @@
 Reads: ``copy=True`` (default) gives independent numpy arrays. ``copy=False`` gives read-only arrays that
 share the buffer of a read of the variable, with no copy; unlike PyTorch's and JAX's views they are
 *snapshots*, not live: TensorFlow copies the variable's buffer on its next write (copy on write), so a
-``copy=False`` array keeps the value it had when read. Writes are ``tf.Variable.assign``.
+``copy=False`` array keeps the value it had when read. Writes copy once (:meth:`TensorFlowBackend.write_variables`).
 
 The train step is one ``tf.function`` per (model, spec), traced once: a new optimizer for the same model
 and spec resets the Keras optimizer's state to fresh and re-anchors FedProx, rather than retracing. It
@@ -62,6 +62,8 @@ class _Trainer:
             with tf.GradientTape() as tape:
                 loss, predictions, data_loss, non_trainable = model._loss_and_predictions(x, y, True)
             grads = tape.gradient(loss, self._vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            # dense gradients: Keras applies IndexedSlices (embeddings) with sparse rules (Adam's v gets Σg² per row)
+            grads = [tf.convert_to_tensor(g) for g in grads]
             if decay:
                 grads = [g + decay * w for g, w in zip(grads, self._vars, strict=True)]
             if mu:
@@ -123,6 +125,15 @@ def _snapshot(variable: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def aligned_copy(value: np.ndarray) -> np.ndarray:
+    """A copy of ``value`` in native byte order at a 64-byte-aligned address (TensorFlow's alignment)."""
+    raw = np.empty(value.nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    out = raw[start : start + value.nbytes].view(value.dtype.newbyteorder("=")).reshape(value.shape)
+    np.copyto(out, value)
+    return out
+
+
 class TensorFlowBackend:
     """Framework operations on ``tf.Variable`` models (see the module docstring for ``copy=False``)."""
 
@@ -155,9 +166,17 @@ class TensorFlowBackend:
         return out
 
     def write_variables(self, variables: Sequence[Any], values: Sequence[np.ndarray]) -> None:
-        """Write each (already validated) value with ``tf.Variable.assign``; no variable aliases a caller's array."""
+        """Write each (already validated) value; no variable aliases a caller's array.
+
+        A numeric value is copied once into a fresh 64-byte-aligned array, which ``AssignVariableOp`` adopts
+        as the variable's buffer; other dtypes (bfloat16) and other variables go through ``assign``.
+        """
         for var, value in zip(variables, values, strict=True):
-            var.assign(value)
+            if value.dtype.kind in "fiub" and hasattr(var, "handle"):
+                # one copy instead of assign's two: the weights round trip's bar (1.5x numpy) needs it
+                tf.raw_ops.AssignVariableOp(resource=var.handle, value=aligned_copy(value))
+            else:
+                var.assign(value)
 
     def to_native(self, model: Any, batch: Any) -> Any:
         """Every numpy leaf of ``batch`` as a tensor of the same dtype; tensors pass through."""
