@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fedmodel._errors import CheckpointError
+from fedmodel._errors import CheckpointError, WeightsError
 from fedmodel._weights import ModelWeights
 from fedmodel.algorithms import FederatedAlgorithm, ServerState
 from fedmodel.server_optimizers import state_from_arrays, state_to_arrays
@@ -79,6 +79,24 @@ def _restore_carry(
     return carry
 
 
+def _refuse_another_run(where: str, run: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+    """Raise CheckpointError naming each difference between this run's identity and the checkpoint's."""
+    saved = {k.removeprefix("run/"): v for k, v in metadata.items() if k.startswith("run/")}
+    differences = []
+    for key in [*run, *(k for k in saved if k not in run)]:
+        now, then = run.get(key), saved.get(key)
+        if key == "algorithm" and now != then:
+            differences.append(f"saved by {then!r}, resumed with {now!r}")
+        elif key not in saved:
+            differences.append(f"{key} {now!r} (not in the checkpoint)")
+        elif key not in run:
+            differences.append(f"{key} missing (the checkpoint's: {then!r})")
+        elif now != then:
+            differences.append(f"{key} {now!r} (the checkpoint's: {then!r})")
+    if differences:
+        raise CheckpointError(f"{where}: cannot resume with another configuration: {'; '.join(differences)}")
+
+
 def load_state(
     config: SimulationConfig, algorithm: FederatedAlgorithm, fresh: ServerState, num_clients: int | None = None
 ) -> ServerState:
@@ -94,7 +112,11 @@ def load_state(
     from fedmodel.checkpoint import check_extra, load_checkpoint
 
     where = os.fspath(config.checkpoint_path)
-    ckpt = load_checkpoint(where, like=fresh.weights)
+    try:
+        ckpt = load_checkpoint(where, like=fresh.weights)
+    except WeightsError:  # another model: say which option made it another (e.g. --data) when one did
+        _refuse_another_run(where, run_identity(config, algorithm, num_clients), load_checkpoint(where).metadata)
+        raise
     saved_round = ckpt.metadata.get("round")
     if type(saved_round) is not int or saved_round < 0:
         raise CheckpointError(f"{where}: metadata 'round' must be an integer >= 0, got {saved_round!r}")
@@ -103,21 +125,7 @@ def load_state(
             f"{where} is at round {saved_round}, beyond rounds={config.rounds}: a resumed run cannot go back "
             f"(ask for at least {saved_round} rounds)"
         )
-    run = run_identity(config, algorithm, num_clients)
-    saved = {k.removeprefix("run/"): v for k, v in ckpt.metadata.items() if k.startswith("run/")}
-    differences = []
-    for key in [*run, *(k for k in saved if k not in run)]:
-        now, then = run.get(key), saved.get(key)
-        if key == "algorithm" and now != then:
-            differences.append(f"saved by {then!r}, resumed with {now!r}")
-        elif key not in saved:
-            differences.append(f"{key} {now!r} (not in the checkpoint)")
-        elif key not in run:
-            differences.append(f"{key} missing (the checkpoint's: {then!r})")
-        elif now != then:
-            differences.append(f"{key} {now!r} (the checkpoint's: {then!r})")
-    if differences:
-        raise CheckpointError(f"{where}: cannot resume with another configuration: {'; '.join(differences)}")
+    _refuse_another_run(where, run_identity(config, algorithm, num_clients), ckpt.metadata)
     check_extra(where, ckpt.extra, state_to_arrays(fresh.optimizer_state))  # e.g. no int64 momentum
     try:
         opt_state = state_from_arrays(fresh.optimizer_state, ckpt.extra)

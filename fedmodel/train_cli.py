@@ -1,9 +1,17 @@
-"""``fedmodel train``: a federated run on scikit-learn's digits, with any backend and any algorithm.
+"""``fedmodel train``: a federated run on a data set (``--data``), with any backend and any algorithm.
 
 ``fedmodel train --backend numpy torch --algorithm fedavg --clients 20 --rounds 30 --alpha 0.5 --out runs``
 prints a table per round, appends each round's row to ``metrics.csv`` as it ends, and writes
 ``curves.png`` (one line per run) and each run's final weights (``weights-<backend>-<algorithm>.safetensors``)
 into ``--out``. Frameworks are imported only for the backends asked for; ``--backend numpy`` needs none.
+
+``--data`` picks the data (:func:`fedmodel.data.load_federated`): ``digits`` (the default: scikit-learn's
+digits cut into ``--clients`` clients by ``--alpha``), ``synthetic:ALPHA,BETA`` or ``synthetic:iid``
+(FedProx's synthetic data, ``--clients`` devices, 30 by default), ``leaf:DIR`` or ``tff-h5:FILE`` (files
+with natural clients: their users are the clients, ``--clients`` is refused, ``--clients-per-round``
+samples them). ``--data-option KEY=VALUE`` passes the source's other options. The model is the one its
+task's kind asks for (``mlp``, ``cnn28``, ``char_rnn`` ...: :data:`fedmodel.data.MODEL_KINDS`) from the
+backend's ``models`` module; the run is evaluated on the task's pooled test set.
 
 Everything is checked before the first round: each option's value, the backends, the data split, that
 ``--out`` is a folder this process can write to, that no output is a FIFO or another special file, and
@@ -26,15 +34,24 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from fedmodel import _train_dp, algorithms
 from fedmodel._backend import backend_names, backend_package
-from fedmodel._errors import FedModelError
+from fedmodel._errors import BackendError, DataError, FedModelError, SpecError
 from fedmodel._run_outputs import OutputError, check_folder, earlier_rows, metrics_file
 from fedmodel._weights import ModelWeights
 
 if TYPE_CHECKING:
-    from fedmodel.data import FederatedData
+    from fedmodel.data import FederatedData, FederatedTask
     from fedmodel.simulation import SimulationConfig
 
-__all__ = ["ALGORITHMS", "BACKENDS", "build_algorithm", "main", "model_factory", "save_weights"]
+__all__ = [
+    "ALGORITHMS",
+    "BACKENDS",
+    "DATA_OPTIONS",
+    "ModelKindError",
+    "build_algorithm",
+    "main",
+    "model_factory",
+    "save_weights",
+]
 
 PROG = "fedmodel train"
 BACKENDS = ("numpy", *backend_names())
@@ -53,25 +70,63 @@ _OPTIONS = {
 }
 
 
-def model_factory(backend: str, seed: int = 0) -> Callable[[], Any]:
-    """A factory of the backend's digits model: numpy softmax regression, or the backend's ``models.mlp()``.
+class ModelKindError(ValueError):
+    """A backend without a model of the kind a data set asks for (the message names both and its kinds)."""
 
-    A backend is found by name in the ``fedmodel.backends`` entry points; its package's
-    ``models.mlp(num_features=64, num_classes=10, seed=seed)`` builds the model.
+
+def _kind_arguments(task: FederatedTask | None) -> tuple[str, dict[str, int]]:
+    """The model kind of ``task`` (None: the digits) and the keyword arguments its factory takes besides seed."""
+    if task is None:
+        return "mlp", {"num_features": 64, "num_classes": 10}
+    if task.model_kind == "mlp":
+        shape = task.input_spec[0].shape
+        if len(shape) != 2 or shape[1] is None:
+            raise DataError(f"data source {task.source!r}: an mlp task needs flat features, got x of shape {shape}")
+        return "mlp", {"num_features": int(shape[1]), "num_classes": task.num_classes}
+    arguments = {"num_classes": task.num_classes}
+    if task.vocab_size is not None:
+        arguments = {"vocab_size": task.vocab_size, **arguments}
+    return task.model_kind, arguments
+
+
+def model_factory(backend: str, seed: int = 0, task: FederatedTask | None = None) -> Callable[[], Any]:
+    """A factory of the model that fits ``task`` (default: the digits) in ``backend``.
+
+    The model is the factory named by the task's kind in the backend's ``models`` module: ``mlp(num_features=F,
+    num_classes=C, seed=)``, ``cnn28(num_classes=C, seed=)``, ``char_rnn(vocab_size=V, num_classes=C, seed=)``,
+    and so on for each kind of :data:`fedmodel.data.MODEL_KINDS` (``vocab_size`` for the text kinds). The
+    ``numpy`` reference backend has ``mlp`` only (softmax regression). A backend is found by name in the
+    ``fedmodel.backends`` entry points.
 
     Raises:
-        ValueError: for a backend that is not installed or has no ``models.mlp``.
+        ValueError: for a backend that is not installed; :class:`ModelKindError` for one without the kind's
+            factory (the message names the backend, the kind and the kinds it has).
+        BackendError: when importing the backend fails.
     """
+    from fedmodel.data import MODEL_KINDS
+
+    kind, arguments = _kind_arguments(task)
+    where = "" if task is None else f" for --data {task.source}"
     if backend == "numpy":
+        if kind != "mlp":
+            raise ModelKindError(
+                f"--backend numpy has no model of kind {kind} ({MODEL_KINDS.get(kind, '?')}){where}; its kinds: mlp"
+            )
         from fedmodel.reference import SoftmaxRegression
 
-        return lambda: SoftmaxRegression(64, 10, seed=seed)
+        return lambda: SoftmaxRegression(arguments["num_features"], arguments["num_classes"], seed=seed)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
-    mlp = getattr(getattr(backend_package(backend), "models", None), "mlp", None)
-    if not callable(mlp):
-        raise ValueError(f"the backend {backend!r} has no models.mlp(num_features=, num_classes=, seed=) to train")
-    return lambda: mlp(num_features=64, num_classes=10, seed=seed)
+    models = getattr(backend_package(backend), "models", None)
+    build = getattr(models, kind, None)
+    if not callable(build):
+        if task is None:
+            raise ValueError(f"the backend {backend!r} has no models.mlp(num_features=, num_classes=, seed=) to train")
+        kinds = ", ".join(k for k in MODEL_KINDS if callable(getattr(models, k, None))) or "none"
+        raise ModelKindError(
+            f"--backend {backend} has no model of kind {kind} ({MODEL_KINDS.get(kind, '?')}){where}; its kinds: {kinds}"
+        )
+    return lambda: build(**arguments, seed=seed)
 
 
 def build_algorithm(args: argparse.Namespace) -> algorithms.FederatedAlgorithm:
@@ -122,23 +177,72 @@ _NON_NEGATIVE = _value("a finite number >= 0", float, lambda v: math.isfinite(v)
 _FRACTION = _value("a number in (0, 1)", float, lambda v: 0 < v < 1)
 _MOMENTUM = _value("a number in [0, 1)", float, lambda v: 0 <= v < 1)
 
+SOURCES = ("digits", "synthetic:ALPHA,BETA", "synthetic:iid", "leaf:DIR", "tff-h5:FILE")
+_TEXT = _value("a non-empty text", str, bool)
+DATA_OPTIONS: dict[str, tuple[Callable[[str], Any], tuple[str, ...]]] = {
+    "task": (_TEXT, ("leaf", "tff-h5")),
+    "num_classes": (_COUNT, ("leaf", "tff-h5")),
+    "vocab_size": (_COUNT, ("leaf", "tff-h5")),
+    "max_test_clients": (_COUNT, ("leaf", "tff-h5")),
+    "sent140_input": (_value("bag or words", str, lambda v: v in ("bag", "words")), ("leaf",)),
+    "test_path": (_TEXT, ("tff-h5",)),
+    "word_counts": (_TEXT, ("tff-h5",)),
+    "sequence_length": (_COUNT, ("tff-h5",)),
+    "train_fraction": (_FRACTION, ("synthetic",)),
+}
+"""The ``--data-option KEY=VALUE`` keys: each one's parser and the sources that take it (their meaning:
+:func:`fedmodel.data.load_federated`). The other options of digits and synthetic are ``--clients``,
+``--alpha`` and ``--test-fraction``."""
+_DIGITS_ONLY = {"alpha": "--alpha", "test_fraction": "--test-fraction"}
+
+
+def _data_option(text: str) -> tuple[str, Any]:
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if key not in DATA_OPTIONS:
+        raise argparse.ArgumentTypeError(f"unknown KEY {key!r}; choose from {', '.join(DATA_OPTIONS)}")
+    try:
+        return key, DATA_OPTIONS[key][0](value)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
+
 
 def _parser() -> argparse.ArgumentParser:
     from fedmodel import __version__
 
     p = _Parser(
         prog=PROG,
-        description="A federated run on scikit-learn's digits, with any backend and any algorithm.",
+        description="A federated run on a data set (--data), with any backend and any algorithm.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = p.add_argument
     add("--version", action="version", version=f"fedmodel {__version__}")
     add("--backend", nargs="+", choices=BACKENDS, default=["numpy"], help="one run per backend, one after another")
     add("--algorithm", choices=ALGORITHMS, default="fedavg", help="the federated algorithm")
-    add("--clients", type=_COUNT, default=20, help="number of clients the training set is split into")
+    add(
+        "--data",
+        metavar="SOURCE",
+        default="digits",
+        help="the data: " + ", ".join(SOURCES) + " (files bring their own clients)",
+    )
+    add(
+        "--data-option",
+        metavar="KEY=VALUE",
+        type=_data_option,
+        action="append",
+        help="a data source's option, repeatable: " + ", ".join(DATA_OPTIONS) + " (see the README)",
+    )
+    add(
+        "--clients",
+        type=_COUNT,
+        default=None,
+        help="number of clients the data is split into; None: 20 digits clients, 30 synthetic devices "
+        "(refused for leaf and tff-h5: their users are the clients)",
+    )
     add("--clients-per-round", type=_COUNT, default=None, help="clients sampled per round; None: all of them")
     add("--rounds", type=_COUNT, default=30, help="total rounds (with --resume: up to this round)")
-    add("--alpha", type=_NON_NEGATIVE, default=0.5, help="Dirichlet label skew across clients; 0: an IID split")
+    add("--alpha", type=_NON_NEGATIVE, default=0.5, help="digits: Dirichlet label skew across clients; 0: an IID split")
     add("--local-epochs", type=_COUNT, default=2, help="epochs of local SGD per client and round")
     add("--batch-size", type=_COUNT, default=16, help="client batch size")
     add("--lr", type=_POSITIVE, default=0.2, help="client learning rate (SGD)")
@@ -146,7 +250,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--server-momentum", type=_MOMENTUM, default=0.9, help="FedAvgM's server momentum")
     add("--mu", type=_POSITIVE, default=0.01, help="FedProx's proximal coefficient")
     add("--tau", type=_POSITIVE, default=1e-3, help="adaptivity of FedAdam, FedYogi and FedAdagrad")
-    add("--test-fraction", type=_FRACTION, default=0.2, help="share of the digits held out for evaluation")
+    add("--test-fraction", type=_FRACTION, default=0.2, help="digits: share held out for evaluation")
     add("--client-timeout", type=_POSITIVE, default=None, help="seconds before a client is dropped; None: never")
     _train_dp.add_options(p, _POSITIVE, _NON_NEGATIVE, _FRACTION)
     add("--seed", type=_SEED, default=0, help="root of every random choice: split, sampling, initial weights")
@@ -197,7 +301,12 @@ class _Plan:
 def _run_options(args: argparse.Namespace, backend: str, dp: _train_dp.DPPlan | None) -> dict[str, str | int | float]:
     """The options besides seed, sampling and algorithm that change a run's result (kept in checkpoints)."""
     options: dict[str, str | int | float] = {"--backend": backend, "--clients": args.clients}
-    options.update({"--alpha": args.alpha, "--test-fraction": args.test_fraction})
+    if args.data == "digits":  # the keys of a checkpoint written before --data existed
+        options.update({"--alpha": args.alpha, "--test-fraction": args.test_fraction})
+    else:
+        options["--data"] = args.data
+    for key, value in args.data_option or ():
+        options[f"--data-option {key}"] = value
     for name in _OPTIONS[args.algorithm]:
         value = getattr(args, name)
         options["--" + name.replace("_", "-")] = "default" if value is None else value
@@ -224,10 +333,78 @@ def _config(args: argparse.Namespace, backend: str, dp: _train_dp.DPPlan | None)
     )
 
 
+def _data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``load_federated`` gets for ``--data``, after checking each applies to the source."""
+    kind = args.data.partition(":")[0]
+    given: set[str] = getattr(args, "given", set())
+    if kind != "digits":
+        for dest, option in _DIGITS_ONLY.items():
+            if dest in given:
+                raise _UsageError(f"{option} applies only to --data digits, not {args.data}")
+    options: dict[str, Any] = {}
+    for key, value in args.data_option or ():
+        takes = DATA_OPTIONS[key][1]
+        if kind not in takes:
+            raise _UsageError(
+                f"--data-option {key}: --data {kind} does not take it (it is an option of {' and '.join(takes)})"
+            )
+        if key in options:
+            raise _UsageError(f"--data-option {key} given twice")
+        options[key] = value
+    if kind == "digits":
+        options.update(num_clients=args.clients or 20, alpha=args.alpha or None, test_fraction=args.test_fraction)
+    elif kind == "synthetic":
+        options["num_devices"] = args.clients or 30
+    elif kind in ("leaf", "tff-h5") and args.clients is not None:
+        raise _UsageError(
+            f"--clients: {args.data} brings its own clients (its users); leave --clients out, and sample them "
+            "with --clients-per-round or --sampling-rate"
+        )
+    return options
+
+
+def _load_task(args: argparse.Namespace) -> FederatedTask:
+    """The data of ``--data``; sets ``args.clients`` to its number of clients."""
+    from fedmodel.data import load_federated
+
+    options = _data_options(args)
+    try:
+        task = load_federated(args.data, seed=args.seed, **options)
+    except DataError as exc:
+        hint = " (from --clients, --alpha or --test-fraction)" if args.data == "digits" else ""
+        raise _UsageError(f"{exc}{hint}") from None
+    except OSError as exc:  # a file that cannot be read
+        raise _UsageError(f"--data {args.data}: {exc.strerror or exc}") from None
+    args.clients = len(task.data.clients)
+    return task
+
+
+def _check_fit(backend: str, task: FederatedTask, factory: Callable[[], Any]) -> None:
+    """Build the model once and check that it takes the task's test set and first client (spec and labels)."""
+    from fedmodel._specs import check_spec
+
+    kind = task.model_kind
+    try:
+        model = factory()
+    except TypeError as exc:  # a factory whose signature is not the kind's
+        raise _UsageError(f"--backend {backend}: its models.{kind} cannot build the model: {exc}") from None
+    try:
+        for part in (task.data.test, task.data.clients[0]):
+            if len(part):
+                check_spec(model.input_spec, (part.x, part.y))
+    except SpecError as exc:
+        raise _UsageError(f"--backend {backend}: its {kind} model does not fit --data {task.source}: {exc}") from None
+
+
 def _prepare(args: argparse.Namespace) -> _Plan:
     """Check everything a run needs before its first round; raises _UsageError with one line."""
+    task = _load_task(args)
     if args.clients_per_round is not None and args.clients_per_round > args.clients:
-        raise _UsageError(f"--clients-per-round {args.clients_per_round} exceeds --clients {args.clients}")
+        if args.data == "digits":
+            raise _UsageError(f"--clients-per-round {args.clients_per_round} exceeds --clients {args.clients}")
+        raise _UsageError(
+            f"--clients-per-round {args.clients_per_round} exceeds the {args.clients} clients of --data {args.data}"
+        )
     try:
         dp = _train_dp.plan(args)
     except _train_dp.DPOptionError as exc:
@@ -236,21 +413,21 @@ def _prepare(args: argparse.Namespace) -> _Plan:
     runs = []
     for backend in backends:
         try:
-            factory = model_factory(backend, args.seed)
-        except (ImportError, ValueError) as exc:
+            factory = model_factory(backend, args.seed, None if args.data == "digits" else task)
+        except ModelKindError as exc:
+            raise _UsageError(str(exc)) from None
+        except (ImportError, ValueError, BackendError) as exc:
             raise _UsageError(f"--backend {backend}: cannot load it: {exc}") from None
+        if args.data != "digits":
+            _check_fit(backend, task, factory)
         runs.append(_Run(backend, f"{backend}/{args.algorithm}", factory, _config(args, backend, dp)))
-    from fedmodel.data import federated_digits
-
+    data = task.data
     try:
-        data = federated_digits(
-            args.clients, alpha=args.alpha or None, test_fraction=args.test_fraction, seed=args.seed
-        )
         algorithm = build_algorithm(args)
         if dp is not None:  # DP-FedAvg: the algorithm's clients and server optimizer, DPMean's aggregate
             algorithm = dataclasses.replace(algorithm, aggregator=dp.aggregator)
     except ValueError as exc:
-        raise _UsageError(f"{exc} (from --clients, --alpha, --test-fraction or the algorithm's options)") from None
+        raise _UsageError(f"{exc} (from the algorithm's options)") from None
     stems = [f"{kind}-{b}-{args.algorithm}.safetensors" for b in backends for kind in ("weights", "checkpoint")]
     try:  # the first thing written: --out itself
         check_folder(args.out, [args.out / name for name in ("metrics.csv", "curves.png", *stems)])
@@ -289,7 +466,8 @@ def _train_one(args: argparse.Namespace, plan: _Plan, run: _Run, write_row: Call
 
     from fedmodel.simulation import RoundResult, run_simulation
 
-    print(f"\n{run.label}: {len(plan.data.clients)} clients, {args.rounds} rounds")
+    source = "" if args.data == "digits" else f" {args.data},"
+    print(f"\n{run.label}:{source} {len(plan.data.clients)} clients, {args.rounds} rounds")
     if plan.dp is not None:
         print(plan.dp.describe(args.rounds))
     header = (
@@ -348,12 +526,21 @@ def _train(args: argparse.Namespace, plan: _Plan) -> int:
     return 0
 
 
+def _given(argv: Sequence[str] | None) -> set[str]:
+    """The destinations of the options ``argv`` sets explicitly (a default is not a choice)."""
+    parser = _parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(sys.argv[1:] if argv is None else list(argv))))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``fedmodel train`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     try:
         args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     except SystemExit as exc:  # --help or --version (0), or a usage error already printed (2)
         return exc.code if isinstance(exc.code, int) else 2
+    args.given = _given(argv)
     try:
         plan = _prepare(args)
     except _UsageError as exc:

@@ -3,35 +3,110 @@
 Reads: ``copy=True`` (default) gives independent numpy arrays. ``copy=False`` gives read-only arrays that
 share the buffer of a read of the variable, with no copy; unlike PyTorch's and JAX's views they are
 *snapshots*, not live: TensorFlow copies the variable's buffer on its next write (copy on write), so a
-``copy=False`` array keeps the value it had when read.
+``copy=False`` array keeps the value it had when read. Writes copy once (:meth:`TensorFlowBackend.write_variables`).
+
+The train step is one ``tf.function`` per (model, spec), traced once: a new optimizer for the same model
+and spec resets the Keras optimizer's state to fresh and re-anchors FedProx, rather than retracing. It
+computes the loss, the gradients, the new batch-norm statistics and the new metric sums first and
+commits them (the optimizer's update included) only after, so a step that raises changes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fedmodel import tree as _tree
-from fedmodel._buffers import AdoptedBuffers, aligned_copy
-from fedmodel._contract import BatchOutput
-from fedmodel._errors import BackendError
+from fedmodel.backend_kit import BackendError, BatchOutput
 from fedmodel.optimizers import OptimizerSpec
-from fedmodel_tensorflow._compat import tf
-from fedmodel_tensorflow._util import unique
-from fedmodel_tensorflow.model import KerasModel
-from fedmodel_tensorflow.optimizers import KerasOptimizer
-from fedmodel_tensorflow.optimizers import make_optimizer as _make_optimizer
+from fedmodel_tensorflow._compat import keras, tf
+from fedmodel_tensorflow.model import KerasModel, commit, unique
+from fedmodel_tensorflow.optimizers import keras_optimizer
 
-__all__ = ["BACKEND", "TensorFlowBackend", "train_on_batches"]
+__all__ = ["BACKEND", "KerasOptimizer", "TensorFlowBackend", "train_on_batches"]
 
 
-def _snapshot(variable: Any) -> np.ndarray:
-    """A zero-copy numpy view of one read of ``variable``; TensorFlow copies the variable's buffer
-    before its next in-place write while the read is alive, so the view never changes."""
-    value = variable.read_value() if hasattr(variable, "read_value") else tf.convert_to_tensor(variable)
-    return value._numpy() if hasattr(value, "_numpy") else np.asarray(value)
+class _Trainer:
+    """One Keras optimizer and one traced train step for a (model, spec) pair; reused across rounds."""
+
+    def __init__(self, model: KerasModel, spec: OptimizerSpec) -> None:
+        self.spec = spec
+        self.optimizer = keras_optimizer(spec)
+        self._keras_vars = model.keras_trainable_weights
+        self._vars = list(model.trainable_variables)
+        self.optimizer.build(self._keras_vars)
+        self._fresh = [v.numpy() for v in self.optimizer.variables]
+        self.anchor = [tf.Variable(v, trainable=False) for v in self._vars] if spec.proximal_mu else []
+        self.generation = 0
+        self.function = model._compile(self._step_fn(model), model._signature_xy)
+
+    def reset(self) -> int:
+        """Fresh optimizer state, FedProx anchor at the current weights; returns the new generation."""
+        for var, value in zip(self.optimizer.variables, self._fresh, strict=True):
+            var.assign(value)
+        if self.anchor:
+            for anchor, var in zip(self.anchor, self._vars, strict=True):
+                anchor.assign(var)
+        self.generation += 1
+        return self.generation
+
+    def _step_fn(self, model: KerasModel) -> Callable[[list[tf.Tensor]], tuple[tf.Tensor, Any]]:
+        mu = float(self.spec.proximal_mu)
+        decay = float(getattr(self.spec, "weight_decay", 0.0))
+
+        def step(flat: list[tf.Tensor]) -> tuple[tf.Tensor, Any]:
+            x, y = model._split_flat(flat)
+            with tf.GradientTape() as tape:
+                loss, predictions, data_loss, non_trainable = model._loss_and_predictions(x, y, True)
+            grads = tape.gradient(loss, self._vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            # dense gradients: Keras applies IndexedSlices (embeddings) with sparse rules (Adam's v gets Σg² per row)
+            grads = [tf.convert_to_tensor(g) for g in grads]
+            if decay:
+                grads = [g + decay * w for g, w in zip(grads, self._vars, strict=True)]
+            if mu:
+                grads = [g + mu * (w - a) for g, w, a in zip(grads, self._vars, self.anchor, strict=True)]
+            updates = model._metric_updates(y, predictions, data_loss) + model._statistics_updates(non_trainable)
+
+            def apply() -> None:
+                if grads:
+                    self.optimizer.apply(grads, self._keras_vars)
+
+            commit([loss, predictions, grads], updates, then=apply)
+            return loss, predictions
+
+        return step
+
+
+@dataclass(frozen=True)
+class KerasOptimizer:
+    """What :meth:`TensorFlowBackend.make_optimizer` returns: a handle on the model's trainer for ``spec``.
+
+    ``keras_optimizer`` is the native optimizer. Only the newest handle for a (model, spec) pair is live:
+    making another resets the shared state, and the older handle then refuses to step.
+    """
+
+    spec: OptimizerSpec
+    trainer: _Trainer
+    generation: int
+    model: KerasModel
+
+    @property
+    def keras_optimizer(self) -> keras.optimizers.Optimizer:
+        """The native Keras optimizer."""
+        return self.trainer.optimizer
+
+    def check_live(self, model: KerasModel) -> None:
+        """Raise :class:`fedmodel.BackendError` when this handle belongs to another model or was replaced."""
+        if model is not self.model:
+            raise BackendError("this optimizer was made for another model; call make_optimizer(model, spec)")
+        if self.trainer.generation != self.generation:
+            raise BackendError(
+                "this optimizer was replaced: a later make_optimizer(model, spec) for the same model and spec "
+                "reset the shared Keras optimizer; use the newest one"
+            )
 
 
 def _as_keras_model(model: Any) -> KerasModel:
@@ -43,24 +118,26 @@ def _as_keras_model(model: Any) -> KerasModel:
     return model
 
 
-_BUFFERS = AdoptedBuffers()
-"""The buffers handed to TensorFlow per variable (see :meth:`TensorFlowBackend.write_variables`)."""
+def _snapshot(variable: Any) -> np.ndarray:
+    """A numpy view of one read of ``variable`` (no copy); TensorFlow copies the variable's buffer before
+    its next write while the read is alive, so the view never changes."""
+    value = variable.read_value() if hasattr(variable, "read_value") else tf.convert_to_tensor(variable)
+    return np.asarray(value)
 
 
-def _flush_released_buffers() -> None:
-    """TensorFlow drops its reference to an adopted numpy buffer released without the GIL (as by
-    ``AssignVariableOp``) only at the next ``EagerTensor`` deallocation; creating and dropping a scalar
-    tensor makes that happen, so buffers an earlier write released are seen as free."""
-    tf.constant(0)
+def aligned_copy(value: np.ndarray) -> np.ndarray:
+    """A copy of ``value`` in native byte order at a 64-byte-aligned address (TensorFlow's alignment)."""
+    raw = np.empty(value.nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    out = raw[start : start + value.nbytes].view(value.dtype.newbyteorder("=")).reshape(value.shape)
+    np.copyto(out, value)
+    return out
 
 
 class TensorFlowBackend:
     """Framework operations on ``tf.Variable`` models (see the module docstring for ``copy=False``)."""
 
     name = "tensorflow"
-    #: Reuse the buffer of an earlier write when nothing else holds it (see :meth:`write_variables`);
-    #: ``False`` keeps no spare buffers (one model copy less memory, slower repeated writes).
-    reuse_write_buffers: bool = True
 
     def canonical_layout(self, model: Any) -> Any:
         """The neutral :class:`fedmodel.layout.Layout` of ``model``'s weights (``fedmodel_tensorflow.layout``)."""
@@ -78,8 +155,8 @@ class TensorFlowBackend:
         return unique(names)
 
     def read_variables(self, variables: Sequence[Any], *, copy: bool = True) -> list[np.ndarray]:
-        """Each value as numpy: an independent copy, or with ``copy=False`` a read-only zero-copy snapshot."""
-        if copy:  # numpy's copy of the snapshot is faster than TensorFlow's own .numpy() copy
+        """Each value as numpy: an independent copy, or with ``copy=False`` a read-only snapshot without a copy."""
+        if copy:
             return [np.array(_snapshot(v), copy=True) for v in variables]
         out = []
         for var in variables:
@@ -89,29 +166,15 @@ class TensorFlowBackend:
         return out
 
     def write_variables(self, variables: Sequence[Any], values: Sequence[np.ndarray]) -> None:
-        """Write each (already validated) value; no variable ever aliases a caller's array.
+        """Write each (already validated) value; no variable aliases a caller's array.
 
-        A numeric array is copied once into a private, 64-byte-aligned buffer that TensorFlow adopts
-        as the variable's new tensor without a second copy (``var.assign`` would copy twice: into a
-        fresh tensor, then into the variable); earlier ``copy=False`` snapshots keep the old buffer,
-        as with ``assign``. Other dtypes (bfloat16) go through ``assign``.
-
-        With :attr:`reuse_write_buffers` (the default) each variable keeps the buffers of its last two
-        writes, and a write copies into one of them instead of fresh memory (no page faults) when its
-        reference counts show that only this pool holds it: every tensor that shares an adopted buffer
-        (the variable's value, a held ``value()``, a ``copy=False`` snapshot) keeps one Python
-        reference to the array until the last of them is gone. The trade: up to one spare copy of the
-        written variables stays allocated while they live.
+        A numeric value is copied once into a fresh 64-byte-aligned array, which ``AssignVariableOp`` adopts
+        as the variable's buffer; other dtypes (bfloat16) and other variables go through ``assign``.
         """
-        reuse = self.reuse_write_buffers
-        if reuse:
-            _flush_released_buffers()
-        elif len(_BUFFERS):
-            _BUFFERS.clear()
         for var, value in zip(variables, values, strict=True):
             if value.dtype.kind in "fiub" and hasattr(var, "handle"):
-                buffer = _BUFFERS.copy(var, value) if reuse else aligned_copy(value)
-                tf.raw_ops.AssignVariableOp(resource=var.handle, value=buffer)
+                # one copy instead of assign's two: the weights round trip's bar (1.5x numpy) needs it
+                tf.raw_ops.AssignVariableOp(resource=var.handle, value=aligned_copy(value))
             else:
                 var.assign(value)
 
@@ -120,11 +183,21 @@ class TensorFlowBackend:
         return _tree.map_structure(lambda a: a if isinstance(a, tf.Tensor) else tf.convert_to_tensor(a), batch)
 
     def make_optimizer(self, model: Any, spec: OptimizerSpec) -> KerasOptimizer:
-        """A fresh native Keras optimizer for the model (FedProx anchored at the current weights)."""
-        return _make_optimizer(_as_keras_model(model), spec)
+        """A fresh native Keras optimizer for the model (FedProx anchored at the current weights); the traced
+        step is reused when the model and spec were seen before."""
+        keras_model = _as_keras_model(model)
+        if not isinstance(spec, OptimizerSpec):
+            raise TypeError(
+                f"expected a fedmodel optimizer spec (fedmodel.SGD, fedmodel.Adam), got {type(spec).__name__}"
+            )
+        trainer = keras_model._trainers.get(spec)
+        if trainer is None:
+            trainer = keras_model._trainers[spec] = _Trainer(keras_model, spec)
+        return KerasOptimizer(spec, trainer, trainer.reset(), keras_model)
 
     def train_step(self, model: Any, batch: Any, optimizer: KerasOptimizer) -> BatchOutput[Any]:
-        """One optimizer step on a numpy or TensorFlow batch, in training mode (metrics updated)."""
+        """One optimizer step on a numpy or TensorFlow batch, in training mode (metrics updated); a step
+        that raises changes no weight, statistic, metric or optimizer state."""
         keras_model = _as_keras_model(model)
         if not isinstance(optimizer, KerasOptimizer):
             raise BackendError(f"expected an optimizer from make_optimizer, got {type(optimizer).__name__}")

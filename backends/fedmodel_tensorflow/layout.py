@@ -13,11 +13,11 @@ variance). Any other weight keeps its fedmodel name.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-import keras
-
 from fedmodel.layout import Layout, LayoutEntry
+from fedmodel_tensorflow._compat import keras
 from fedmodel_tensorflow.model import KerasModel
 
 __all__ = ["canonical_layout"]
@@ -35,12 +35,22 @@ def _kind(layer: Any) -> str | None:
     return None
 
 
+def _layers(container: Any) -> Iterator[Any]:
+    """Every layer of a model in order, nested models' layers included (a layer that is not a model is a leaf:
+    its weights, sub-layers' included, keep their fedmodel names unless the layer is dense, conv or batch norm)."""
+    for layer in container.layers:
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
 def canonical_layout(model: KerasModel) -> Layout:
     """The :class:`fedmodel.layout.Layout` of ``model``'s weights, declared from its layers in order."""
     counters: dict[str, int] = {}
     entries: list[LayoutEntry] = []
     seen: set[str] = set()
-    for layer in model.keras_model._flatten_layers(include_self=False):
+    for layer in _layers(model.keras_model):
         kind = _kind(layer)
         index = None
         if kind is not None and layer.weights:

@@ -1,14 +1,22 @@
-"""Keras metrics as unfinalized reports, finalized only after aggregation (as TFF did).
+"""User metrics of TensorFlow models: the kit's :class:`Metric`, built here or from Keras metrics.
 
-A client reports each Keras metric's *state variables* (for ``Mean``-style metrics, ``(total, count)``);
-the server sums them over clients and finalizes once, so the federated accuracy is exactly the accuracy
-over the union of the clients' data, not a mean of means.
+Every metric is a :class:`fedmodel.backend_kit.Metric`: a tuple of sums in tensors (the model's local
+variables), updated per batch as ``update(state, y_true, y_pred, sample_weight=None)``, reported
+unfinalized, summed over clients and finalized once, so the federated value is exactly the value over
+the union of the clients' data, not a mean of means.
 
-Finalizers: ``Mean`` and its subclasses (every ``MeanMetricWrapper``: accuracies, MSE, ...) finalize as
-``total / count`` and ``Sum`` as ``total``, in numpy. Any other metric is finalized by a fresh Keras
-metric of the same config whose variables are set to the summed state, then ``result()``: correct for
-every metric whose state adds up across clients (confusion counts of ``AUC``, ``Precision``, ...), not
-for order statistics such as a running maximum.
+:func:`mean_metric` and :func:`sum_metric` build common ones. A Keras metric (an instance or a
+zero-argument constructor) becomes a :class:`Metric` by :func:`from_keras_metric`: its state is its Keras
+variables, updated with Keras's ``stateless_update_state`` (the Keras metric itself never changes).
+Finalizers: ``Mean`` and its subclasses (every ``MeanMetricWrapper``: accuracies, MSE...) finalize as
+``total / count`` and ``Sum`` as ``total``, in numpy. Any other Keras metric is finalized by a fresh
+Keras metric of the same config whose variables hold the summed state, then ``result()``: correct for
+every metric whose state adds up across clients (confusion counts of ``AUC``, ``Precision``...), not for
+order statistics such as a running maximum.
+
+>>> mae = mean_metric("mae", lambda y, p: tf.abs(p[:, 0] - y))
+>>> [float(s) for s in mae.update(mae.init(), tf.constant([1.0, 2.0]), tf.constant([[1.5], [2.0]]))]
+[0.5, 2.0]
 """
 
 from __future__ import annotations
@@ -19,71 +27,62 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from fedmodel.metrics import STANDARD_METRICS, SumThenFinalize, identity, ratio
-from fedmodel_tensorflow._compat import keras
+from fedmodel.backend_kit import Metric, check_metric_names, output_computation
+from fedmodel.metrics import STANDARD_METRICS, identity, ratio
+from fedmodel_tensorflow._compat import keras, tf
 
 __all__ = [
     "KerasMetricFinalizer",
-    "check_metric_names",
-    "check_metrics_fit",
+    "Metric",
+    "MetricLike",
     "finalizer_for",
+    "from_keras_metric",
     "make_metrics",
+    "mean_metric",
     "output_computation",
+    "sum_metric",
 ]
 
-MetricLike: TypeAlias = "keras.metrics.Metric | Callable[[], keras.metrics.Metric]"
+MetricLike: TypeAlias = "Metric | keras.metrics.Metric | Callable[[], keras.metrics.Metric]"
 
 
-def make_metrics(metrics: Sequence[MetricLike] | None) -> list[keras.metrics.Metric]:
-    """Keras metric instances from instances or zero-argument constructors (prefer constructors: a
-    metric instance passed to two models would be shared by both)."""
-    out = []
-    for i, item in enumerate(metrics or ()):
-        metric = item if isinstance(item, keras.metrics.Metric) else item() if callable(item) else item
-        if not isinstance(metric, keras.metrics.Metric):
-            raise TypeError(
-                f"metrics[{i}] is {type(item).__name__}: expected a keras.metrics.Metric or a zero-argument "
-                "callable returning one (e.g. keras.metrics.SparseCategoricalAccuracy)"
-            )
-        out.append(metric)
-    return out
+def mean_metric(name: str, per_example: Callable[[Any, Any], Any]) -> Metric:
+    """A metric averaged over examples: state ``(Σ values, number of examples)``, finalized as their ratio.
 
-
-def check_metric_names(metrics: Sequence[keras.metrics.Metric]) -> None:
-    """Raise ``ValueError`` when two metrics share a name or one takes a standard report key."""
-    seen: set[str] = set()
-    for metric in metrics:
-        if metric.name in STANDARD_METRICS:
-            raise ValueError(
-                f"the metric {type(metric).__name__} is named {metric.name!r}, a key of the standard report "
-                f"{STANDARD_METRICS}; give it another name (e.g. name='keras_{metric.name}')"
-            )
-        if metric.name in seen:
-            raise ValueError(f"two metrics are named {metric.name!r}; metric names must be unique")
-        seen.add(metric.name)
-
-
-def check_metrics_fit(metrics: Sequence[keras.metrics.Metric], y: Any, output: Any) -> None:
-    """Raise ``ValueError`` when a metric cannot be updated as ``update_state(y_true, y_pred)``.
-
-    Each metric is tried on a fresh copy built from its config (the metric itself is untouched); a
-    metric that cannot be rebuilt from its config is not checked here.
+    Args:
+        name: the metric's name.
+        per_example: ``per_example(y_true, y_pred)`` -> one value per example, shape ``(batch,)``.
     """
-    for metric in metrics:
-        try:
-            probe = type(metric).from_config(metric.get_config())
-        except Exception:  # a user metric whose config does not round-trip: not checkable here
-            continue
-        try:
-            probe.update_state(y, output)
-        except Exception as exc:
-            raise ValueError(
-                f"the metric {metric.name!r} ({type(metric).__name__}) cannot be updated as "
-                f"update_state(y_true, y_pred) with labels of shape {tuple(getattr(y, 'shape', ()))} and "
-                f"predictions of shape {tuple(getattr(output, 'shape', ()))}: {type(exc).__name__}: {exc}. "
-                "Metrics get (y_true, y_pred), as in model.compile(metrics=...); a plain Mean or Sum "
-                "takes (values, sample_weight) and needs a wrapper"
-            ) from exc
+
+    def init() -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.zeros((), tf.float64), tf.zeros((), tf.int64)
+
+    def update(state: Any, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tuple[tf.Tensor, tf.Tensor]:
+        values = tf.convert_to_tensor(per_example(y_true, y_pred))
+        total, count = state
+        return total + tf.reduce_sum(tf.cast(values, tf.float64)), count + tf.shape(values, out_type=tf.int64)[0]
+
+    return Metric(name, init, update, ratio)
+
+
+def sum_metric(name: str, per_batch: Callable[[Any, Any], Any], *, shape: Sequence[int] = ()) -> Metric:
+    """A metric summed over batches and clients (a count, a confusion matrix): state ``(Σ values,)``.
+
+    Args:
+        name: the metric's name.
+        per_batch: ``per_batch(y_true, y_pred)`` -> the batch's contribution, of shape ``shape``.
+        shape: the shape of the sum.
+    """
+    dims = tuple(int(d) for d in shape)
+
+    def init() -> tuple[tf.Tensor]:
+        return (tf.zeros(dims, tf.float64),)
+
+    def update(state: Any, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tuple[tf.Tensor]:
+        (total,) = state
+        return (total + tf.cast(per_batch(y_true, y_pred), tf.float64),)
+
+    return Metric(name, init, update, lambda summed: identity(summed[0]))
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,7 @@ class KerasMetricFinalizer:
 
 
 def finalizer_for(metric: keras.metrics.Metric) -> Callable[[Any], Any]:
-    """The finalizer of one metric's summed state (numpy for ``Mean`` and ``Sum``, Keras otherwise)."""
+    """The finalizer of one Keras metric's summed state (numpy for ``Mean`` and ``Sum``, Keras otherwise)."""
     if isinstance(metric, keras.metrics.Mean) and len(metric.variables) == 2:
         return ratio
     if isinstance(metric, keras.metrics.Sum) and len(metric.variables) == 1:
@@ -114,11 +113,58 @@ def finalizer_for(metric: keras.metrics.Metric) -> Callable[[Any], Any]:
     return KerasMetricFinalizer(type(metric), metric.get_config())
 
 
-def output_computation(metrics: Sequence[keras.metrics.Metric], *, with_accuracy: bool) -> SumThenFinalize:
-    """Sum every report over clients, then finalize the standard report and each Keras metric."""
-    finalizers: dict[str, Callable[[Any], Any]] = {"loss": ratio}
-    if with_accuracy:
-        finalizers["accuracy"] = ratio
-    for metric in metrics:
-        finalizers[metric.name] = finalizer_for(metric)
-    return SumThenFinalize(finalizers)
+@dataclass(frozen=True)
+class _KerasMetric(Metric):
+    """A :class:`Metric` over a Keras metric's variables; ``state_names`` are those variables' names."""
+
+    state_names: tuple[str, ...] = ()
+
+
+def from_keras_metric(metric: keras.metrics.Metric) -> Metric:
+    """``metric`` as a kit :class:`Metric` whose state is its variables' values, updated statelessly.
+
+    Raises:
+        ValueError: the metric takes a name of the standard report (naming a way out).
+    """
+    if metric.name in STANDARD_METRICS:
+        raise ValueError(
+            f"the metric {type(metric).__name__} is named {metric.name!r}, a key of the standard report "
+            f"{STANDARD_METRICS}; give it another name (e.g. name='keras_{metric.name}')"
+        )
+
+    def init() -> tuple[tf.Tensor, ...]:
+        return tuple(tf.convert_to_tensor(v) for v in metric.stateless_reset_state())
+
+    def update(state: Any, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tuple[Any, ...]:
+        extra = {} if sample_weight is None else {"sample_weight": sample_weight}
+        return tuple(metric.stateless_update_state(list(state), y_true, y_pred, **extra))
+
+    names = tuple(v.name for v in metric.variables)
+    return _KerasMetric(metric.name, init, update, finalizer_for(metric), state_names=names)
+
+
+def make_metrics(metrics: Sequence[MetricLike] | None) -> list[Metric]:
+    """Kit metrics from kit metrics, Keras metric instances or zero-argument Keras constructors.
+
+    Raises:
+        TypeError: an entry is none of those, naming its index.
+        ValueError: two metrics share a name, or one takes a standard report key.
+    """
+    out: list[Metric] = []
+    for i, item in enumerate(metrics or ()):
+        if isinstance(item, Metric):
+            out.append(item)
+            continue
+        metric = item if isinstance(item, keras.metrics.Metric) else item() if callable(item) else item
+        if not isinstance(metric, keras.metrics.Metric):
+            raise TypeError(
+                f"metrics[{i}] is {type(item).__name__}: expected a fedmodel.backend_kit.Metric (mean_metric, "
+                "sum_metric), a keras.metrics.Metric or a zero-argument callable returning one "
+                "(e.g. keras.metrics.SparseCategoricalAccuracy)"
+            )
+        out.append(from_keras_metric(metric))
+    try:
+        check_metric_names(out)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; metric names must be unique") from None
+    return out

@@ -1,37 +1,44 @@
 """Built-in Keras models with the shared conventions of every fedmodel backend.
 
-Each takes flat float32 features ``x: (None, num_features)`` and int64 labels ``y: (None,)``, outputs
-logits, is trained on the mean sparse softmax cross-entropy and reports the standard metrics
-(``loss``, ``accuracy``, ``num_examples``). Trainable variables are ordered layer by layer, kernel
-``(in, out)`` then bias. Weights are seeded: one ``seed`` gives the same initial weights every time.
+Each outputs logits, is trained on the mean sparse softmax cross-entropy and reports the standard
+metrics (``loss``, ``accuracy``, ``num_examples``); labels are int64 of spec ``[0, num_classes - 1]``.
+Trainable variables are ordered layer by layer, kernel ``(in, out)`` then bias. The models whose weights
+all have canonical names (``mlp``, ``frozen_mlp``, ``cnn_bn``, ``cnn28``) start from
+:func:`fedmodel.backend_kit.initialize`'s canonical weights: one ``seed`` gives the same weights here as
+in the torch and JAX backends. ``char_rnn`` keeps Keras's seeded native initializers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedmodel._specs import classification_spec
+from fedmodel.backend_kit import TensorSpec, classification_spec, initialize
 from fedmodel_tensorflow._compat import keras
 from fedmodel_tensorflow.model import KerasModel, from_keras_model
 
-__all__ = ["cnn_bn", "frozen_mlp", "mlp"]
+__all__ = ["char_rnn", "cnn28", "cnn_bn", "frozen_mlp", "mlp"]
 
 
 def _loss() -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _dense(units: int, seed: int, activation: str | None = None, name: str | None = None) -> keras.layers.Dense:
-    return keras.layers.Dense(
-        units, activation=activation, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name=name
-    )
+def _labels(num_classes: int) -> TensorSpec:
+    return classification_spec(1, num_classes)[1]
 
 
-def _mlp_layers(num_features: int, hidden: Sequence[int], num_classes: int, seed: int) -> list[keras.layers.Layer]:
+def _initialized(
+    layers: list[keras.layers.Layer], input_spec: tuple[TensorSpec, TensorSpec], seed: int, run_eagerly: bool
+) -> KerasModel:
+    model = from_keras_model(keras.Sequential(layers), _loss(), input_spec, run_eagerly=run_eagerly)
+    initialize(model, seed)
+    return model
+
+
+def _mlp_layers(num_features: int, hidden: Sequence[int], num_classes: int) -> list[keras.layers.Layer]:
     layers: list[keras.layers.Layer] = [keras.Input((num_features,), dtype="float32")]
-    for i, units in enumerate(hidden):
-        layers.append(_dense(units, seed + i, "relu", name=f"dense_{i}" if i else "dense"))
-    layers.append(_dense(num_classes, seed + len(hidden), name=f"dense_{len(hidden)}" if hidden else "dense"))
+    layers += [keras.layers.Dense(units, activation="relu") for units in hidden]
+    layers.append(keras.layers.Dense(num_classes))
     return layers
 
 
@@ -43,11 +50,10 @@ def mlp(
     *,
     run_eagerly: bool = False,
 ) -> KerasModel:
-    """A ReLU multilayer perceptron: ``Dense(h) -> ReLU`` per hidden width, then ``Dense(num_classes)``."""
-    keras_model = keras.Sequential(_mlp_layers(num_features, hidden, num_classes, seed))
-    return from_keras_model(
-        keras_model, _loss(), classification_spec(num_features, num_classes), run_eagerly=run_eagerly
-    )
+    """A ReLU multilayer perceptron over ``x: (None, num_features)`` float32: ``Dense(h) -> ReLU`` per hidden
+    width, then ``Dense(num_classes)``."""
+    layers = _mlp_layers(num_features, hidden, num_classes)
+    return _initialized(layers, classification_spec(num_features, num_classes), seed, run_eagerly)
 
 
 def frozen_mlp(
@@ -61,12 +67,9 @@ def frozen_mlp(
     """:func:`mlp` with its first layer frozen: that layer's kernel and bias are non-trainable weights."""
     if not hidden:
         raise ValueError("frozen_mlp needs at least one hidden layer (the frozen one)")
-    layers = _mlp_layers(num_features, hidden, num_classes, seed)
+    layers = _mlp_layers(num_features, hidden, num_classes)
     layers[1].trainable = False
-    keras_model = keras.Sequential(layers)
-    return from_keras_model(
-        keras_model, _loss(), classification_spec(num_features, num_classes), run_eagerly=run_eagerly
-    )
+    return _initialized(layers, classification_spec(num_features, num_classes), seed, run_eagerly)
 
 
 def cnn_bn(
@@ -81,30 +84,98 @@ def cnn_bn(
     """A small CNN with BatchNorm and Dropout over square grey images given flat, ``x: (None, side * side)``.
 
     The 8x8 digits of scikit-learn are ``num_features=64``; the image is reshaped inside the model:
-    ``Conv2D(c1, 3) -> BN -> ReLU -> MaxPool(2) -> Conv2D(c2, 3) -> BN -> ReLU -> global mean -> Dropout ->
-    Dense(num_classes)`` (the layout of the other backends' ``cnn_bn``). BatchNormalization's moving
-    statistics are non-trainable variables that change in training mode; dropout makes training-mode
-    outputs random.
+    ``Conv2D(c1, 3, no bias) -> BN -> ReLU -> MaxPool(2) -> Conv2D(c2, 3, no bias) -> BN -> ReLU -> global
+    mean -> Dropout -> Dense(num_classes)`` (the layout of the other backends' ``cnn_bn``; batch norm's
+    offset makes a convolution bias redundant). BatchNormalization's moving statistics are non-trainable
+    variables that change in training mode; dropout makes training-mode outputs random.
     """
     side = round(num_features**0.5)
     if side * side != num_features:
         raise ValueError(f"num_features must be a square (side * side), got {num_features}")
-    first, second = channels
     layers: list[keras.layers.Layer] = [
         keras.Input((num_features,), dtype="float32"),
         keras.layers.Reshape((side, side, 1)),
     ]
-    for i, width in enumerate((first, second)):
-        init = keras.initializers.GlorotUniform(seed=seed + i)
-        layers += [keras.layers.Conv2D(width, 3, padding="same", kernel_initializer=init)]
+    for i, width in enumerate(channels):
+        layers += [keras.layers.Conv2D(width, 3, padding="same", use_bias=False)]
         layers += [keras.layers.BatchNormalization(), keras.layers.ReLU()]
         if i == 0:
             layers.append(keras.layers.MaxPooling2D(2))
     layers += [
         keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dropout(dropout, seed=seed),
-        _dense(num_classes, seed + 2),
+        keras.layers.Dense(num_classes),
     ]
-    return from_keras_model(
-        keras.Sequential(layers), _loss(), classification_spec(num_features, num_classes), run_eagerly=run_eagerly
+    return _initialized(layers, classification_spec(num_features, num_classes), seed, run_eagerly)
+
+
+def cnn28(
+    num_classes: int = 62,
+    channels: tuple[int, int] = (32, 64),
+    hidden: int = 2048,
+    seed: int = 0,
+    *,
+    run_eagerly: bool = False,
+) -> KerasModel:
+    """LEAF's FEMNIST CNN over 28x28 grey images ``x: (None, 28, 28)`` float32 in [0, 1], labels
+    ``y: (None,)`` int64 in ``[0, num_classes)``.
+
+    ``Conv2D(c1, 5, same) -> ReLU -> MaxPool(2) -> Conv2D(c2, 5, same) -> ReLU -> MaxPool(2) -> flatten ->
+    Dense(hidden) -> ReLU -> Dense(num_classes)``; the channel axis is added inside the model. The flatten
+    is channels-last: ``(row, column, channel)`` order, the rows of ``dense_0/kernel``.
+    """
+    first, second = channels
+    layers: list[keras.layers.Layer] = [
+        keras.Input((28, 28), dtype="float32"),
+        keras.layers.Reshape((28, 28, 1)),
+        keras.layers.Conv2D(first, 5, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(second, 5, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(hidden, activation="relu"),
+        keras.layers.Dense(num_classes),
+    ]
+    spec = (TensorSpec((None, 28, 28), "float32", "x"), _labels(num_classes))
+    return _initialized(layers, spec, seed, run_eagerly)
+
+
+def char_rnn(
+    vocab_size: int = 80,
+    num_classes: int = 80,
+    embedding: int = 8,
+    hidden: int = 256,
+    layers: int = 2,
+    seed: int = 0,
+    *,
+    run_eagerly: bool = False,
+) -> KerasModel:
+    """LEAF's Shakespeare next-character model: ``x: (None, 80)`` int64 character ids in ``[0, vocab_size)``,
+    ``y: (None,)`` int64, the next character.
+
+    ``Embedding(vocab_size, embedding) -> LSTM(hidden)`` x ``layers`` ``-> Dense(num_classes)`` on the last
+    step. The canonical layout has no embedding or LSTM entries, so this model keeps Keras's native
+    initializers, seeded from ``seed`` (the same weights for one seed in this backend only).
+    """
+    if layers < 1:
+        raise ValueError(f"char_rnn needs at least one LSTM layer, got layers={layers}")
+    stack: list[keras.layers.Layer] = [
+        keras.Input((80,), dtype="int64"),
+        keras.layers.Embedding(
+            vocab_size, embedding, embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed)
+        ),
+    ]
+    for i in range(layers):
+        stack.append(
+            keras.layers.LSTM(
+                hidden,
+                return_sequences=i < layers - 1,
+                kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 2 * i + 1),
+                recurrent_initializer=keras.initializers.Orthogonal(seed=seed + 2 * i + 2),
+            )
+        )
+    stack.append(
+        keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 2 * layers + 1))
     )
+    x = TensorSpec((None, 80), "int64", "x", minimum=0, maximum=vocab_size - 1)
+    return from_keras_model(keras.Sequential(stack), _loss(), (x, _labels(num_classes)), run_eagerly=run_eagerly)

@@ -8,12 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedmodel._contract import BatchOutput
-from fedmodel._errors import BackendError, WeightsError
-from fedmodel._specs import dtype_name
+from fedmodel.backend_kit import BackendError, BatchOutput, WeightsError, dtype_name
 from fedmodel.optimizers import OptimizerSpec
-from fedmodel_torch._convert import detached, from_numpy, module_device, to_device, to_numpy
-from fedmodel_torch.model import TorchModel, variable_names
+from fedmodel_torch.model import TorchModel, detached, from_numpy, module_device, to_device, to_numpy, variable_names
 from fedmodel_torch.optimizers import ClientOptimizer, make_optimizer
 
 __all__ = ["BACKEND", "TorchBackend"]
@@ -76,11 +73,8 @@ class TorchBackend:
 
     def to_native(self, model: Any, batch: Any) -> Any:
         """A numpy batch as tensors on the model's device (CPU tensors share the arrays' memory)."""
-        if isinstance(model, TorchModel):
-            device = model.device
-        else:
-            module = getattr(model, "module", None)
-            device = module_device(module) if isinstance(module, torch.nn.Module) else torch.device("cpu")
+        module = getattr(model, "module", None)
+        device = module_device(module) if isinstance(module, torch.nn.Module) else torch.device("cpu")
         return to_device(batch, device)
 
     def make_optimizer(self, model: Any, spec: OptimizerSpec) -> ClientOptimizer:
@@ -97,24 +91,45 @@ class TorchBackend:
         """
         if isinstance(optimizer, torch.optim.Optimizer):
             optimizer = ClientOptimizer(optimizer, [p for g in optimizer.param_groups for p in g["params"]])
+        if not isinstance(model, TorchModel):
+            return self._train_step_of_any_model(model, batch, optimizer)
+        optimizer.zero_grad()
+        saved = model.buffers_before(True)
+        try:
+            with torch.enable_grad():
+                loss, predictions, n, update = model.loss_and_predictions(batch, training=True)
+                _check_differentiable(model, loss)
+                loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+        except BaseException:
+            model.restore_buffers(saved)  # the metric sums are written only after the step
+            raise
+        finally:
+            optimizer.zero_grad()
+        model.commit_metrics(update)
+        return BatchOutput(detached(loss, host=True), detached(predictions, host=True), n)
+
+    @staticmethod
+    def _train_step_of_any_model(model: Any, batch: Any, optimizer: ClientOptimizer) -> BatchOutput[Any]:
+        """The step of a model that is not a :class:`TorchModel` but whose ``forward_pass`` keeps the graph."""
         optimizer.zero_grad()
         try:
             with torch.enable_grad():
-                if isinstance(model, TorchModel):
-                    loss, predictions, n = model.loss_and_predictions(batch, training=True)
-                else:
-                    out = model.forward_pass(batch, training=True)
-                    loss, predictions, n = out.loss, out.predictions, out.num_examples
-                if not (isinstance(loss, torch.Tensor) and loss.requires_grad):
-                    raise BackendError(
-                        f"{type(model).__name__}.forward_pass(training=True) returned a loss without gradient; "
-                        "wrap the module with fedmodel_torch.from_module"
-                    )
-                loss.backward()  # type: ignore[no-untyped-call]
+                out = model.forward_pass(batch, training=True)
+                _check_differentiable(model, out.loss)
+                out.loss.backward()
             optimizer.step()
         finally:
             optimizer.zero_grad()
-        return BatchOutput(detached(loss, host=True), detached(predictions, host=True), n)
+        return BatchOutput(detached(out.loss, host=True), detached(out.predictions, host=True), out.num_examples)
+
+
+def _check_differentiable(model: Any, loss: Any) -> None:
+    if not (isinstance(loss, torch.Tensor) and loss.requires_grad):
+        raise BackendError(
+            f"{type(model).__name__}.forward_pass(training=True) returned a loss without gradient; "
+            "wrap the module with fedmodel_torch.from_module"
+        )
 
 
 BACKEND = TorchBackend()

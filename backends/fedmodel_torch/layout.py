@@ -21,6 +21,8 @@ from fedmodel_torch.model import TorchModel
 
 __all__ = ["canonical_layout"]
 
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # torch's public batch norms
+
 _BN_NAMES = {
     "weight": "scale",
     "bias": "bias",
@@ -48,7 +50,7 @@ def _entries_of(prefix: str, module: nn.Module, counters: dict[str, int]) -> lis
         perm = (*range(2, 2 + spatial), 1, 0)  # (out, in, *k) -> (*k, in, out)
         out = [LayoutEntry(f"conv_{i}/kernel", native("weight"), perm)]
         return out + ([LayoutEntry(f"conv_{i}/bias", native("bias"))] if module.bias is not None else [])
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+    if isinstance(module, _BATCH_NORMS):
         i = next_index("batch_norm")
         names = [n for n, _ in module.named_parameters(recurse=False)] + [
             n for n, b in module.named_buffers(recurse=False) if b is not None

@@ -1,109 +1,119 @@
-"""Any ``torch.nn.Module`` as a :class:`fedmodel.Model`: :func:`from_module` and :class:`TorchModel`."""
+"""Any ``torch.nn.Module`` as a :class:`fedmodel.Model`: :func:`from_module` and :class:`TorchModel`.
+
+Also the moves between numpy and torch that the wrapper and the backend share: batches in
+(:func:`to_device`, zero-copy for CPU tensors where safe), values out (:func:`to_numpy`, :func:`detached`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, ClassVar, final
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple, final
 
 import numpy as np
 import torch
 
 from fedmodel import tree as _tree
-from fedmodel._batch import check_batch, split_batch
-from fedmodel._contract import BatchOutput
-from fedmodel._errors import SpecError
-from fedmodel._specs import TensorSpec, check_spec
+from fedmodel.backend_kit import (
+    BatchOutput,
+    SpecError,
+    TensorSpec,
+    check_batch,
+    check_metric_names,
+    check_spec,
+    output_computation,
+    split_batch,
+    standard_report,
+)
 from fedmodel.metrics import SumThenFinalize
-from fedmodel_torch._convert import detached, from_numpy, module_device, to_device, to_numpy
-from fedmodel_torch.metrics import Metric, output_computation
+from fedmodel_torch.metrics import Metric
 
-__all__ = ["TorchModel", "from_module"]
+__all__ = ["MetricUpdate", "TorchModel", "from_module"]
 
-LossFn = Callable[[torch.Tensor, Any], torch.Tensor]
+LossFn = Callable[[Any, Any], torch.Tensor]
+"""``loss(predictions, y)`` → the batch's scalar mean loss (torch's own argument order)."""
+
 _STANDARD_LOCALS = ("metrics/loss_sum", "metrics/correct", "metrics/count")
 
 
-def _submodules(module: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
-    """Every submodule, ``module`` included, each once: a plain walk over ``_modules`` (``module.modules()``
-    builds name prefixes nobody reads here, at twice the cost on a small network)."""
-    found, seen = [module], {id(module)}
-    for current in found:  # ``found`` grows while it is walked
-        for child in current._modules.values():
-            if child is not None and id(child) not in seen:
-                seen.add(id(child))
-                found.append(child)
-    return tuple(found)
+# -- numpy <-> torch --------------------------------------------------------------------------------
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of the module's first parameter or buffer (CPU for a module without any)."""
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
 
 
-_MODULE_TRAIN = torch.nn.Module.train
-# what ``torch.no_grad``'s __enter__/__exit__ call, through one Python object instead of two per call
-# (1.5 -> 0.3 us); the public ``torch.set_grad_enabled`` where a torch build lacks it
-_set_grad_enabled: Callable[[bool], Any] = getattr(torch._C, "_set_grad_enabled", torch.set_grad_enabled)
-_registrations = [0]  # how many submodules were registered anywhere in this process
+def from_numpy(value: Any) -> torch.Tensor:
+    """A CPU tensor sharing memory with a writable numpy array, or holding a copy of a read-only one.
+
+    ``torch.from_numpy`` would warn on read-only arrays (torch has no read-only tensors) and refuses
+    negative strides and non-native byte order, so those are copied; bfloat16 arrays (``ml_dtypes``)
+    are reinterpreted bit for bit.
+    """
+    arr = np.asarray(value)
+    if arr.dtype.kind == "V" and arr.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 is a void-kind dtype
+        return from_numpy(arr.view(np.int16)).view(torch.bfloat16)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    elif not arr.flags.writeable or any(stride < 0 for stride in arr.strides):
+        arr = arr.copy()
+    return torch.from_numpy(arr)
 
 
-def _count_registration(module: torch.nn.Module, name: str, submodule: torch.nn.Module | None) -> None:
-    _registrations[0] += 1
+def to_device(value: Any, device: torch.device) -> Any:
+    """A nested structure of numpy arrays or tensors as tensors on ``device`` (no copy when already there)."""
+
+    def leaf(v: Any) -> torch.Tensor:
+        tensor = v if isinstance(v, torch.Tensor) else from_numpy(v)
+        return tensor if tensor.device == device else tensor.to(device, non_blocking=True)
+
+    if isinstance(value, (np.ndarray, torch.Tensor)):  # one array: no tree to walk
+        return leaf(value)
+    return _tree.map_structure(leaf, value)
 
 
-# Every ``add_module`` and module ``__setattr__`` anywhere runs this: a module tree cached below is
-# walked again only after some module gained a submodule (removals only leave a harmless extra entry).
-torch.nn.modules.module.register_module_module_registration_hook(_count_registration)
+def to_numpy(tensor: torch.Tensor, *, copy: bool) -> np.ndarray:
+    """A tensor as a host numpy array: a view of a CPU tensor's memory unless ``copy``, else a copy.
 
-_Modes = list[tuple[torch.nn.Module, bool]]
+    A tensor on an accelerator always comes back as a new host array (one transfer, no second copy).
+    """
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        import ml_dtypes  # installed with JAX and TensorFlow; numpy's only bfloat16
+
+        return to_numpy(tensor.view(torch.int16), copy=copy).view(ml_dtypes.bfloat16)
+    if tensor.device.type != "cpu":
+        return tensor.cpu().numpy()
+    arr = tensor.resolve_conj().resolve_neg().numpy()
+    return arr.copy() if copy else arr
 
 
-class _ModuleTree:
-    """Train/eval switching of one module tree, with the submodule list cached between calls."""
+def detached(tree: Any, *, host: bool = False) -> Any:
+    """Every tensor of ``tree`` detached (and on the CPU when ``host``)."""
 
-    def __init__(self) -> None:
-        self._root: torch.nn.Module | None = None
-        self._modules: tuple[torch.nn.Module, ...] = ()
-        self._registrations = -1
+    def leaf(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor):
+            return t
+        t = t.detach()
+        return t.cpu() if host else t
 
-    def modules(self, root: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
-        """``root``'s submodules, walked again only when ``root`` or the process's module trees changed."""
-        if root is not self._root or _registrations[0] != self._registrations:
-            self._root, self._registrations = root, _registrations[0]
-            self._modules = _submodules(root)
-        return self._modules
+    return leaf(tree) if isinstance(tree, torch.Tensor) else _tree.map_structure(leaf, tree)
 
-    def enter(self, root: torch.nn.Module, training: bool) -> _Modes | None:
-        """``root.train(training)``; returns what :meth:`restore` needs, or None when nothing changed.
 
-        Modules that do not override ``train`` get the flag directly (``nn.Module.__setattr__`` costs
-        microseconds per module); a module that overrides it gets ``root.train(training)``.
-        """
-        modules = self.modules(root)
-        for m in modules:
-            if m.training is not training:
-                break
-        else:
-            return None
-        previous = [(m, m.training) for m in modules]
-        if all(type(m).train is _MODULE_TRAIN for m in modules):
-            for m in modules:
-                object.__setattr__(m, "training", training)
-        else:
-            root.train(training)
-        return previous
+# -- the wrapper ----------------------------------------------------------------------------------
+def _enter_mode(module: torch.nn.Module, training: bool) -> list[tuple[torch.nn.Module, bool]]:
+    """``module.train(training)``; returns every submodule's previous mode for :func:`_restore_modes` (nothing
+    when all were already in that mode)."""
+    previous = [(m, m.training) for m in module.modules()]
+    if all(was == training for _, was in previous):
+        return []
+    module.train(training)
+    return previous
 
-    @staticmethod
-    def restore(previous: _Modes | None) -> None:
-        """Every submodule's mode back to what :meth:`enter` found."""
-        if previous is not None:
-            for m, was in previous:
-                object.__setattr__(m, "training", was)
 
-    @contextmanager
-    def mode(self, root: torch.nn.Module, training: bool) -> Iterator[None]:
-        """``root.train(training)`` for the block, then every submodule's own previous mode back."""
-        previous = self.enter(root, training)
-        try:
-            yield
-        finally:
-            self.restore(previous)
+def _restore_modes(previous: Sequence[tuple[torch.nn.Module, bool]]) -> None:
+    for m, was in previous:
+        m.training = was
 
 
 def _hits(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -111,16 +121,25 @@ def _hits(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     predicted = predictions.argmax(dim=-1)
     if y.ndim == predicted.ndim + 1 and y.shape[-1] == 1:
         y = y.reshape(predicted.shape)
-    # ``eq_`` into argmax's own int64 result: one allocation less than ``==``
-    return predicted.eq_(y).sum()
+    return (predicted == y).sum()
+
+
+class MetricUpdate(NamedTuple):
+    """One batch's contribution to the local variables, computed before any is written."""
+
+    loss: torch.Tensor
+    """The batch's mean loss (detached)."""
+    hits: torch.Tensor | None
+    """The number of correct predictions, or ``None`` without accuracy."""
+    num_examples: int
+    """The batch size."""
+    states: tuple[torch.Tensor, ...]
+    """The user metrics' new states, flattened in metric order."""
 
 
 def _leading_dim(tree: Any) -> int:
-    shape = getattr(tree, "shape", None)
-    if shape is None:
-        leaves, _ = _tree.flatten(tree)
-        shape = leaves[0].shape
-    return int(shape[0])
+    leaves = [tree] if isinstance(tree, np.ndarray) else _tree.flatten(tree)[0]
+    return int(leaves[0].shape[0])
 
 
 @final
@@ -131,6 +150,10 @@ class TorchModel:
     its frozen parameters then its persistent buffers (BatchNorm statistics and counters); local
     variables are the metric sums. Names are the module's own (``0.weight``, ``bn.running_mean``).
     The lists are read from the module on every access, so they always match it.
+
+    A call that raises (``forward_pass``, ``predict_on_batch``, the backend's ``train_step``) leaves every
+    variable as it was: metric sums are computed first and written last, and the buffers that torch updates
+    inside ``forward`` (BatchNorm statistics) are put back from a copy taken before a training-mode call.
     """
 
     __fedmodel_backend__: ClassVar[Any]  # the TorchBackend, set by fedmodel_torch.backend
@@ -138,24 +161,20 @@ class TorchModel:
     def __init__(
         self,
         module: torch.nn.Module,
-        loss_fn: LossFn,
+        loss: LossFn,
         input_spec: Any,
         metrics: Sequence[Metric] = (),
         accuracy: bool | None = None,
     ) -> None:
         """Use :func:`from_module`, which validates the arguments."""
         self.module = module
-        self._tree = _ModuleTree()
-        self.loss_fn = loss_fn
+        self.loss = loss
         self._spec = input_spec
         self._spec_x, spec_y = split_batch(input_spec)
         self._metrics = tuple(metrics)
         if accuracy is None:
             accuracy = isinstance(spec_y, TensorSpec) and spec_y.dtype.startswith(("int", "uint"))
         self.accuracy = bool(accuracy)
-        device = module_device(module)
-        # the device is read from one tensor of the module: ``module.to(...)`` moves it in place
-        self._probe = next(iter(module.parameters()), None)
         initial = [torch.zeros((), dtype=dtype) for dtype in (torch.float64, torch.int64, torch.int64)]
         names = list(_STANDARD_LOCALS)
         sizes = []
@@ -167,9 +186,9 @@ class TorchModel:
             names.extend(f"metrics/{metric.name}/{i}" for i in range(len(state)))
             sizes.append(len(state))
         self._metric_sizes = tuple(sizes)
+        device = module_device(module)
         self._initial = tuple(t.to(device) for t in initial)
         self._local = tuple(t.clone() for t in self._initial)
-        self._standard = self._local[:3]  # loss sum, correct, count: updated in place, never replaced
         self._local_names = tuple(names)
 
     # -- variables --------------------------------------------------------------------------------
@@ -208,7 +227,7 @@ class TorchModel:
     @property
     def device(self) -> torch.device:
         """The module's device (where batches are moved): that of its first parameter (or buffer)."""
-        return module_device(self.module) if self._probe is None else self._probe.device
+        return module_device(self.module)
 
     # -- the contract -----------------------------------------------------------------------------
     def forward_pass(self, batch_input: Any, training: bool = True) -> BatchOutput[Any]:
@@ -218,87 +237,78 @@ class TorchModel:
         restored after). Outputs are detached CPU tensors (``np.asarray`` reads them).
 
         Raises:
-            SpecError: when the batch does not match ``input_spec`` (nothing is changed).
+            SpecError: when the batch does not match ``input_spec``. Whatever raises, nothing is changed.
         """
-        x, y, n = self._inputs(batch_input)
-        previous = self._tree.enter(self.module, training)
-        grad_was = torch.is_grad_enabled()
-        _set_grad_enabled(False)  # torch.no_grad() without its two Python objects per call
+        saved = self.buffers_before(training)
         try:
-            predictions = self.module(x)
-            loss = self.loss_fn(predictions, y)
-            if type(loss) is not torch.Tensor or loss.ndim:  # the exact type first: the cheap test
-                self._check_loss(loss)
-            self._update_metrics(loss, predictions, y, n)
-        finally:
-            _set_grad_enabled(grad_was)
-            if previous is not None:
-                self._tree.restore(previous)
-        if loss.is_cpu:  # under no_grad nothing carries a graph: no detach needed
-            return BatchOutput(loss, predictions, n)
+            with torch.no_grad():
+                loss, predictions, n, update = self.loss_and_predictions(batch_input, training)
+        except BaseException:
+            self.restore_buffers(saved)
+            raise
+        self.commit_metrics(update)
         return BatchOutput(detached(loss, host=True), detached(predictions, host=True), n)
 
-    def _inputs(self, batch_input: Any) -> tuple[Any, Any, int]:
-        x, y = check_batch(self._spec, batch_input)
-        probe = self._probe
-        if probe is not None and probe.is_cpu and type(x) is np.ndarray and type(y) is np.ndarray:
-            return from_numpy(x), from_numpy(y), x.shape[0]  # the common case, in the fewest steps
-        device = self.device
-        return to_device(x, device), to_device(y, device), _leading_dim(x)
+    def loss_and_predictions(self, batch_input: Any, training: bool) -> tuple[torch.Tensor, Any, int, MetricUpdate]:
+        """The batch's loss (with its autograd graph when gradients are enabled), predictions, size, and its
+        contribution to the metrics (for :meth:`commit_metrics`); no variable of the model is written.
 
-    def _checked_loss(self, predictions: Any, y: Any) -> torch.Tensor:
-        loss = self.loss_fn(predictions, y)
-        self._check_loss(loss)
-        return loss
-
-    @staticmethod
-    def _check_loss(loss: Any) -> None:
-        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise ValueError(f"loss_fn must return a scalar tensor (the batch mean), got {shape}")
-
-    def loss_and_predictions(self, batch_input: Any, training: bool) -> tuple[torch.Tensor, Any, int]:
-        """The batch's loss (with its autograd graph when gradients are enabled), predictions and size.
-
-        Validates the batch first, updates the metrics; what :meth:`forward_pass` and the backend's
-        ``train_step`` share.
+        Validates the batch first; what :meth:`forward_pass` and the backend's ``train_step`` share.
         """
-        x, y, n = self._inputs(batch_input)
-        previous = self._tree.enter(self.module, training)
+        x, y = check_batch(self._spec, batch_input)
+        device = self.device
+        n = _leading_dim(x)
+        x, y = to_device(x, device), to_device(y, device)
+        modes = _enter_mode(self.module, training)
         try:
             predictions = self.module(x)
         finally:
-            self._tree.restore(previous)
-        loss = self._checked_loss(predictions, y)
-        with torch.no_grad():
-            self._update_metrics(loss.detach(), detached(predictions), y, n)
-        return loss, predictions, n
+            _restore_modes(modes)
+        loss = self.loss(predictions, y)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"loss must return a scalar tensor (the batch mean), got {shape}")
+        update = self._metric_update(loss.detach(), detached(predictions), y, n)  # on detached tensors: no graph
+        return loss, predictions, n, update
 
-    def _update_metrics(self, loss: torch.Tensor, predictions: Any, y: Any, n: int) -> None:
-        loss_sum, correct, count = self._standard
+    def _metric_update(self, loss: torch.Tensor, predictions: Any, y: Any, n: int) -> MetricUpdate:
         hits = _hits(predictions, y) if self.accuracy else None
-        if not self._metrics and ((loss.is_cpu and loss_sum.is_cpu) or loss.device == loss_sum.device):  # in place
-            loss_sum.add_(loss, alpha=n)
-            if hits is not None:
-                correct.add_(hits)
-            count.add_(n)
-            return
-        updates: list[tuple[torch.Tensor, torch.Tensor]] = []
+        states: list[torch.Tensor] = []
         i = 3
         for metric, size in zip(self._metrics, self._metric_sizes, strict=True):
             state = self._local[i : i + size]
-            new = metric.update(state, y, predictions)
-            if len(new) != size:
-                raise ValueError(f"metric {metric.name!r}: update returned {len(new)} tensors, init {size}")
-            updates.extend(zip(state, new, strict=True))
+            new = tuple(metric.update(state, y, predictions))
+            if len(new) != size or not all(isinstance(t, torch.Tensor) for t in new):
+                raise ValueError(f"metric {metric.name!r}: update must return {size} tensors, got {new!r}")
+            states.extend(new)
             i += size
-        # every new value is computed before the first write
-        loss_sum.add_(loss.to(loss_sum.device), alpha=n)
-        if hits is not None:
-            correct.add_(hits.to(correct.device))
-        count.add_(n)
-        for var, value in updates:
-            var.copy_(value)
+        return MetricUpdate(loss, hits, n, tuple(states))
+
+    def commit_metrics(self, update: MetricUpdate) -> None:
+        """Add a batch's contribution (from :meth:`loss_and_predictions`) to the local variables, in place."""
+        loss_sum, correct, count = self._local[:3]  # no gradient: neither side of any write needs one
+        loss_sum.add_(update.loss.to(loss_sum.device), alpha=update.num_examples)
+        if update.hits is not None:
+            correct.add_(update.hits.to(correct.device))
+        count.add_(update.num_examples)
+        for var, value in zip(self._local[3:], update.states, strict=True):
+            var.copy_(value.detach())
+
+    def buffers_before(self, training: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """For a training-mode call: each buffer and a copy of it, for :meth:`restore_buffers` if the call raises.
+
+        torch updates BatchNorm statistics inside ``forward`` itself, before the loss exists, so the only way
+        to leave them unchanged by a failing call is a copy taken before it (none in eval mode, none for a
+        module without buffers).
+        """
+        return [(b, b.clone()) for b in self.module.buffers()] if training else []
+
+    @staticmethod
+    def restore_buffers(saved: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Write back the copies that :meth:`buffers_before` took."""
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
     def predict_on_batch(self, x: Any, training: bool = False) -> Any:
         """Predictions for ``x`` (detached CPU tensors); never touches the metrics.
@@ -308,17 +318,20 @@ class TorchModel:
         """
         check_spec(self._spec_x, x, what="x")
         x = to_device(x, self.device)
-        with torch.no_grad(), self._tree.mode(self.module, training):
-            return detached(self.module(x), host=True)
+        saved, modes = self.buffers_before(training), _enter_mode(self.module, training)
+        try:
+            with torch.no_grad():
+                return detached(self.module(x), host=True)
+        except BaseException:
+            self.restore_buffers(saved)
+            raise
+        finally:
+            _restore_modes(modes)
 
     def report_local_outputs(self) -> dict[str, Any]:
         """``loss``/``accuracy`` as ``(total, count)``, ``num_examples``, user metrics' states: numpy copies."""
         values = [to_numpy(t, copy=True) for t in self._local]
-        loss_sum, correct, count = values[:3]
-        report: dict[str, Any] = {"loss": (loss_sum, count)}
-        if self.accuracy:
-            report["accuracy"] = (correct, count.copy())
-        report["num_examples"] = count.copy()
+        report = standard_report(*values[:3], accuracy=self.accuracy)
         i = 3
         for metric, size in zip(self._metrics, self._metric_sizes, strict=True):
             report[metric.name] = tuple(values[i : i + size])
@@ -353,7 +366,7 @@ def _check_input_spec(input_spec: Any) -> None:
 
 def from_module(
     module: torch.nn.Module,
-    loss_fn: LossFn,
+    loss: LossFn,
     input_spec: Any,
     *,
     metrics: Sequence[Metric] = (),
@@ -364,12 +377,12 @@ def from_module(
     Args:
         module: the model; called as ``module(x)`` with ``x`` structured as ``input_spec`` says (a dict
             or a tuple arrives as one argument). Its parameters must all be initialized (no lazy modules).
-        loss_fn: ``loss_fn(predictions, y)`` → the scalar mean loss of the batch, e.g.
-            ``torch.nn.CrossEntropyLoss()``.
+        loss: ``loss(predictions, y)`` → the scalar mean loss of the batch, in torch's argument order
+            (predictions first), e.g. ``torch.nn.functional.cross_entropy`` or ``torch.nn.CrossEntropyLoss()``.
         input_spec: ``(x_spec, y_spec)`` or ``{"x": ..., "y": ...}`` of :class:`fedmodel.TensorSpec`.
-        metrics: user metrics (:class:`fedmodel_torch.Metric`) besides the standard loss, accuracy and
-            example count.
-        accuracy: count correct ``argmax`` predictions; by default when ``y`` is one integer tensor.
+        metrics: user metrics (:class:`fedmodel.backend_kit.Metric`, e.g. from :func:`fedmodel_torch.mean_metric`)
+            besides the standard loss, accuracy and example count.
+        accuracy: count correct ``argmax`` predictions; by default (``None``) when ``y`` is one integer tensor.
 
     Raises:
         TypeError: a wrong argument type; ValueError: lazy parameters or duplicate metric names.
@@ -382,24 +395,20 @@ def from_module(
     """
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable as loss_fn(predictions, y), got {type(loss_fn).__name__}")
+    if not callable(loss):
+        raise TypeError(f"loss must be callable as loss(predictions, y), got {type(loss).__name__}")
     _check_input_spec(input_spec)
     lazy = [n for n, p in module.named_parameters() if torch.nn.parameter.is_lazy(p)]
     if lazy:
         raise ValueError(f"module has uninitialized (lazy) parameters {lazy}: run it once on a batch first")
     metrics = tuple(metrics)
-    for m in metrics:
-        if not isinstance(m, Metric):
-            raise TypeError(f"metrics must be fedmodel_torch.Metric instances, got {type(m).__name__}")
-    names = [m.name for m in metrics]
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate metric names: {names}")
-    return TorchModel(module, loss_fn, input_spec, metrics, accuracy)
+    check_metric_names(metrics)
+    return TorchModel(module, loss, input_spec, metrics, accuracy)
 
 
 def variable_names(model: TorchModel, variables: Sequence[torch.Tensor]) -> list[str]:
     """The module's name of each variable (``metrics/...`` for local ones)."""
+    # an identity lookup that lives for this call only (tensors compare by value, not identity)
     by_id: Mapping[int, str] = {id(t): n for group in model.named_variables() for n, t in group}
     try:
         return [by_id[id(v)] for v in variables]

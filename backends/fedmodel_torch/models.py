@@ -1,8 +1,9 @@
-"""Built-in models, the same across backends: an MLP, a small CNN with BatchNorm and Dropout, a frozen-layer MLP.
+"""Built-in models, the same across backends: MLPs, a small CNN with BatchNorm, LEAF's FEMNIST CNN and Shakespeare LSTM.
 
-All take ``x`` of shape ``(None, num_features)`` float32 and ``y`` of shape ``(None,)`` int64, return
-logits, use the mean softmax cross-entropy, and report :data:`fedmodel.metrics.STANDARD_METRICS`.
-Initialization is seeded and leaves torch's global random state untouched.
+All return logits, use the mean softmax cross-entropy and report :data:`fedmodel.metrics.STANDARD_METRICS`.
+Every model whose variables all have canonical names (``mlp``, ``frozen_mlp``, ``cnn_bn``, ``cnn28``) starts
+from :func:`fedmodel.backend_kit.initialize`'s weights: the same seed gives the same canonical weights in
+every backend. Construction leaves torch's global random state untouched.
 
 >>> model = mlp(num_features=4, hidden=(3,), num_classes=2)
 >>> [tuple(v.shape) for v in model.trainable_variables]
@@ -16,10 +17,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from fedmodel._specs import classification_spec
+from fedmodel.backend_kit import TensorSpec, classification_spec, initialize
 from fedmodel_torch.model import TorchModel, from_module
 
-__all__ = ["cnn_bn", "frozen_mlp", "input_spec", "mlp"]
+__all__ = ["char_rnn", "cnn28", "cnn_bn", "frozen_mlp", "input_spec", "mlp"]
 
 
 input_spec = classification_spec
@@ -27,9 +28,17 @@ input_spec = classification_spec
 
 
 def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` with torch's generator seeded, and torch's global random state unchanged after."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
+
+
+def _canonical(build: Callable[[], nn.Module], spec: tuple[TensorSpec, TensorSpec], seed: int) -> TorchModel:
+    """The module built (torch's global random state untouched), wrapped, and given the canonical initial weights."""
+    model = from_module(_seeded(seed, build), nn.functional.cross_entropy, spec)
+    initialize(model, seed)
+    return model
 
 
 def _layers(num_features: int, hidden: Sequence[int], num_classes: int) -> list[nn.Module]:
@@ -45,11 +54,12 @@ def _layers(num_features: int, hidden: Sequence[int], num_classes: int) -> list[
 def mlp(num_features: int = 64, hidden: Sequence[int] = (32,), num_classes: int = 10, seed: int = 0) -> TorchModel:
     """A multilayer perceptron ``Linear → ReLU → ... → Linear`` (no hidden layer: softmax regression).
 
-    Variables are named ``0.weight``, ``0.bias``, ``2.weight``... (``nn.Sequential`` indices); a weight
-    is ``(out, in)``, torch's layout.
+    ``x: (None, num_features)`` float32, ``y: (None,)`` int64 in ``[0, num_classes)``. Variables are named
+    ``0.weight``, ``0.bias``, ``2.weight``... (``nn.Sequential`` indices); a weight is ``(out, in)``, torch's layout.
     """
-    module = _seeded(seed, lambda: nn.Sequential(*_layers(num_features, hidden, num_classes)))
-    return from_module(module, nn.functional.cross_entropy, input_spec(num_features, num_classes))
+    return _canonical(
+        lambda: nn.Sequential(*_layers(num_features, hidden, num_classes)), input_spec(num_features, num_classes), seed
+    )
 
 
 def frozen_mlp(
@@ -58,11 +68,13 @@ def frozen_mlp(
     """:func:`mlp` with its first layer frozen (a pre-trained feature extractor): non-trainable, still sent."""
     if not hidden:
         raise ValueError("frozen_mlp needs at least one hidden layer (the frozen one)")
-    module = _seeded(seed, lambda: nn.Sequential(*_layers(num_features, hidden, num_classes)))
-    first: nn.Module = module[0]  # type: ignore[index]
-    for p in first.parameters():
-        p.requires_grad_(False)
-    return from_module(module, nn.functional.cross_entropy, input_spec(num_features, num_classes))
+
+    def build() -> nn.Module:
+        module = nn.Sequential(*_layers(num_features, hidden, num_classes))
+        module[0].requires_grad_(False)
+        return module
+
+    return _canonical(build, input_spec(num_features, num_classes), seed)
 
 
 class _SmallCNN(nn.Module):
@@ -97,11 +109,83 @@ def cnn_bn(
     """A small CNN with BatchNorm and Dropout over square grey images given flat, ``x: (None, side * side)``.
 
     The 8x8 digits of scikit-learn are ``num_features=64``; the image is reshaped inside the module.
-    Non-trainable variables are the BatchNorm statistics (``bn1.running_mean``, ``bn1.running_var``,
-    ``bn1.num_batches_tracked``, then ``bn2.*``).
+    Convolutions have no bias (BatchNorm follows). Non-trainable variables are the BatchNorm statistics
+    (``bn1.running_mean``, ``bn1.running_var``, ``bn1.num_batches_tracked``, then ``bn2.*``).
     """
     side = round(num_features**0.5)
     if side * side != num_features:
         raise ValueError(f"num_features must be a square (side * side), got {num_features}")
-    module = _seeded(seed, lambda: _SmallCNN(side, channels, num_classes, dropout))
-    return from_module(module, nn.functional.cross_entropy, input_spec(num_features, num_classes))
+    spec = input_spec(num_features, num_classes)
+    return _canonical(lambda: _SmallCNN(side, channels, num_classes, dropout), spec, seed)
+
+
+class _FemnistCNN(nn.Module):
+    """LEAF's FEMNIST CNN: two (5x5 conv, ReLU, 2x2 max-pool) blocks, a ReLU dense layer, the logits."""
+
+    def __init__(self, num_classes: int, channels: tuple[int, int], hidden: int) -> None:
+        super().__init__()
+        c1, c2 = channels
+        self.conv1 = nn.Conv2d(1, c1, 5, padding=2)
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)
+        self.dense = nn.Linear(7 * 7 * c2, hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for images ``(batch, 28, 28)``."""
+        h = nn.functional.max_pool2d(torch.relu(self.conv1(x.unsqueeze(1))), 2)
+        h = nn.functional.max_pool2d(torch.relu(self.conv2(h)), 2)
+        # flattened as (height, width, channel), the order of Keras and Flax, so canonical weights mean one function
+        h = h.permute(0, 2, 3, 1).flatten(1)
+        return self.head(torch.relu(self.dense(h)))  # type: ignore[no-any-return]
+
+
+def cnn28(num_classes: int = 62, channels: tuple[int, int] = (32, 64), hidden: int = 2048, seed: int = 0) -> TorchModel:
+    """LEAF's FEMNIST CNN: ``x: (None, 28, 28)`` float32 in ``[0, 1]``, ``y: (None,)`` int64 in ``[0, num_classes)``.
+
+    ``conv 5x5 same, ReLU -> max-pool 2 -> conv 5x5 same, ReLU -> max-pool 2 -> dense hidden, ReLU -> dense
+    num_classes``; the channel axis is added inside the module, and the feature map is flattened in
+    ``(height, width, channel)`` order like the other backends'.
+    """
+    spec = (
+        TensorSpec((None, 28, 28), "float32", "x"),
+        TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
+    )
+    return _canonical(lambda: _FemnistCNN(num_classes, channels, hidden), spec, seed)
+
+
+class _CharRNN(nn.Module):
+    """LEAF's Shakespeare model: embedding, stacked LSTM, dense logits from the last step."""
+
+    def __init__(self, vocab_size: int, num_classes: int, embedding: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding)
+        self.lstm = nn.LSTM(embedding, hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the next character for id sequences ``(batch, length)``."""
+        states, _ = self.lstm(self.embedding(x))
+        return self.head(states[:, -1])  # type: ignore[no-any-return]
+
+
+def char_rnn(
+    vocab_size: int = 80,
+    num_classes: int = 80,
+    embedding: int = 8,
+    hidden: int = 256,
+    layers: int = 2,
+    seed: int = 0,
+) -> TorchModel:
+    """LEAF's Shakespeare next-character LSTM: ``x: (None, 80)`` int64 ids in ``[0, vocab_size)``, ``y: (None,)``
+    int64 in ``[0, num_classes)``; ``embedding -> stacked LSTM (layers x hidden) -> dense`` on the last step.
+
+    Starts from torch's own initialization seeded by ``seed`` (the canonical layout has no embedding or LSTM
+    entries, so :func:`fedmodel.backend_kit.initialize` does not apply): its initial weights differ across
+    backends.
+    """
+    module = _seeded(seed, lambda: _CharRNN(vocab_size, num_classes, embedding, hidden, layers))
+    spec = (
+        TensorSpec((None, 80), "int64", "x", minimum=0, maximum=vocab_size - 1),
+        TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
+    )
+    return from_module(module, nn.functional.cross_entropy, spec)

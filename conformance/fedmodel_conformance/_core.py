@@ -52,6 +52,9 @@ class Case:
             cannot normalize one example); every training-mode call of the suite uses at least this many.
         expected_failures: ``{check_name: reason}``; such a check is reported as ``xfail``, or as
             ``xpass`` (a failure of the report, so stale entries surface) when it passes.
+        failing_batch: optional ``failing_batch(size, rng)``, a batch matching ``input_spec`` that the
+            model's own computation raises on (a metric or loss that rejects some inputs); the check
+            ``failed_call_changes_nothing`` then also proves that such a failure leaves no partial state.
 
     >>> from fedmodel_conformance.broken import reference_case
     >>> reference_case().name
@@ -67,6 +70,7 @@ class Case:
     stochastic_training: bool = False
     expected_failures: Mapping[str, str] = field(default_factory=dict)
     min_training_batch_size: int = 1
+    failing_batch: Callable[[int, np.random.Generator], Any] | None = None
 
     def __post_init__(self) -> None:
         size = self.min_training_batch_size

@@ -1,7 +1,8 @@
 """Every registered check, importable by name (``from fedmodel_conformance.checks import check_protocol``).
 
 Importing this module registers the checks, and the order of the imports below is the run order:
-structure, forward pass, evaluation, metrics and reports, weights, training, gradients, optimizers.
+structure, forward pass, evaluation, metrics and reports, weights, training, failed calls, gradients,
+optimizers.
 """
 
 # ruff: noqa: I001 - the import order is the registry order
@@ -57,6 +58,7 @@ from fedmodel_conformance.checks_training import (
 )
 from fedmodel_conformance.checks_training import check_sgd_steps_are_independent as check_sgd_steps_are_independent
 from fedmodel_conformance.checks_training import check_optimizers_share_no_state as check_optimizers_share_no_state
+from fedmodel_conformance.checks_errors import check_failed_call_changes_nothing as check_failed_call_changes_nothing
 from fedmodel_conformance.checks_gradients import (
     check_gradients_match_finite_differences as check_gradients_match_finite_differences,
 )

@@ -196,6 +196,8 @@ def _leaf(
 
     train_dir, test_dir = _split_dirs(root)
     train = LeafClients(train_dir)
+    if not train.client_ids:
+        raise DataError(f"{train_dir}: its LEAF files hold no users")
     name = task or detect_task(train.raw(train.client_ids[0]))
     spec = leaf_task(name, train, **task_options)
     train.task = spec

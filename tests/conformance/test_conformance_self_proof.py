@@ -69,3 +69,26 @@ def test_every_check_has_a_docstring_and_a_clause() -> None:
         func = getattr(checks, f"check_{name}")
         assert func.__doc__ and func.__doc__.startswith("Clause:"), name
         assert len(clause) > 20, name
+
+
+def test_broadcast_accuracy_is_caught_by_the_standard_metrics_check() -> None:
+    # (n,) predicted classes against (n, 1) labels: an (n, n) comparison; not one check's bug only, so not in BROKEN
+    from fedmodel_conformance.broken import NUM_CLASSES, NUM_FEATURES, column_batch
+    from fedmodel_conformance.broken._reports import BroadcastAccuracy
+
+    case = Case("broadcast-accuracy", lambda: BroadcastAccuracy(NUM_FEATURES, NUM_CLASSES, seed=0), column_batch)
+    failed = run_checks(case).failed_names()
+    assert "standard_metrics_sane" in failed
+    assert "failed_call_changes_nothing" not in failed
+
+
+def test_a_failing_batch_that_does_not_fail_is_a_failure() -> None:
+    import dataclasses
+
+    from fedmodel_conformance.broken import make_batch
+
+    case = dataclasses.replace(reference_case(), failing_batch=make_batch)
+    result = run_checks(case, checks=["failed_call_changes_nothing"]).results[0]
+    assert result.status == "fail"
+    assert "an exception (the case's failing_batch)" in result.reason
+    assert "the call returned normally" in result.reason

@@ -219,3 +219,36 @@ def test_writes_of_empty_and_scalar_arrays() -> None:
     scalar, empty = tf.Variable(np.float32(0.0)), tf.Variable(np.zeros((0, 3), np.int64))
     BACKEND.write_variables([scalar, empty], [np.array(2.5, np.float32), np.zeros((0, 3), np.int64)])
     assert scalar.numpy() == np.float32(2.5) and empty.numpy().shape == (0, 3)
+
+
+def test_a_write_is_one_copy_that_tensorflow_adopts_as_the_variable_buffer() -> None:
+    """The write path's premise (kept for the weights round-trip bar): AssignVariableOp takes a 64-byte-aligned
+    numpy array as the variable's buffer without copying it again. If TensorFlow changes this, writes
+    still work but cost a second copy: re-measure the bar, then use ``var.assign``."""
+    from fedmodel_tensorflow.backend import aligned_copy
+
+    variable = tf.Variable(np.zeros((300, 300), np.float32))
+    value = aligned_copy(np.full((300, 300), 2.0, ">f4"))
+    assert value.ctypes.data % 64 == 0 and value.dtype == np.float32  # native byte order
+    tf.raw_ops.AssignVariableOp(resource=variable.handle, value=value)
+    assert np.asarray(variable.read_value()).ctypes.data == value.ctypes.data
+
+
+def test_adam_adds_epsilon_after_bias_correction_as_torch_and_optax_do() -> None:
+    """Three steps on tiny gradients, where Keras's own rule (epsilon before bias correction) is 20% off."""
+    spec = fedmodel.Adam(0.01)
+    optimizer = fmtf.keras_optimizer(spec)
+    variable = fmtf._compat.keras.Variable(np.zeros(2, np.float32))
+    grads = [
+        np.array([1e-6, -3e-6], np.float32),
+        np.array([2e-6, 1e-6], np.float32),
+        np.array([-1e-6, 5e-7], np.float32),
+    ]
+    w, m, v = np.zeros(2), np.zeros(2), np.zeros(2)
+    for t, g in enumerate(grads, start=1):
+        optimizer.apply([tf.constant(g)], [variable])
+        m = spec.beta1 * m + (1 - spec.beta1) * g
+        v = spec.beta2 * v + (1 - spec.beta2) * g.astype(np.float64) ** 2
+        m_hat, v_hat = m / (1 - spec.beta1**t), v / (1 - spec.beta2**t)
+        w -= spec.learning_rate * m_hat / (np.sqrt(v_hat) + spec.epsilon)
+        np.testing.assert_allclose(variable.numpy(), w, rtol=1e-4)

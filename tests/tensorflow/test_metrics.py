@@ -158,5 +158,70 @@ def test_integer_labels_of_shape_batch_by_one_are_counted_for_accuracy() -> None
 def test_a_metric_that_cannot_take_labels_and_predictions_is_refused_at_construction() -> None:
     keras_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    with pytest.raises(ValueError, match=r"'mean' \(Mean\) cannot be updated as update_state\(y_true, y_pred\)"):
+    with pytest.raises(ValueError, match=r"metric 'mean' cannot be updated as update\(state, y_true, y_pred\)"):
         fmtf.from_keras_model(keras_model, loss, SPEC, metrics=[keras.metrics.Mean])
+
+
+def test_kit_metrics_and_keras_metrics_together_aggregate_exactly() -> None:
+    abs_error = fmtf.mean_metric("mean_top_logit", lambda y, p: tf.reduce_max(p, axis=-1))
+    per_class = fmtf.sum_metric("label_counts", lambda y, p: tf.math.bincount(y, minlength=3, maxlength=3), shape=(3,))
+    keras_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model = fmtf.from_keras_model(
+        keras_model,
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        SPEC,
+        metrics=[abs_error, per_class, keras.metrics.SparseCategoricalAccuracy],
+    )
+    data = batches(np.random.default_rng(5), [4, 6])
+    for batch in data:
+        model.forward_pass(batch, training=False)
+    report = model.report_local_outputs()
+    assert [type(v) for v in report["label_counts"]] == [np.ndarray]
+    final = model.federated_output_computation([report])
+    x, y = np.concatenate([b[0] for b in data]), np.concatenate([b[1] for b in data])
+    logits = np.asarray(model.predict_on_batch(x))
+    assert final["mean_top_logit"] == pytest.approx(float(logits.max(axis=1).mean()), rel=1e-6)
+    np.testing.assert_array_equal(final["label_counts"], np.bincount(y, minlength=3))
+    assert final["sparse_categorical_accuracy"] == pytest.approx(np.mean(logits.argmax(axis=1) == y), abs=1e-7)
+    assert fedmodel.get_weights(model).names == ("dense/kernel", "dense/bias")
+    local = fmtf.BACKEND.variable_names(model, model.local_variables)
+    assert local[3:] == [
+        "metrics/mean_top_logit/0",
+        "metrics/mean_top_logit/1",
+        "metrics/label_counts/0",
+        "metrics/sparse_categorical_accuracy/total",
+        "metrics/sparse_categorical_accuracy/count",
+    ]
+
+
+def test_a_keras_metric_object_is_never_changed_by_the_model() -> None:
+    metric = keras.metrics.SparseCategoricalAccuracy()
+    model = fmtf.from_keras_model(
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        SPEC,
+        metrics=[metric],
+    )
+    model.forward_pass(batches(np.random.default_rng(6), [5])[0], training=False)
+    assert [float(v.numpy()) for v in metric.variables] == [0.0, 0.0]
+    assert float(model.report_local_outputs()["sparse_categorical_accuracy"][1]) == 5.0
+
+
+def test_the_aggregator_refuses_a_report_whose_standard_metrics_disagree() -> None:
+    model = make_model()
+    model.forward_pass(batches(np.random.default_rng(7), [4])[0], training=False)
+    report = model.report_local_outputs()
+    report["num_examples"] = np.int64(5)  # 4 examples in loss and accuracy
+    with pytest.raises(fedmodel.AggregationError, match="disagree on the number of examples"):
+        model.federated_output_computation([report])
+
+
+def test_a_kit_metric_whose_update_changes_the_state_dtype_is_refused_at_construction() -> None:
+    bad = fmtf.Metric("bad", lambda: (tf.zeros((), tf.int64),), lambda s, y, p, sample_weight=None: (s[0] + 0.5,))
+    with pytest.raises(ValueError, match="'bad'"):
+        fmtf.from_keras_model(
+            keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            SPEC,
+            metrics=[bad],
+        )

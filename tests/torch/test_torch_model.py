@@ -42,20 +42,20 @@ def test_from_module_gives_an_object_with_the_whole_protocol() -> None:
 
 
 @pytest.mark.parametrize(
-    ("module", "loss_fn", "spec", "error", "words"),
+    ("module", "loss", "spec", "error", "words"),
     [
         ("not a module", torch.nn.functional.cross_entropy, SPEC, TypeError, "torch.nn.Module"),
-        (torch.nn.Linear(4, 3), "not callable", SPEC, TypeError, "loss_fn"),
+        (torch.nn.Linear(4, 3), "not callable", SPEC, TypeError, "loss must be callable"),
         (torch.nn.Linear(4, 3), torch.nn.functional.cross_entropy, SPEC[0], TypeError, "pair"),
         (torch.nn.Linear(4, 3), torch.nn.functional.cross_entropy, ((None, 4), "float32"), TypeError, "TensorSpec"),
         (torch.nn.Linear(4, 3), torch.nn.functional.cross_entropy, {"x": SPEC[0]}, TypeError, "pair"),
     ],
 )
 def test_from_module_rejects_bad_arguments_with_a_clear_error(
-    module: object, loss_fn: object, spec: object, error: type[Exception], words: str
+    module: object, loss: object, spec: object, error: type[Exception], words: str
 ) -> None:
     with pytest.raises(error, match=words):
-        fedmodel_torch.from_module(module, loss_fn, spec)  # type: ignore[arg-type]
+        fedmodel_torch.from_module(module, loss, spec)  # type: ignore[arg-type]
 
 
 def test_from_module_rejects_a_lazy_module_whose_variables_do_not_exist_yet() -> None:
@@ -65,7 +65,7 @@ def test_from_module_rejects_a_lazy_module_whose_variables_do_not_exist_yet() ->
 
 def test_from_module_rejects_duplicate_or_reserved_metric_names() -> None:
     mae = fedmodel_torch.mean_metric("mae", lambda y, p: p[:, 0])
-    with pytest.raises(ValueError, match="duplicate"):
+    with pytest.raises(ValueError, match="two metrics are named"):
         fedmodel_torch.from_module(torch.nn.Linear(4, 3), torch.nn.functional.cross_entropy, SPEC, metrics=[mae, mae])
     with pytest.raises(ValueError, match="taken"):
         fedmodel_torch.mean_metric("loss", lambda y, p: p[:, 0])
@@ -245,7 +245,7 @@ def test_an_incompatible_batch_raises_spec_error_and_changes_nothing(
     assert_same(snapshot(model.trainable_variables + model.local_variables), before)
 
 
-def test_a_loss_fn_that_does_not_reduce_is_refused_with_a_clear_error(rng: np.random.Generator) -> None:
+def test_a_loss_that_does_not_reduce_is_refused_with_a_clear_error(rng: np.random.Generator) -> None:
     def per_example(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(p, y, reduction="none")
 
@@ -412,3 +412,14 @@ def test_structured_predictions_come_back_detached_and_train(rng: np.random.Gene
     assert step.predictions["logits"].grad_fn is None
     assert not torch.equal(model.module.body.weight, before)
     assert set(model.predict_on_batch(batch(rng)[0])) == {"logits", "probabilities"}
+
+
+def test_importing_the_backend_installs_no_process_wide_module_hook() -> None:
+    import torch.nn.modules.module as torch_module  # fedmodel_torch was imported with this test module
+
+    hooks = [
+        torch_module._global_module_registration_hooks,
+        torch_module._global_forward_hooks,
+        torch_module._global_forward_pre_hooks,
+    ]
+    assert [len(h) for h in hooks] == [0, 0, 0]

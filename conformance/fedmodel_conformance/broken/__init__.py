@@ -22,6 +22,7 @@ import fedmodel
 from fedmodel.reference import NumpyBackend, SoftmaxRegression
 from fedmodel_conformance._core import Case
 from fedmodel_conformance.broken import _backends as B
+from fedmodel_conformance.broken import _errors as E
 from fedmodel_conformance.broken import _models as M
 from fedmodel_conformance.broken import _reports as R
 from fedmodel_conformance.broken import _training as T
@@ -92,6 +93,12 @@ def _regression_with_accuracy() -> Case:
 
 _STATISTICS = {"training_changes_non_trainable": True}
 
+
+def _nan_batch(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`make_batch` with a NaN feature in the last example (a batch the model's computation refuses)."""
+    return E.nan_batch(size, rng, NUM_FEATURES, NUM_CLASSES)
+
+
 BROKEN: dict[str, Callable[[], Case]] = {
     "protocol": _model("protocol", M.PlainFunctionAggregator),
     "groups_disjoint": _model("groups_disjoint", M.KernelAlsoNonTrainable),
@@ -135,6 +142,7 @@ BROKEN: dict[str, Callable[[], Case]] = {
     "train_step_matches_forward_pass": _backend("train_step_matches_forward_pass", T.CountsTwiceBackend()),
     "sgd_steps_are_independent": _backend("sgd_steps_are_independent", T.LeftoverGradientBackend()),
     "optimizers_share_no_state": _backend("optimizers_share_no_state", T.StickyOptimizerBackend()),
+    "failed_call_changes_nothing": _model("failed_call_changes_nothing", E.CountsBeforeCheckingLabels),
     "gradients_match_finite_differences": _model("gradients_match_finite_differences", M.DoubledGradient),
     "optimizer_update_rules": _backend("optimizer_update_rules", T.NesterovIgnored()),
     "fedprox_anchor": _backend("fedprox_anchor", T.AnchorAtBuildBackend(), T.RemembersBuiltWeights),
@@ -163,6 +171,13 @@ VARIANTS: dict[str, tuple[Callable[[], Case], ...]] = {
         _backend("optimizer_update_rules", T.DecoupledWeightDecay()),
     ),
     "fedprox_anchor": (_backend("fedprox_anchor", T.LiveAnchorBackend()),),
+    "gradients_match_finite_differences": (_model("gradients_match_finite_differences", M.SkewedGradient),),
+    "failed_call_changes_nothing": (
+        _model("failed_call_changes_nothing", E.StatisticsMoveBeforeRaising, **_STATISTICS),
+        _model("failed_call_changes_nothing", E.AcceptsOutOfRangeLabels),
+        _backend("failed_call_changes_nothing", E.StepCountedBeforeGradients(), optimizer=fedmodel.Adam(0.01)),
+        _model("failed_call_changes_nothing", E.CountsThenRejectsNonFinite, failing_batch=_nan_batch),
+    ),
 }
 """check name -> more factories of cases made to fail exactly that check (other bugs of the same clause)."""
 
@@ -179,5 +194,6 @@ CORRECT: dict[str, Callable[[], Case]] = {
     "column-labels": _correct("numpy-column-labels", R.ColumnLabels, batches=column_batch),
     "running-mean": _correct("numpy-running-mean", R.RunningMean, **_STATISTICS),
     "clips-in-training": _correct("numpy-clips-in-training", R.ClipsInTraining),
+    "rejects-non-finite": _correct("numpy-rejects-non-finite", E.RejectsNonFinite, failing_batch=_nan_batch),
 }
 """Correct models that differ from the reference where a broken one needs a correct twin."""

@@ -35,6 +35,7 @@ __all__ = [
     "ResetReordersMetrics",
     "ScaleListedTwice",
     "SharedScale",
+    "SkewedGradient",
     "SpecNotEnforced",
     "SqueezedPredictions",
 ]
@@ -381,3 +382,21 @@ class ReportsLiveArrays(SoftmaxRegression):
         """The live arrays themselves."""
         loss_sum, correct, count = self._live
         return {"loss": (loss_sum, count), "accuracy": (correct, count), "num_examples": count}
+
+
+class SkewedGradient(SoftmaxRegression):
+    """The kernel's gradient carries an error orthogonal to it, three tenths of its size (a wrong cross term).
+
+    Along the gradient's own direction the error vanishes, so a check that probes only directions close
+    to the gradient misses it; a random direction sees it.
+    """
+
+    def value_and_grad(self, batch: Any) -> tuple[BatchOutput[Any], list[np.ndarray]]:
+        """The reference gradients, the kernel's plus ``0.3 * rms(g)`` times a fixed direction orthogonal to it."""
+        out, grads = super().value_and_grad(batch)
+        g = grads[0].astype(np.float64)
+        q = np.random.default_rng(3).standard_normal(g.shape)
+        q -= (q.ravel() @ g.ravel()) / max(g.ravel() @ g.ravel(), 1e-300) * g
+        q /= np.sqrt(np.mean(q * q))
+        rms = float(np.sqrt(np.mean(g * g)))
+        return out, [(g + 0.3 * rms * q).astype(grads[0].dtype), *grads[1:]]
