@@ -1,42 +1,73 @@
-"""The :class:`fedmodel.Backend` for JAX models: numpy reads and writes, Optax steps."""
+"""The :class:`fedmodel.Backend` for JAX models: numpy reads and writes, and the Optax training step."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from fedmodel._buffers import AdoptedBuffers
-from fedmodel._contract import BatchOutput
+from fedmodel.backend_kit import BatchOutput
 from fedmodel.optimizers import OptimizerSpec
-from fedmodel_jax.model import JaxModel, Variable
+from fedmodel_jax.model import JaxModel, Leaves, Program, Variable, _draw
 from fedmodel_jax.optimizers import JaxOptimizer
 
 __all__ = ["BACKEND", "JaxBackend"]
 
-_BUFFERS = AdoptedBuffers()
-"""The host buffers handed to XLA's CPU client per variable (see :meth:`JaxBackend.write_variables`)."""
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _train_step(
+    program: Program,
+    tx: optax.GradientTransformation,
+    trainable: Leaves,
+    frozen: Leaves,
+    state: Leaves,
+    local: Leaves,
+    key: jax.Array,
+    count: jax.Array,
+    opt_state: Any,
+    anchor: Leaves | None,
+    mu: jax.Array | None,
+    x: Any,
+    y: Any,
+) -> tuple[jax.Array, Any, Leaves, Leaves, Leaves, jax.Array, Any]:
+    """One step, pure: ``(loss, outputs, trainable, state, local, count, opt_state)`` after it."""
+    count, rng = _draw(key, count, True)
+
+    def objective(weights: Leaves) -> tuple[jax.Array, tuple[Any, Leaves]]:
+        outputs, new_state = program.run(program.params(weights, frozen), state, x, True, rng)
+        return program.batch_loss(outputs, y), (outputs, new_state)
+
+    (loss, (outputs, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
+    if anchor is not None and mu is not None:  # FedProx: the gradient of mu/2 ||w - w0||^2
+        grads = [g + mu * (w - a) for g, w, a in zip(grads, trainable, anchor, strict=True)]
+    updates, opt_state = tx.update(grads, opt_state, trainable)
+    new_trainable = optax.apply_updates(trainable, updates)
+    local = program.update_metrics(local, loss, outputs, y)
+    return loss, outputs, new_trainable, new_state, local, count, opt_state
 
 
-def _placed(value: np.ndarray, like: jax.Array, owner: Variable) -> jax.Array:
-    """``value`` as a new ``jax.Array`` with ``like``'s placement, never sharing memory with the caller's ``value``.
+_ALIGNMENT = 64
+"""Bytes: XLA's CPU client adopts a C-contiguous host buffer so aligned without copying it."""
 
-    On CPU the value is copied once into an aligned buffer (one ``owner`` used before when it is free),
-    which ``jax.device_put`` adopts as is.
+
+def _host_copy(value: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """A copy of ``value`` as ``dtype`` in a fresh 64-byte-aligned buffer of its own.
+
+    Kept for the weights round trip bar (1.5x two numpy copies): ``jax.device_put`` adopts this buffer on
+    CPU, where an ordinary numpy copy (16-byte aligned) would be copied a second time (tests/jax/test_jax_writes.py
+    fails if XLA stops adopting it).
     """
-    if all(device.platform == "cpu" for device in like.devices()):
-        value = _BUFFERS.copy(owner, np.asarray(value), np.dtype(like.dtype))
-    placed: jax.Array = jax.device_put(value, like.sharding)
-    return placed
-
-
-def _flush_released_buffers() -> None:
-    """XLA's CPU client drops its references to adopted host buffers of deleted arrays lazily, at its next
-    entry from Python; a scalar ``device_put`` (about 30 us) makes that happen before the pool looks."""
-    jax.device_put(np.float32(0))
+    nbytes = value.size * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGNMENT, np.uint8)
+    offset = -raw.ctypes.data % _ALIGNMENT
+    out: np.ndarray = raw[offset : offset + nbytes].view(dtype).reshape(value.shape)
+    np.copyto(out, value)
+    return out
 
 
 class JaxBackend:
@@ -67,28 +98,24 @@ class JaxBackend:
     def write_variables(self, variables: Sequence[Variable], values: Sequence[np.ndarray]) -> None:
         """Copy every (already validated) value onto its variable's device first, then swap the boxes' arrays.
 
-        The model never aliases the caller's numpy buffers: on CPU the value is copied once and
-        ``jax.device_put`` adopts that private copy without another; elsewhere the transfer is the copy.
-        On CPU the copy lands in the buffer the variable held one write ago when nothing else holds it
-        any more (:class:`fedmodel._buffers.AdoptedBuffers`: no page faults of fresh memory; the price is
-        up to one spare copy of each written variable).
+        Each value is copied once, synchronously, into a private aligned host buffer (:func:`_host_copy`)
+        that ``jax.device_put`` adopts on CPU: the model never shares memory with, nor races, the caller's
+        arrays, and non-native byte order is converted on the way.
         """
-        _flush_released_buffers()
-        new = [_placed(value, var.value, var) for var, value in zip(variables, values, strict=True)]
+        new = [
+            jax.device_put(_host_copy(value, np.dtype(var.value.dtype)), var.value.sharding)
+            for var, value in zip(variables, values, strict=True)
+        ]
         for var, value in zip(variables, new, strict=True):
             var.value = value
 
     def to_native(self, model: Any, batch: Any) -> Any:
         """The batch ready for the jitted step: numpy leaves as private host copies, others as ``jax.Array``.
 
-        The jitted step moves every host leaf to the device in one dispatch, which costs far less than a
-        ``jax.device_put`` per leaf (about 35 µs each on CPU); the copies keep a caller who reuses its
-        buffers from racing JAX's asynchronous dispatch. Dtypes stay as they are, so the batch still
+        The jitted step moves the host leaves to the device itself; the copies keep a caller who reuses
+        its buffers from racing JAX's asynchronous dispatch. Dtypes stay as they are, so the batch still
         matches ``input_spec`` (``int64`` labels become ``int32`` inside the step when x64 is off).
         """
-
-        if type(batch) is tuple and len(batch) == 2 and type(batch[0]) is type(batch[1]) is np.ndarray:
-            return batch[0].copy(), batch[1].copy()  # the common case, without a tree walk
 
         def leaf(value: Any) -> Any:
             if isinstance(value, np.ndarray):
@@ -102,14 +129,33 @@ class JaxBackend:
         return JaxOptimizer.create(spec, [v.value for v in model.trainable_variables])
 
     def train_step(self, model: Any, batch: Any, optimizer: JaxOptimizer) -> BatchOutput[Any]:
-        """Gradient, FedProx term, Optax update and metrics in one jitted call.
+        """Gradient, FedProx term, Optax update and metrics in one jitted call, committed after it returns.
 
         Raises:
             TypeError: when ``model`` is not a :class:`~fedmodel_jax.JaxModel`.
         """
         if not isinstance(model, JaxModel):
             raise TypeError(f"the JAX backend trains fedmodel_jax.JaxModel, got {type(model).__name__}")
-        return model._train_step(batch, optimizer)
+        x, y, n = model._split(batch)
+        trainable, frozen, state, local = model._leaves()
+        loss, outputs, trainable, state, local, count, opt_state = _train_step(
+            model._program,
+            optimizer.tx,
+            trainable,
+            frozen,
+            state,
+            local,
+            model._key,
+            model._count,
+            optimizer.state,
+            optimizer.anchor,
+            optimizer.mu,
+            x,
+            y,
+        )
+        model._commit(trainable=trainable, state=state, local=local, count=count)
+        optimizer.state = opt_state
+        return BatchOutput(loss, outputs, n)
 
 
 BACKEND = JaxBackend()

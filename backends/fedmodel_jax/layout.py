@@ -5,7 +5,8 @@ so only names change. Variables are grouped by their parent path without the col
 (``params/Dense_0/kernel`` and ``batch_stats/BatchNorm_0/mean`` belong to ``Dense_0`` and
 ``BatchNorm_0``); a group with a 2-D ``kernel`` is ``dense_i``, one with a higher-rank ``kernel`` is
 ``conv_i``, one with ``scale`` and ``mean`` is ``batch_norm_i`` (numbered per kind in natural order of
-the group names); any other variable keeps its own name.
+the group names); any other variable, and every variable of a recurrent cell (``OptimizedLSTMCell_0/hi``),
+keeps its own name.
 
 >>> from fedmodel_jax import models
 >>> [e.canonical for e in canonical_layout(models.mlp(hidden=(8,))).entries]
@@ -26,6 +27,11 @@ def _natural(name: str) -> list[tuple[int, int | str]]:
     return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", name) if p]
 
 
+def _recurrent(parent: str) -> bool:
+    """Whether a group belongs to a recurrent cell (``OptimizedLSTMCell_0/hi``, ``RNN_0/...``, ``GRUCell_0/...``)."""
+    return any(p.startswith(("RNN", "LSTM", "GRU")) or "LSTMCell" in p or "GRUCell" in p for p in parent.split("/"))
+
+
 def canonical_layout(model: JaxModel) -> Layout:
     """The :class:`fedmodel.layout.Layout` of ``model``'s weights, inferred from key paths and ranks."""
     variables = [*model.trainable_variables, *model.non_trainable_variables]
@@ -36,6 +42,8 @@ def canonical_layout(model: JaxModel) -> Layout:
         groups.setdefault(parent, {})[leaf] = (var.name, len(var.shape))
     kinds: dict[str, str] = {}
     for parent, leaves in groups.items():
+        if _recurrent(parent):
+            continue  # recurrent cells' gates keep their own names (the canonical layout has no RNN entries)
         if "kernel" in leaves:
             kinds[parent] = "dense" if leaves["kernel"][1] == 2 else "conv"
         elif "scale" in leaves and "mean" in leaves:

@@ -4,37 +4,50 @@ Two ways in:
 
 * :func:`from_functions` — plain JAX: ``init(rng, sample_x) -> params`` and
   ``apply(params, state, x, training, rng) -> (outputs, new_state)``;
-* :func:`fedmodel_jax.from_flax` — a ``flax.linen`` module (every collection other than ``params``, e.g.
+* :func:`from_flax` — a ``flax.linen`` module (every collection other than ``params``, e.g.
   ``batch_stats``, is state).
 
 The contract's variables are :class:`Variable` boxes, one per leaf, in ``jax.tree_util`` flatten
 order (dicts by sorted key, tuples and namedtuples in order), named by key path
 (``params/0/kernel``, ``batch_stats/BatchNorm_0/mean``, ``metrics/count``).
+
+Every call computes everything first (outputs, loss, new statistics, new metric sums) in one jitted
+function, and only then writes the results into the boxes: a call that raises changes nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fedmodel import tree as _tree
-from fedmodel._batch import check_batch, split_batch
-from fedmodel._contract import BatchOutput
-from fedmodel._errors import SpecError
-from fedmodel._specs import TensorSpec, check_spec
-from fedmodel._variable import Variable
-from fedmodel.metrics import Aggregator
-from fedmodel_jax import _step
-from fedmodel_jax.metrics import JaxMetrics, standard_metrics
+from fedmodel.backend_kit import (
+    BatchOutput,
+    Metric,
+    SpecError,
+    TensorSpec,
+    Variable,
+    check_batch,
+    check_metric_names,
+    check_spec,
+    output_computation,
+    split_batch,
+    standard_report,
+)
+from fedmodel.metrics import SumThenFinalize
 
-__all__ = ["Frozen", "JaxModel", "Variable", "from_functions", "sample_input"]
+__all__ = ["Frozen", "JaxModel", "Program", "Variable", "from_flax", "from_functions", "sample_input"]
 
 Frozen = str | Sequence[str] | Callable[[str], bool] | None
 """Which params are frozen (non-trainable): a name prefix (``"params/0"``), several, or a predicate on names."""
+
+Leaves = list[jax.Array]
 
 
 def _key_str(key: Any) -> str:
@@ -47,34 +60,10 @@ def _key_str(key: Any) -> str:
 def _boxes(prefix: str, tree: Any) -> tuple[list[Variable], Any]:
     paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
     boxes = [
-        Variable("/".join([prefix] * bool(prefix) + [_key_str(k) for k in path]), jax.numpy.asarray(leaf))
+        Variable("/".join([prefix] * bool(prefix) + [_key_str(k) for k in path]), jnp.asarray(leaf))
         for path, leaf in paths_leaves
     ]
     return boxes, treedef
-
-
-class _Slot(Variable):
-    """A :class:`fedmodel.Variable` whose value lives in its model's list of values (one item of it).
-
-    The jitted steps take and return whole lists, so the hot path slices and assigns that list in C
-    instead of reading and writing one box per leaf; everyone else sees an ordinary ``Variable``.
-    """
-
-    __slots__ = ("__weakref__", "_index", "_store")  # weakly referenced by the write buffers' pool
-
-    def __init__(self, name: str, store: list[Any], index: int) -> None:
-        self.name = name
-        self._store = store
-        self._index = index
-
-    @property  # type: ignore[override]
-    def value(self) -> Any:
-        """The current value (a ``jax.Array``)."""
-        return self._store[self._index]
-
-    @value.setter
-    def value(self, value: Any) -> None:
-        self._store[self._index] = value
 
 
 def _frozen_predicate(frozen: Frozen) -> Callable[[str], bool]:
@@ -102,31 +91,159 @@ def _integer_labels(spec_y: Any) -> bool:
     return np.dtype(spec_y.dtype).kind in "iu" and (len(spec_y.shape) == 1 or tuple(spec_y.shape[1:]) == (1,))
 
 
-def _looks_jax(value: Any) -> bool:
-    """A cheap guess that ``value`` holds JAX arrays: its top-level leaves (pair, mapping or array) do."""
-    if isinstance(value, (tuple, list)):
-        return any(isinstance(v, jax.Array) for v in value)
-    if isinstance(value, dict):
-        return any(isinstance(v, jax.Array) for v in value.values())
-    return isinstance(value, jax.Array)
-
-
 def _has_jax_leaf(tree: Any) -> bool:
     return any(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def _hits(outputs: Any, y: Any) -> jax.Array:
+    """How many rows' argmax is the label; labels shaped ``(n,)`` or ``(n, 1)`` (never broadcast to ``(n, n)``)."""
+    predicted = jnp.argmax(outputs, axis=-1)
+    if y.ndim == predicted.ndim + 1 and y.shape[-1] == 1:
+        y = y.reshape(predicted.shape)
+    return jnp.sum(predicted == y).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """Everything static about a model, the static argument of its jitted functions (equal programs, e.g.
+    two models from one factory, share compiled code).
+
+    Attributes:
+        apply: ``(params, state, x, training, rng) -> (outputs, new_state)``.
+        loss: ``(outputs, y) -> scalar`` mean loss of the batch.
+        metrics: the user metrics (:class:`fedmodel.backend_kit.Metric`), updated after the standard ones.
+        metric_sizes: how many arrays each user metric's state holds.
+        accuracy: whether the standard metrics count correct predictions (integer labels).
+        params_def, state_def: tree structures of params and state.
+        trainable_mask: for each params leaf in flatten order, whether it is trainable.
+    """
+
+    apply: Callable[..., tuple[Any, Any]]
+    loss: Callable[[Any, Any], Any]
+    metrics: tuple[Metric, ...]
+    metric_sizes: tuple[int, ...]
+    accuracy: bool
+    params_def: Any
+    state_def: Any
+    trainable_mask: tuple[bool, ...]
+
+    def params(self, trainable: Leaves, frozen: Leaves) -> Any:
+        """The params pytree from its trainable and frozen leaves."""
+        it_t, it_f = iter(trainable), iter(frozen)
+        leaves = [next(it_t) if m else next(it_f) for m in self.trainable_mask]
+        return jax.tree_util.tree_unflatten(self.params_def, leaves)
+
+    def run(self, params: Any, state: Leaves, x: Any, training: bool, rng: jax.Array) -> tuple[Any, Leaves]:
+        """Apply the model; returns the outputs and the new state leaves (the old ones unless training)."""
+        outputs, new_state = self.apply(params, jax.tree_util.tree_unflatten(self.state_def, state), x, training, rng)
+        return outputs, (self.state_def.flatten_up_to(new_state) if training else state)
+
+    def batch_loss(self, outputs: Any, y: Any) -> jax.Array:
+        """The user's loss, checked to be a scalar (else ``ValueError`` while tracing: nothing is committed)."""
+        loss = jnp.asarray(self.loss(outputs, y))
+        if loss.shape != ():
+            raise ValueError(f"the loss must return a scalar (the batch's mean), got shape {loss.shape}")
+        return loss
+
+    def update_metrics(self, local: Leaves, loss: jax.Array, outputs: Any, y: Any) -> Leaves:
+        """The local leaves after one batch: the standard sums, then each user metric's ``update``.
+
+        Raises:
+            ValueError: a user metric returned a state of another length, shape or dtype (naming it).
+        """
+        n = jax.tree_util.tree_leaves(y)[0].shape[0]
+        loss_sum = loss.astype(jnp.float32) * n
+        if self.accuracy:
+            correct, count, total = local[:3]
+            new = [correct + _hits(outputs, y), count + n, total + loss_sum]
+        else:
+            count, total = local[:2]
+            new = [count + n, total + loss_sum]
+        i = len(new)
+        for metric, size in zip(self.metrics, self.metric_sizes, strict=True):
+            old = tuple(local[i : i + size])
+            state = metric.update(old, y, outputs)
+            if not isinstance(state, tuple) or len(state) != size:
+                raise ValueError(f"metric {metric.name!r}: update must return a tuple of {size} arrays, got {state!r}")
+            for j, (before, after) in enumerate(zip(old, state, strict=True)):
+                after = jnp.asarray(after)
+                if after.shape != before.shape or after.dtype != before.dtype:
+                    raise ValueError(
+                        f"metric {metric.name!r}: state[{j}] changed from {before.dtype}{list(before.shape)} "
+                        f"to {after.dtype}{list(after.shape)}"
+                    )
+                new.append(after)
+            i += size
+        return new
+
+
+def _draw(key: jax.Array, count: jax.Array, training: bool) -> tuple[jax.Array, jax.Array]:
+    """``(next count, key for this call)``: training call ``n`` draws ``fold_in(key, n)``; evaluation draws nothing.
+
+    A model that ignores its ``rng`` pays nothing: XLA drops the unused ``fold_in``.
+    """
+    if not training:
+        return count, key
+    return count + 1, jax.random.fold_in(key, count)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _forward(
+    program: Program,
+    training: bool,
+    trainable: Leaves,
+    frozen: Leaves,
+    state: Leaves,
+    local: Leaves,
+    key: jax.Array,
+    count: jax.Array,
+    x: Any,
+    y: Any,
+) -> tuple[Any, ...]:
+    """``(loss, outputs, local)``, then ``(state, count)`` when training (batch statistics and call count move)."""
+    count, rng = _draw(key, count, training)
+    outputs, state = program.run(program.params(trainable, frozen), state, x, training, rng)
+    loss = program.batch_loss(outputs, y)
+    local = program.update_metrics(local, loss, outputs, y)
+    return (loss, outputs, local, state, count) if training else (loss, outputs, local)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _predict(
+    program: Program,
+    training: bool,
+    trainable: Leaves,
+    frozen: Leaves,
+    state: Leaves,
+    key: jax.Array,
+    count: jax.Array,
+    x: Any,
+) -> tuple[Any, ...]:
+    """``(outputs,)``, then ``(state, count)`` when training."""
+    count, rng = _draw(key, count, training)
+    outputs, state = program.run(program.params(trainable, frozen), state, x, training, rng)
+    return (outputs, state, count) if training else (outputs,)
+
+
+def _assign(boxes: Sequence[Variable], values: Sequence[Any]) -> None:
+    for box, value in zip(boxes, values, strict=True):
+        box.value = value
 
 
 class JaxModel:
     """A :class:`fedmodel.Model` whose variables box the leaves of JAX pytrees (final: do not subclass).
 
     Trainable: the params leaves not frozen; non-trainable: frozen params leaves, then state leaves
-    (batch statistics); local: metric accumulators. ``forward_pass``, ``predict_on_batch`` and the
-    backend's train step are ``jax.jit``-compiled pure functions, compiled once per input shape and
-    shared by every model of equal structure. Dropout draws from a PRNG key held by the model, folded
-    with the number of training calls so far: evaluation never draws (deterministic), training is
+    (batch statistics); local: metric accumulators (the standard ``metrics/correct``, ``metrics/count``,
+    ``metrics/loss_sum``, then each user metric's ``metrics/<name>/<i>``). ``forward_pass``,
+    ``predict_on_batch`` and the backend's train step are ``jax.jit``-compiled pure functions, compiled once
+    per input shape and shared by every model of equal structure; their results are written into the
+    boxes only after the whole call has computed them. Dropout draws from a PRNG key held by the model,
+    folded with the number of training calls so far: evaluation never draws (deterministic), training is
     reproducible from ``seed``.
 
     Batches are numpy arrays or ``jax.Array``s. With ``jax_enable_x64`` off JAX holds ``int64`` as
-    ``int32``, so a batch holding JAX arrays is checked against the spec's dtypes as JAX holds them.
+    ``int32``, so a batch holding JAX arrays may match the spec's dtypes as JAX holds them.
     """
 
     __fedmodel_backend__: ClassVar[Any]
@@ -140,41 +257,44 @@ class JaxModel:
         *,
         state: Any = None,
         frozen: Frozen = None,
-        metrics: JaxMetrics | None = None,
+        metrics: Sequence[Metric] = (),
+        accuracy: bool | None = None,
         seed: int | jax.Array = 0,
         state_prefix: str = "state",
     ) -> None:
-        """Wrap ``apply`` over ``params`` and ``state`` pytrees (see :func:`from_functions` for the signatures)."""
+        """Wrap ``apply`` over ``params`` and ``state`` pytrees (see :func:`from_functions` for the arguments)."""
+        metrics = tuple(metrics)
+        check_metric_names(metrics)
         self._spec = input_spec
         self._jax_spec = _jax_dtype_spec(input_spec)
-        self._metric_fns = metrics or standard_metrics(accuracy=_integer_labels(split_batch(input_spec)[1]))
+        self._accuracy = _integer_labels(split_batch(input_spec)[1]) if accuracy is None else bool(accuracy)
         params_boxes, params_def = _boxes("params", params)
         is_frozen = _frozen_predicate(frozen)
         mask = tuple(not is_frozen(v.name) for v in params_boxes)
         state_boxes, state_def = _boxes(state_prefix, {} if state is None else state)
-        local, metrics_def = _boxes("metrics", self._metric_fns.init())
-        boxes = [
-            *(v for v, m in zip(params_boxes, mask, strict=True) if m),
-            *(v for v, m in zip(params_boxes, mask, strict=True) if not m),
-            *state_boxes,
-            *local,
-        ]
-        # every value in one list, in this order: trainable, frozen, state, local (as _step._evaluate takes them)
-        self._values: list[Any] = [v.value for v in boxes]
-        slots = tuple(_Slot(v.name, self._values, i) for i, v in enumerate(boxes))
-        trainable_end = sum(mask)
-        self._params_end = len(mask)
-        self._state_end = self._params_end + len(state_boxes)
-        self._trainable = slots[:trainable_end]
-        self._frozen = slots[trainable_end : self._params_end]
-        self._state = slots[self._params_end : self._state_end]
-        self._local = slots[self._state_end :]
+        standard = ["correct", "count", "loss_sum"] if self._accuracy else ["count", "loss_sum"]
+        dtypes = {"correct": jnp.int32, "count": jnp.int32, "loss_sum": jnp.float32}
+        local = [Variable(f"metrics/{name}", jnp.zeros((), dtypes[name])) for name in standard]
+        sizes = []
+        for metric in metrics:
+            init = metric.init()
+            if not isinstance(init, tuple):
+                raise TypeError(
+                    f"metric {metric.name!r}: init must return a tuple of arrays, got {type(init).__name__}"
+                )
+            local += [Variable(f"metrics/{metric.name}/{i}", jnp.asarray(a)) for i, a in enumerate(init)]
+            sizes.append(len(init))
+        self._trainable = tuple(v for v, m in zip(params_boxes, mask, strict=True) if m)
+        self._frozen = tuple(v for v, m in zip(params_boxes, mask, strict=True) if not m)
+        self._state = tuple(state_boxes)
         self._non_trainable = self._frozen + self._state
+        self._local = tuple(local)
         self._local_init = tuple(v.value for v in local)
+        self._metrics = metrics
+        self._output_computation = output_computation(metrics)
         self._key = jax.random.PRNGKey(int(seed)) if isinstance(seed, (int, np.integer)) else seed  # constant
-        self._count = jax.numpy.zeros((), jax.numpy.uint32)  # training calls so far: call n draws fold_in(key, n)
-        self._program = _step.Program(apply, loss, self._metric_fns.update, params_def, state_def, metrics_def, mask)
-        self._evaluate = _step.evaluate_for(self._program)
+        self._count = jnp.zeros((), jnp.uint32)  # training calls so far: call n draws fold_in(key, n)
+        self._program = Program(apply, loss, metrics, tuple(sizes), self._accuracy, params_def, state_def, mask)
 
     # -- the contract -------------------------------------------------------------------------
     @property
@@ -197,124 +317,116 @@ class JaxModel:
         """The ``(x, y)`` spec every batch matches."""
         return self._spec
 
-    def _check(self, what: str, value: Any) -> None:
-        """Raise :class:`fedmodel.SpecError` unless ``value`` (a batch, or ``x`` alone) matches the spec.
-
-        A value holding ``jax.Array`` s may also match the dtypes as JAX holds them (``int32`` while x64
-        is off); an error names the spec itself. The likelier spec is tried first (JAX's for a batch whose
-        top-level leaves are JAX arrays), and the core caches accepted signatures, so a batch like one seen
-        before costs a flatten and a set lookup.
-        """
-        first, second = (self._jax_spec, self._spec) if _looks_jax(value) else (self._spec, self._jax_spec)
-        try:
-            self._check_against(first, what, value)
-            return
-        except SpecError as exc:
-            error = exc
-        if _has_jax_leaf(value):
-            try:
-                self._check_against(second, what, value)
-                return
-            except SpecError as exc:
-                if second is self._spec:
-                    error = exc
-        raise error
-
-    @staticmethod
-    def _check_against(spec: Any, what: str, value: Any) -> None:
-        if what == "batch":
-            check_batch(spec, value)
-        else:
-            check_spec(split_batch(spec)[0], value, what="predict_on_batch input", prefix="x")
-
-    def _split(self, batch: Any) -> tuple[Any, Any, int]:
-        """``(x, y, batch size)`` of a batch that matches the spec (else :class:`fedmodel.SpecError`)."""
-        if type(batch) is tuple and len(batch) == 2 and type(batch[0]) is type(batch[1]) is np.ndarray:
-            x, y = check_batch(self._spec, batch)  # the common case, a numpy pair: what _check does for it
-            return x, y, y.shape[0]
-        self._check("batch", batch)
-        x, y = split_batch(batch)
-        return x, y, int(jax.tree_util.tree_leaves(y)[0].shape[0])
-
     def forward_pass(self, batch_input: Any, training: bool = True) -> BatchOutput[Any]:
         """Loss, predictions and batch size; adds the batch to the metrics.
 
         Batch statistics (state) change only with ``training=True``; trainable variables never.
         """
         x, y, n = self._split(batch_input)
-        values = self._values
+        trainable, frozen, state, local = self._leaves()
         if not training:
-            loss, outputs, metrics = self._evaluate(values, self._key, x, y)
-            values[self._state_end :] = metrics
+            loss, outputs, local = _forward(
+                self._program, False, trainable, frozen, state, local, self._key, self._count, x, y
+            )
+            _assign(self._local, local)
             return BatchOutput(loss, outputs, n)
-        trainable, frozen, state, local = self._groups()
-        loss, outputs, metrics, state, self._count = _step.forward(
-            self._program, trainable, frozen, state, local, self._key, self._count, x, y
+        loss, outputs, local, state, count = _forward(
+            self._program, True, trainable, frozen, state, local, self._key, self._count, x, y
         )
-        values[self._params_end :] = [*state, *metrics]
+        self._commit(state=state, local=local, count=count)
         return BatchOutput(loss, outputs, n)
-
-    def _groups(self) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
-        """The current trainable, frozen, state and local values (new lists: slices of ``_values``)."""
-        values, trainable_end = self._values, len(self._trainable)
-        return (
-            values[:trainable_end],
-            values[trainable_end : self._params_end],
-            values[self._params_end : self._state_end],
-            values[self._state_end :],
-        )
 
     def predict_on_batch(self, x: Any, training: bool = False) -> Any:
         """The model's outputs for ``x``; with ``training=True`` batch statistics may move, metrics never."""
-        self._check("x", x)
+        self._check(x, what="x")
         training = bool(training)
-        trainable, frozen, state, _ = self._groups()
-        outputs, *rest = _step.predict(self._program, training, trainable, frozen, state, self._key, self._count, x)
+        trainable, frozen, state, _ = self._leaves()
+        outputs, *rest = _predict(self._program, training, trainable, frozen, state, self._key, self._count, x)
         if training:
-            state, self._count = rest
-            self._values[self._params_end : self._state_end] = state
+            self._commit(state=rest[0], count=rest[1])
         return outputs
 
     def report_local_outputs(self) -> Mapping[str, Any]:
-        """The metrics' unfinalized values as numpy arrays (``loss``, ``accuracy``, ``num_examples``)."""
-        tree = jax.tree_util.tree_unflatten(self._program.metrics_def, self._values[self._state_end :])
-        return self._metric_fns.report(tree)
+        """The standard report (``loss``, ``accuracy`` for a classifier, ``num_examples``) and each user
+        metric's state (a tuple of numpy arrays), all numpy copies."""
+        values = [np.array(v.value, copy=True) for v in self._local]
+        if self._accuracy:
+            correct, count, loss_sum = values[:3]
+            report = standard_report(loss_sum, correct, count)
+            i = 3
+        else:
+            count, loss_sum = values[:2]
+            report = standard_report(loss_sum, None, count, accuracy=False)
+            i = 2
+        for metric, size in zip(self._metrics, self._program.metric_sizes, strict=True):
+            report[metric.name] = tuple(values[i : i + size])
+            i += size
+        return report
 
     @property
-    def federated_output_computation(self) -> Aggregator:
-        """The aggregator of the metrics' reports (sum, then finalize)."""
-        return self._metric_fns.aggregator
+    def federated_output_computation(self) -> SumThenFinalize:
+        """The aggregator of the metrics' reports (checked, summed, then finalized)."""
+        return self._output_computation
 
     def reset_metrics(self) -> None:
         """Every metric accumulator back to its initial value."""
-        self._values[self._state_end :] = self._local_init
+        _assign(self._local, self._local_init)
 
-    # -- what the backend needs ----------------------------------------------------------------
-    def _train_step(self, batch: Any, optimizer: Any) -> BatchOutput[Any]:
-        """One optimizer step (gradient, FedProx term, Optax update, metrics) in one jitted call."""
-        x, y, n = self._split(batch)
-        trainable, frozen, state, local = self._groups()
-        loss, outputs, trainable, state, metrics, count, opt_state = _step.train_step(
-            self._program,
-            optimizer.tx,
-            trainable,
-            frozen,
-            state,
-            local,
-            self._key,
-            self._count,
-            optimizer.state,
-            optimizer.anchor,
-            optimizer.mu,
-            x,
-            y,
+    # -- what the backend's train step needs ---------------------------------------------------
+    def _leaves(self) -> tuple[Leaves, Leaves, Leaves, Leaves]:
+        """The current trainable, frozen, state and local values."""
+        return (
+            [v.value for v in self._trainable],
+            [v.value for v in self._frozen],
+            [v.value for v in self._state],
+            [v.value for v in self._local],
         )
-        values = self._values
-        values[: len(trainable)] = trainable
-        values[self._params_end :] = [*state, *metrics]
-        self._count = count
-        optimizer.state = opt_state
-        return BatchOutput(loss, outputs, n)
+
+    def _commit(
+        self,
+        *,
+        trainable: Leaves | None = None,
+        state: Leaves | None = None,
+        local: Leaves | None = None,
+        count: jax.Array | None = None,
+    ) -> None:
+        """Write a call's results into the boxes (only after the call computed all of them)."""
+        if trainable is not None:
+            _assign(self._trainable, trainable)
+        if state is not None:
+            _assign(self._state, state)
+        if local is not None:
+            _assign(self._local, local)
+        if count is not None:
+            self._count = count
+
+    def _split(self, batch: Any) -> tuple[Any, Any, int]:
+        """``(x, y, batch size)`` of a batch that matches the spec (else :class:`fedmodel.SpecError`)."""
+        x, y = self._check(batch, what="batch")
+        return x, y, int(jax.tree_util.tree_leaves(y)[0].shape[0])
+
+    def _check(self, value: Any, *, what: str) -> Any:
+        """``value`` (a batch, or ``x`` alone) checked against the spec; else :class:`fedmodel.SpecError`.
+
+        A value holding ``jax.Array`` s may also match the dtypes as JAX holds them (``int32`` while x64
+        is off); an error names the spec itself.
+        """
+        try:
+            return self._check_against(self._spec, value, what)
+        except SpecError as error:
+            if not _has_jax_leaf(value):
+                raise
+            try:
+                return self._check_against(self._jax_spec, value, what)
+            except SpecError:
+                raise error from None
+
+    @staticmethod
+    def _check_against(spec: Any, value: Any, what: str) -> Any:
+        if what == "batch":
+            return check_batch(spec, value)
+        check_spec(split_batch(spec)[0], value, what="predict_on_batch input", prefix="x")
+        return value
 
 
 def sample_input(spec_x: Any) -> Any:
@@ -330,7 +442,8 @@ def from_functions(
     *,
     state: Any = None,
     frozen: Frozen = None,
-    metrics: JaxMetrics | None = None,
+    metrics: Sequence[Metric] = (),
+    accuracy: bool | None = None,
     seed: int = 0,
 ) -> JaxModel:
     """A model from a plain JAX ``init`` / ``apply`` pair.
@@ -341,12 +454,14 @@ def from_functions(
         apply: ``apply(params, state, x, training, rng) -> (outputs, new_state)``; pure and traceable;
             ``training`` is a Python bool; ``rng`` is a fresh key on each training call. Return
             ``state`` unchanged when there is none.
-        loss: ``loss(outputs, y) -> scalar``, the batch's mean loss.
+        loss: ``loss(outputs, y) -> scalar``, the batch's mean loss (JAX's order: outputs first).
         input_spec: ``(x_spec, y_spec)`` or ``{"x": ..., "y": ...}`` of :class:`fedmodel.TensorSpec`.
         state: the initial state pytree (batch statistics...), non-trainable; ``None`` for none.
         frozen: params to keep out of training, by name prefix (``"params/0"``) or predicate.
-        metrics: defaults to :func:`fedmodel_jax.metrics.standard_metrics`, with ``accuracy`` only when the
-            labels are one integer array.
+        metrics: user metrics (:class:`fedmodel.backend_kit.Metric`, e.g.
+            :func:`fedmodel_jax.metrics.mean_metric`), reported beside the standard ones; their
+            ``update(state, y_true, y_pred)`` is traced inside the jitted steps.
+        accuracy: whether to report ``accuracy``; ``None``: when the labels are one integer array.
         seed: seeds ``init`` and the model's dropout key.
 
     >>> import jax.numpy as jnp, optax, fedmodel
@@ -361,4 +476,104 @@ def from_functions(
     """
     init_key, model_key = jax.random.split(jax.random.PRNGKey(seed))
     params = init(init_key, sample_input(split_batch(input_spec)[0]))
-    return JaxModel(apply, params, loss, input_spec, state=state, frozen=frozen, metrics=metrics, seed=model_key)
+    return JaxModel(
+        apply,
+        params,
+        loss,
+        input_spec,
+        state=state,
+        frozen=frozen,
+        metrics=metrics,
+        accuracy=accuracy,
+        seed=model_key,
+    )
+
+
+class _FlaxApply:
+    """``apply(params, state, x, training, rng)`` over a linen module.
+
+    Equal (and hashing equally) when the modules are equal, so models built from equal module
+    configurations share compiled code; a module with unhashable attributes is equal only to itself.
+    """
+
+    def __init__(
+        self, module: Any, training_kwarg: str | None, mutable: tuple[str, ...], rng_names: tuple[str, ...]
+    ) -> None:
+        self.module, self.training_kwarg, self.mutable, self.rng_names = module, training_kwarg, mutable, rng_names
+        try:
+            hash(module)
+            self._hashable = True
+        except TypeError:  # e.g. nn.Sequential holds a list
+            self._hashable = False
+
+    def _config(self) -> tuple[Any, ...]:
+        return (type(self.module), self.training_kwarg, self.mutable, self.rng_names, self._hashable)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _FlaxApply) or self._config() != other._config():
+            return False
+        return bool(self.module == other.module) if self._hashable else self.module is other.module
+
+    def __hash__(self) -> int:
+        return hash((self._config(), self.module if self._hashable else None))
+
+    def __call__(self, params: Any, state: Any, x: Any, training: bool, rng: jax.Array) -> tuple[Any, Any]:
+        kwargs = {self.training_kwarg: training} if self.training_kwarg else {}
+        keys: Sequence[jax.Array] = [rng]
+        if len(self.rng_names) > 1:
+            keys = list(jax.random.split(rng, len(self.rng_names)))
+        rngs = dict(zip(self.rng_names, keys, strict=False))
+        variables = {"params": params, **state}
+        if training and self.mutable:
+            outputs, new_state = self.module.apply(variables, x, rngs=rngs, mutable=list(self.mutable), **kwargs)
+            return outputs, {**state, **new_state}
+        return self.module.apply(variables, x, rngs=rngs, **kwargs), state
+
+
+def from_flax(
+    module: Any,
+    loss: Callable[[Any, Any], Any],
+    input_spec: Any,
+    *,
+    frozen: Frozen = None,
+    metrics: Sequence[Metric] = (),
+    accuracy: bool | None = None,
+    seed: int = 0,
+    training_kwarg: str | None = "training",
+    rng_names: Sequence[str] = ("dropout",),
+) -> JaxModel:
+    """A model from a ``flax.linen`` module called as ``module(x, training=...)``.
+
+    ``params`` are the weights; every other collection the module creates (``batch_stats``) is
+    non-trainable state, updated by training calls. Names are ``params/Dense_0/kernel`` and
+    ``batch_stats/BatchNorm_0/mean`` (dicts flatten by sorted key, so ``bias`` before ``kernel``).
+
+    Args:
+        module: the linen module.
+        loss: ``loss(outputs, y) -> scalar`` mean loss.
+        input_spec: ``(x_spec, y_spec)`` of :class:`fedmodel.TensorSpec`.
+        frozen: params to keep out of training, by name prefix (``"params/Dense_0"``) or predicate.
+        metrics: user metrics (:class:`fedmodel.backend_kit.Metric`), as for :func:`from_functions`.
+        accuracy: whether to report ``accuracy``; ``None``: when the labels are one integer array.
+        seed: seeds the initialization and the model's dropout key.
+        training_kwarg: the keyword of ``__call__`` that switches training (``None``: the module has none).
+        rng_names: the RNG streams the module draws from in training (``"dropout"``).
+    """
+    init_key, model_key = jax.random.split(jax.random.PRNGKey(seed))
+    kwargs = {training_kwarg: False} if training_kwarg else {}
+    keys = dict(zip(("params", *rng_names), jax.random.split(init_key, 1 + len(rng_names)), strict=True))
+    variables = dict(module.init(keys, sample_input(split_batch(input_spec)[0]), **kwargs))
+    params = variables.pop("params", {})
+    apply = _FlaxApply(module, training_kwarg, tuple(sorted(variables)), tuple(rng_names))
+    return JaxModel(
+        apply,
+        params,
+        loss,
+        input_spec,
+        state=variables,
+        frozen=frozen,
+        metrics=metrics,
+        accuracy=accuracy,
+        seed=model_key,
+        state_prefix="",
+    )

@@ -1,14 +1,18 @@
-"""Built-in models per the cross-backend conventions: ``mlp``, ``frozen_mlp`` (plain JAX), ``bn_mlp``, ``cnn_bn``.
+"""Built-in models, the same across backends: ``mlp``, ``frozen_mlp`` (plain JAX), ``bn_mlp``, ``cnn_bn``,
+``cnn28`` and ``char_rnn`` (Flax).
 
 Plain-JAX params are a tuple of :class:`Dense` layers, so trainable variables come layer by layer,
 kernel ``(in, out)`` then bias: ``params/0/kernel``, ``params/0/bias``, ``params/1/kernel``...
-Every model's spec is ``(x: (None, num_features) float32, y: (None,) int64)``, its outputs are
-logits, its loss the mean sparse softmax cross-entropy, its metrics ``STANDARD_METRICS``.
+Outputs are logits, the loss is the mean sparse softmax cross-entropy, the metrics ``STANDARD_METRICS``.
+Every model whose variables all have canonical names (all but ``char_rnn``) starts from
+:func:`fedmodel.backend_kit.initialize`'s weights: the same seed gives the same canonical weights in every
+backend.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -16,11 +20,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedmodel._specs import classification_spec
-from fedmodel_jax.flax_model import from_flax
-from fedmodel_jax.model import JaxModel, from_functions
+from fedmodel.backend_kit import TensorSpec, classification_spec, initialize
+from fedmodel_jax.model import JaxModel, from_flax, from_functions
 
-__all__ = ["Dense", "bn_mlp", "cnn_bn", "cross_entropy", "frozen_mlp", "mlp", "mlp_apply"]
+__all__ = ["Dense", "bn_mlp", "char_rnn", "cnn28", "cnn_bn", "cross_entropy", "frozen_mlp", "mlp", "mlp_apply"]
 
 
 class Dense(NamedTuple):
@@ -45,27 +48,32 @@ def mlp_apply(params: Sequence[Dense], state: Any, x: jax.Array, training: bool,
 
 
 def _mlp_init(sizes: Sequence[int]) -> Any:
+    """Zero layers of the given sizes (the shapes; :func:`initialize` writes the values)."""
+
     def init(rng: jax.Array, x: Any) -> tuple[Dense, ...]:
-        glorot = jax.nn.initializers.glorot_uniform()
-        keys = jax.random.split(rng, len(sizes) - 1)
         return tuple(
-            Dense(glorot(k, (n_in, n_out), jnp.float32), jnp.zeros((n_out,), jnp.float32))
-            for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:], strict=True)
+            Dense(jnp.zeros((n_in, n_out), jnp.float32), jnp.zeros((n_out,), jnp.float32))
+            for n_in, n_out in itertools.pairwise(sizes)
         )
 
     return init
 
 
+def _initialized(model: JaxModel, seed: int) -> JaxModel:
+    initialize(model, seed)
+    return model
+
+
 def mlp(num_features: int = 64, hidden: Sequence[int] = (32,), num_classes: int = 10, seed: int = 0) -> JaxModel:
-    """A ReLU MLP (Glorot-uniform kernels, zero biases); ``hidden=()`` is softmax regression.
+    """A ReLU MLP (canonical initial weights: Glorot-uniform kernels, zero biases); ``hidden=()`` is softmax
+    regression.
 
     >>> [v.name for v in mlp(num_features=4, hidden=(3,), num_classes=2).trainable_variables]
     ['params/0/kernel', 'params/0/bias', 'params/1/kernel', 'params/1/bias']
     """
     sizes = [num_features, *hidden, num_classes]
-    return from_functions(
-        _mlp_init(sizes), mlp_apply, cross_entropy, classification_spec(num_features, num_classes), seed=seed
-    )
+    spec = classification_spec(num_features, num_classes)
+    return _initialized(from_functions(_mlp_init(sizes), mlp_apply, cross_entropy, spec, seed=seed), seed)
 
 
 def frozen_mlp(num_features: int = 64, hidden: Sequence[int] = (32,), num_classes: int = 10, seed: int = 0) -> JaxModel:
@@ -76,26 +84,23 @@ def frozen_mlp(num_features: int = 64, hidden: Sequence[int] = (32,), num_classe
     if not hidden:
         raise ValueError("frozen_mlp needs at least one hidden layer (the frozen one)")
     sizes = [num_features, *hidden, num_classes]
-    return from_functions(
-        _mlp_init(sizes),
-        mlp_apply,
-        cross_entropy,
-        classification_spec(num_features, num_classes),
-        frozen="params/0",
-        seed=seed,
-    )
+    spec = classification_spec(num_features, num_classes)
+    model = from_functions(_mlp_init(sizes), mlp_apply, cross_entropy, spec, frozen="params/0", seed=seed)
+    return _initialized(model, seed)
 
 
 def bn_mlp(
     num_features: int = 64, hidden: int = 32, num_classes: int = 10, dropout: float = 0.25, seed: int = 0
 ) -> JaxModel:
-    """A Flax MLP ``Dense -> BatchNorm -> ReLU -> Dropout -> Dense``.
+    """A Flax MLP ``Dense -> BatchNorm -> ReLU -> Dropout -> Dense`` (canonical initial weights).
 
     The batch statistics (``batch_stats/BatchNorm_0/mean``, ``.../var``) are non-trainable state
     that training updates; dropout makes training outputs random (reproducible from ``seed``).
     """
     module = _bn_mlp_class()(hidden=hidden, num_classes=num_classes, dropout=dropout)
-    return from_flax(module, cross_entropy, classification_spec(num_features, num_classes), seed=seed)
+    return _initialized(
+        from_flax(module, cross_entropy, classification_spec(num_features, num_classes), seed=seed), seed
+    )
 
 
 def cnn_bn(
@@ -108,19 +113,62 @@ def cnn_bn(
     """A small Flax CNN with BatchNorm and Dropout over square grey images given flat, ``x: (None, side * side)``.
 
     Two blocks ``Conv 3x3 (no bias) -> BatchNorm -> ReLU`` (max-pooling 2x2 after the first), global mean
-    pooling, Dropout, Dense: the same architecture as the other backends' ``cnn_bn``. Non-trainable
-    variables are the batch statistics ``batch_stats/BatchNorm_{0,1}/{mean,var}``.
+    pooling, Dropout, Dense: the same architecture and canonical initial weights as the other backends'
+    ``cnn_bn``. Non-trainable variables are the batch statistics ``batch_stats/BatchNorm_{0,1}/{mean,var}``.
     """
     side = round(num_features**0.5)
     if side * side != num_features:
         raise ValueError(f"num_features must be a square (side * side), got {num_features}")
     module = _cnn_bn_class()(side=side, channels=tuple(channels), num_classes=num_classes, dropout=dropout)
-    return from_flax(module, cross_entropy, classification_spec(num_features, num_classes), seed=seed)
+    return _initialized(
+        from_flax(module, cross_entropy, classification_spec(num_features, num_classes), seed=seed), seed
+    )
+
+
+def cnn28(num_classes: int = 62, channels: tuple[int, int] = (32, 64), hidden: int = 2048, seed: int = 0) -> JaxModel:
+    """LEAF's FEMNIST CNN over 28x28 grey images: ``x (None, 28, 28)`` float32 in [0, 1], ``y (None,)`` int64 in
+    ``[0, num_classes)``.
+
+    ``Conv 5x5 same -> ReLU -> MaxPool 2`` twice (the channel axis is added inside), flatten (height, width,
+    channel order, as Flax and Keras flatten), ``Dense hidden -> ReLU``, ``Dense num_classes``; canonical
+    initial weights.
+
+    >>> [v.shape for v in cnn28(channels=(2, 3), hidden=4).trainable_variables if v.name.endswith("kernel")]
+    [(5, 5, 1, 2), (5, 5, 2, 3), (147, 4), (4, 62)]
+    """
+    module = _cnn28_class()(channels=tuple(channels), hidden=hidden, num_classes=num_classes)
+    spec = (
+        TensorSpec((None, 28, 28), "float32", "x"),  # pixels in [0, 1] by convention, unbounded as all features
+        TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
+    )
+    return _initialized(from_flax(module, cross_entropy, spec, seed=seed), seed)
+
+
+def char_rnn(
+    vocab_size: int = 80, num_classes: int = 80, embedding: int = 8, hidden: int = 256, layers: int = 2, seed: int = 0
+) -> JaxModel:
+    """LEAF's Shakespeare next-character model: ``x (None, 80)`` int64 ids in ``[0, vocab_size)``, ``y (None,)``
+    int64 next character in ``[0, num_classes)``.
+
+    ``Embed -> layers x LSTM (flax OptimizedLSTMCell) -> Dense`` on the last step. The LSTM gates have no
+    canonical names (the canonical layout has no recurrent entries: they keep their Flax names, e.g.
+    ``params/OptimizedLSTMCell_0/hi/kernel``), so this model keeps Flax's native initialization, seeded.
+    """
+    if layers < 1:
+        raise ValueError(f"char_rnn needs at least one LSTM layer, got layers={layers}")
+    module = _char_rnn_class()(
+        vocab_size=vocab_size, num_classes=num_classes, embedding=embedding, hidden=hidden, layers=layers
+    )
+    spec = (
+        TensorSpec((None, 80), "int64", "x", minimum=0, maximum=vocab_size - 1),
+        TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
+    )
+    return from_flax(module, cross_entropy, spec, seed=seed)
 
 
 @functools.cache
 def _cnn_bn_class() -> Any:
-    """The linen module class of :func:`cnn_bn`, defined once."""
+    """The linen module class of :func:`cnn_bn`, defined once (equal modules share compiled code)."""
     import flax.linen as nn
 
     class SmallCNN(nn.Module):
@@ -161,3 +209,47 @@ def _bn_mlp_class() -> Any:
             return nn.Dense(self.num_classes)(x)
 
     return BNMLP
+
+
+@functools.cache
+def _cnn28_class() -> Any:
+    """The linen module class of :func:`cnn28`, defined once (equal modules share compiled code)."""
+    import flax.linen as nn
+
+    class CNN28(nn.Module):
+        channels: tuple[int, int]
+        hidden: int
+        num_classes: int
+
+        @nn.compact
+        def __call__(self, x: jax.Array, training: bool) -> jax.Array:
+            h = x[..., None]
+            for width in self.channels:
+                h = nn.relu(nn.Conv(width, (5, 5), padding="SAME")(h))
+                h = nn.max_pool(h, (2, 2), strides=(2, 2))  # type: ignore[no-untyped-call]
+            h = nn.relu(nn.Dense(self.hidden)(h.reshape(h.shape[0], -1)))
+            return nn.Dense(self.num_classes)(h)
+
+    return CNN28
+
+
+@functools.cache
+def _char_rnn_class() -> Any:
+    """The linen module class of :func:`char_rnn`, defined once (equal modules share compiled code)."""
+    import flax.linen as nn
+
+    class CharRNN(nn.Module):
+        vocab_size: int
+        num_classes: int
+        embedding: int
+        hidden: int
+        layers: int
+
+        @nn.compact
+        def __call__(self, x: jax.Array, training: bool) -> jax.Array:
+            h = nn.Embed(self.vocab_size, self.embedding)(x)
+            for _ in range(self.layers):
+                h = nn.RNN(nn.OptimizedLSTMCell(self.hidden))(h)
+            return nn.Dense(self.num_classes)(h[:, -1])
+
+    return CharRNN

@@ -190,18 +190,16 @@ def test_reset_metrics_restores_zeros_and_report_is_a_numpy_copy() -> None:
     assert [int(np.asarray(v.value)) for v in model.local_variables] == [0, 0, 0]
 
 
-def test_custom_metrics_accumulate_in_local_variables() -> None:
-    metrics = fedmodel_jax.JaxMetrics(
-        init=lambda: {"batches": jnp.zeros((), jnp.int32)},
-        update=lambda state, loss, outputs, y: {"batches": state["batches"] + 1},
-        report=lambda state: {"batches": np.array(state["batches"])},
-        aggregator=fedmodel.metrics.SumThenFinalize(),
-    )
-    model = fedmodel_jax.from_functions(_init, models.mlp_apply, models.cross_entropy, SPEC, metrics=metrics)
+def test_user_metrics_accumulate_in_local_variables_beside_the_standard_ones() -> None:
+    batches = fedmodel_jax.sum_metric("batches", lambda y_true, y_pred: 1.0)
+    model = fedmodel_jax.from_functions(_init, models.mlp_apply, models.cross_entropy, SPEC, metrics=[batches])
     model.forward_pass(_batch(3))
     model.forward_pass(_batch(3))
-    assert [v.name for v in model.local_variables] == ["metrics/batches"]
-    assert model.federated_output_computation([model.report_local_outputs()] * 2) == {"batches": 4}
+    names = [v.name for v in model.local_variables]
+    assert names == ["metrics/correct", "metrics/count", "metrics/loss_sum", "metrics/batches/0"]
+    report = model.report_local_outputs()
+    assert report["batches"] == (np.float32(2.0),) and int(report["num_examples"]) == 6
+    assert model.federated_output_computation([report] * 2)["batches"] == 4.0
 
 
 def test_flax_frozen_prefix_and_training_kwarg() -> None:

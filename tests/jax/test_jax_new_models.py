@@ -1,0 +1,108 @@
+"""Issue 20's built-in models on JAX: ``cnn28`` (LEAF's FEMNIST CNN) and ``char_rnn`` (LEAF's Shakespeare LSTM),
+and the canonical initial weights of the built-in models (issue 17)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fedmodel_jax
+import numpy as np
+import pytest
+from fedmodel_conformance import Case, run_checks
+from fedmodel_jax import models
+
+import fedmodel
+from fedmodel.backend_kit import initial_weights
+from fedmodel.layout import canonical
+
+
+def femnist_like(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return rng.random((size, 28, 28), dtype=np.float32), rng.integers(0, 62, size).astype(np.int64)
+
+
+def shakespeare_like(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return rng.integers(0, 80, (size, 80)).astype(np.int64), rng.integers(0, 80, size).astype(np.int64)
+
+
+def _small_cnn28() -> Any:
+    return models.cnn28(channels=(4, 8), hidden=16)
+
+
+def _small_char_rnn() -> Any:
+    return models.char_rnn(hidden=16, layers=1)
+
+
+def test_cnn28_has_leafs_layers_and_learns_one_batch() -> None:
+    model = _small_cnn28()
+    assert [(v.name, v.shape) for v in model.trainable_variables] == [
+        ("params/Conv_0/bias", (4,)),
+        ("params/Conv_0/kernel", (5, 5, 1, 4)),
+        ("params/Conv_1/bias", (8,)),
+        ("params/Conv_1/kernel", (5, 5, 4, 8)),
+        ("params/Dense_0/bias", (16,)),
+        ("params/Dense_0/kernel", (7 * 7 * 8, 16)),  # two 2x2 poolings: 28 -> 14 -> 7
+        ("params/Dense_1/bias", (62,)),
+        ("params/Dense_1/kernel", (16, 62)),
+    ]
+    assert [e.canonical for e in fedmodel_jax.BACKEND.canonical_layout(model).entries][:2] == [
+        "conv_0/bias",
+        "conv_0/kernel",
+    ]
+    batch = femnist_like(8, np.random.default_rng(0))
+    assert np.asarray(model.predict_on_batch(batch[0])).shape == (8, 62)
+    optimizer = fedmodel_jax.BACKEND.make_optimizer(model, fedmodel.SGD(learning_rate=0.1))
+    losses = [float(fedmodel_jax.BACKEND.train_step(model, batch, optimizer).loss) for _ in range(15)]
+    assert losses[-1] < losses[0]
+    with pytest.raises(fedmodel.SpecError, match=r"'y': expected values in \[0, 61\]"):
+        model.forward_pass((batch[0], batch[1] + 62))  # 62 classes: labels 0..61
+
+
+def test_char_rnn_embeds_ids_runs_an_lstm_and_learns_one_batch() -> None:
+    model = _small_char_rnn()
+    names = [v.name for v in model.trainable_variables]
+    assert names[:3] == ["params/Dense_0/bias", "params/Dense_0/kernel", "params/Embed_0/embedding"]
+    assert "params/OptimizedLSTMCell_0/hi/kernel" in names
+    entries = {e.canonical for e in fedmodel_jax.BACKEND.canonical_layout(model).entries}
+    assert "dense_0/kernel" in entries and "params/OptimizedLSTMCell_0/hi/kernel" in entries  # gates: own names
+    x, y = shakespeare_like(4, np.random.default_rng(1))
+    assert np.asarray(model.predict_on_batch(x)).shape == (4, 80)
+    optimizer = fedmodel_jax.BACKEND.make_optimizer(model, fedmodel.Adam(learning_rate=0.05))
+    losses = [float(fedmodel_jax.BACKEND.train_step(model, (x, y), optimizer).loss) for _ in range(10)]
+    assert losses[-1] < losses[0]
+    with pytest.raises(fedmodel.SpecError, match=r"'x': expected values in \[0, 79\]"):
+        model.forward_pass((np.full((2, 80), 80, np.int64), y[:2]))  # id 80 is outside the vocabulary
+    two_layers = models.char_rnn(hidden=8, layers=2, vocab_size=30, num_classes=5)
+    assert "params/OptimizedLSTMCell_1/hi/kernel" in [v.name for v in two_layers.trainable_variables]
+
+
+@pytest.mark.parametrize(
+    ("name", "make_model", "make_batch"),
+    [("jax-cnn28", _small_cnn28, femnist_like), ("jax-char_rnn", _small_char_rnn, shakespeare_like)],
+)
+def test_the_new_models_pass_the_conformance_suite(name: str, make_model: Any, make_batch: Any) -> None:
+    report = run_checks(Case(name, make_model, make_batch, optimizer=fedmodel.Adam(0.01)))
+    assert report.ok, report.format()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda seed: models.mlp(seed=seed),
+        lambda seed: models.frozen_mlp(seed=seed),
+        lambda seed: models.bn_mlp(seed=seed),
+        lambda seed: models.cnn_bn(seed=seed),
+        lambda seed: models.cnn28(channels=(2, 3), hidden=4, seed=seed),
+    ],
+    ids=["mlp", "frozen_mlp", "bn_mlp", "cnn_bn", "cnn28"],
+)
+@pytest.mark.parametrize("seed", [0, 7])
+def test_builtin_models_start_from_the_kits_canonical_initial_weights(build: Any, seed: int) -> None:
+    got = fedmodel.get_weights(canonical(build(seed)))
+    want = initial_weights(got, seed)
+    assert got.names == want.names
+    for a, b in zip(got.arrays, want.arrays, strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = fedmodel.get_weights(canonical(build(seed + 1)))
+    assert not np.array_equal(got.trainable[-1], other.trainable[-1]) or not np.array_equal(
+        got.trainable[0], other.trainable[0]
+    )
