@@ -23,6 +23,22 @@ def digits_like(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     return rng.standard_normal((size, 64)).astype(np.float32), rng.integers(0, 10, size).astype(np.int64)
 
 
+def femnist_like(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A batch shaped like FEMNIST: 28x28 gray values in [0, 1], labels 0..61."""
+    return rng.random((size, 28, 28), dtype=np.float32), rng.integers(0, 62, size).astype(np.int64)
+
+
+def shakespeare_like(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A batch shaped like LEAF's Shakespeare: 80 character ids in 0..79, the next one as the label."""
+    return rng.integers(0, 80, (size, 80)).astype(np.int64), rng.integers(0, 80, size).astype(np.int64)
+
+
+# the LEAF models at small sizes: the same layers, a fraction of the compute
+LEAF_KINDS = {
+    "cnn28": (lambda m: m.cnn28(channels=(4, 8), hidden=16), femnist_like),
+    "char_rnn": (lambda m: m.char_rnn(hidden=16, layers=1), shakespeare_like),
+}
+
 # backend, model kind -> (package, factory of the model from the package's models, Case options)
 KINDS: dict[tuple[str, str], tuple[str, Callable[[Any], Any], dict[str, Any]]] = {
     ("torch", "mlp"): ("fedmodel_torch", lambda m: m.mlp(), {}),
@@ -49,13 +65,21 @@ KINDS: dict[tuple[str, str], tuple[str, Callable[[Any], Any], dict[str, Any]]] =
     ),
     ("jax", "frozen_mlp"): ("fedmodel_jax", lambda m: m.frozen_mlp(), {"optimizer": fedmodel.Adam(0.01)}),
 }
+for _backend in ("torch", "tensorflow", "jax"):
+    for _kind, (_build, _batch) in LEAF_KINDS.items():
+        KINDS[_backend, _kind] = (
+            f"fedmodel_{_backend}",
+            _build,
+            {"make_batch": _batch, "optimizer": fedmodel.Adam(0.01)},
+        )
 
 
 def builtin_case(backend: str, kind: str) -> Case:
     """The case of one built-in model (skips the test when its framework is not installed)."""
     package, build, options = KINDS[backend, kind]
     models = pytest.importorskip(package).models
-    return Case(name=f"{backend}-{kind}", make_model=lambda: build(models), make_batch=digits_like, **options)
+    options = {"make_batch": digits_like, **options}
+    return Case(name=f"{backend}-{kind}", make_model=lambda: build(models), **options)
 
 
 @pytest.mark.parametrize(("backend", "kind"), sorted(KINDS), ids=[f"{b}-{k}" for b, k in sorted(KINDS)])

@@ -8,7 +8,6 @@ from typing import Any
 import fedmodel_jax
 import numpy as np
 import pytest
-from fedmodel_conformance import Case, run_checks
 from fedmodel_jax import models
 
 import fedmodel
@@ -73,15 +72,6 @@ def test_char_rnn_embeds_ids_runs_an_lstm_and_learns_one_batch() -> None:
         model.forward_pass((np.full((2, 80), 80, np.int64), y[:2]))  # id 80 is outside the vocabulary
     two_layers = models.char_rnn(hidden=8, layers=2, vocab_size=30, num_classes=5)
     assert "params/OptimizedLSTMCell_1/hi/kernel" in [v.name for v in two_layers.trainable_variables]
-
-
-@pytest.mark.parametrize(
-    ("name", "make_model", "make_batch"),
-    [("jax-cnn28", _small_cnn28, femnist_like), ("jax-char_rnn", _small_char_rnn, shakespeare_like)],
-)
-def test_the_new_models_pass_the_conformance_suite(name: str, make_model: Any, make_batch: Any) -> None:
-    report = run_checks(Case(name, make_model, make_batch, optimizer=fedmodel.Adam(0.01)))
-    assert report.ok, report.format()
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fedmodel_conformance import Case, run_checks
 
 import fedmodel
 from fedmodel import backend_kit
@@ -77,16 +76,3 @@ def test_char_rnn_predicts_the_next_character_from_the_last_step() -> None:
     assert losses[-1] < losses[0] * 0.8  # it fits four sequences
     with pytest.raises(fedmodel.SpecError, match="'x'"):
         model.predict_on_batch(np.full((1, 80), 80, np.int64))
-
-
-@pytest.mark.parametrize(
-    ("name", "factory", "batch"),
-    [
-        ("cnn28", lambda: fmtf.models.cnn28(channels=(4, 8), hidden=16), femnist_batch),
-        ("char_rnn", lambda: fmtf.models.char_rnn(hidden=16, layers=1), shakespeare_batch),
-    ],
-    ids=["cnn28", "char_rnn"],
-)
-def test_the_leaf_models_pass_the_conformance_suite(name: str, factory: Callable[[], Any], batch: Any) -> None:
-    report = run_checks(Case(name=f"tensorflow-{name}", make_model=factory, make_batch=batch))
-    assert report.ok, report.format()
