@@ -109,6 +109,8 @@ def _checked_sum(name: str) -> Callable[..., np.ndarray]:
             out = values[0]
         else:
             acc, new = values
+            if not isinstance(new, (np.ndarray, np.generic)):  # a leaf before, a container now
+                raise AggregationError(f"metric {name!r} has another structure than earlier reports")
             if acc.shape != new.shape:
                 raise AggregationError(f"metric {name!r}: shape {new.shape} cannot be added to {acc.shape}")
             if acc.dtype.kind == "i" and new.dtype.kind == "i":  # numpy's int64 sums wrap around silently
