@@ -1,0 +1,137 @@
+"""Edges of the server's guards: update validation, aggregation, robust aggregators, checkpoints (issue 18, item 5).
+
+Each test pins one behaviour a user relies on, with the exact value where the math is known; mutation testing
+(docs/mutation.md) showed these lines unguarded by the other tests.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedmodel import AggregationError, CheckpointError, ModelWeights
+from fedmodel.aggregation import WeightedMean
+from fedmodel.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from fedmodel.robust import CoordinateMedian, NormClipping, TrimmedMean
+from fedmodel.validation import filter_updates, update_problem
+
+
+def _vec(*values: float, dtype: Any = np.float32) -> ModelWeights:
+    return ModelWeights((np.array(values, dtype),), (), ("w",))
+
+
+SERVER = _vec(0.0, 0.0)
+
+
+# --- validation -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("weight", "reason"),
+    [
+        (-1.0, "client 0: the weight must be finite and >= 0, got -1.0"),
+        (math.nan, "client 0: the weight must be finite and >= 0, got nan"),
+        (-math.inf, "client 0: the weight must be finite and >= 0, got -inf"),
+        (True, "client 0: the weight (number of examples) True is not a real number"),
+        ("3", "client 0: the weight (number of examples) '3' is not a real number"),
+    ],
+)
+def test_filter_updates_rejects_a_negative_nan_or_non_numeric_weight(weight: Any, reason: str) -> None:
+    result = filter_updates(SERVER, [(_vec(1.0, 2.0), weight), (_vec(3.0, 4.0), 2)])
+    assert [(r.index, r.client, r.reason) for r in result.rejected] == [(0, "client 0", reason)]
+    assert len(result.accepted) == 1
+    accepted, w = result.accepted[0]
+    assert accepted.trainable[0].tolist() == [3.0, 4.0] and w == 2.0 and type(w) is float
+    assert update_problem(SERVER, _vec(1.0, 2.0), weight, client="client 0") == reason
+
+
+def test_filter_updates_uses_the_given_labels_and_keeps_a_zero_weight_update() -> None:
+    result = filter_updates(SERVER, [(_vec(1.0, 2.0), 0), (_vec(np.nan, 0.0), 1)], clients=["alice", "bob"])
+    assert len(result.accepted) == 1 and result.accepted[0][1] == 0.0
+    assert [(r.index, r.client) for r in result.rejected] == [(1, "bob")]
+    assert result.rejected[0].reason == "bob: 'w' has 1 non-finite value(s) (NaN or inf)"
+    assert update_problem(SERVER, _vec(1.0, 2.0), 0) is None
+    assert update_problem(SERVER, _vec(3.0, 4.0), max_delta_norm=4.9) == (
+        "client: the update moves the weights by 5 (L2), above 4.9"
+    )
+    assert update_problem(SERVER, _vec(3.0, 4.0), max_delta_norm=5.0) is None
+
+
+# --- aggregation ----------------------------------------------------------------------------------------------
+
+
+def test_a_zero_weight_update_does_not_move_the_mean() -> None:
+    updates = [(_vec(1.0, 2.0), 3.0), (_vec(1e30, -1e30), 0.0)]
+    assert WeightedMean().aggregate(updates).trainable[0].tolist() == [1.0, 2.0]
+    assert NormClipping(max_norm=10.0).aggregate(SERVER, updates).trainable[0].tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("make", [WeightedMean, lambda: NormClipping(max_norm=1.0)], ids=["mean", "clipping"])
+def test_only_zero_weights_is_an_error_not_a_division_by_zero(make: Any) -> None:
+    agg = make()
+    state = agg.init(SERVER)
+    for update in (_vec(1.0, 2.0), _vec(3.0, 4.0)):
+        state = agg.accumulate(state, update, 0.0)
+    with pytest.raises(AggregationError, match="nothing to aggregate: no client update with a positive weight"):
+        agg.finalize(state)
+
+
+@pytest.mark.parametrize("max_norm", [0.0, -1.0, math.inf, math.nan])
+def test_norm_clipping_needs_a_finite_positive_max_norm(max_norm: float) -> None:
+    with pytest.raises(ValueError, match="max_norm must be finite and > 0"):
+        NormClipping(max_norm=max_norm)
+
+
+def test_trimmed_mean_and_median_of_one_update_are_that_update() -> None:
+    one = _vec(1.5, -2.0)
+    for agg in (TrimmedMean(), TrimmedMean(beta=0.49), CoordinateMedian()):
+        got = agg.aggregate([(one, 7.0)])
+        assert got.trainable[0].tolist() == [1.5, -2.0] and got.trainable[0].dtype == np.float32
+
+
+@pytest.mark.parametrize(("beta", "expected"), [(0.0, 22.0), (0.19, 22.0), (0.2, 3.0), (0.4, 3.0), (0.45, 3.0)])
+def test_trimmed_mean_cuts_floor_beta_k_on_each_side(beta: float, expected: float) -> None:
+    ups = [_vec(v) for v in (100.0, 4.0, 1.0, 3.0, 2.0)]  # unsorted: the partition must sort each side
+    assert TrimmedMean(beta=beta).aggregate([(u, 1.0) for u in ups]).trainable[0].tolist() == [expected]
+
+
+def test_trimmed_mean_of_six_with_beta_one_third_averages_the_middle_two() -> None:
+    ups = [_vec(v) for v in (-50.0, 7.0, 1.0, 60.0, 5.0, 3.0)]  # cut 2 each side: mean of 3 and 5
+    assert TrimmedMean(beta=1 / 3).aggregate([(u, 1.0) for u in ups]).trainable[0].tolist() == [4.0]
+
+
+def test_weighted_mean_of_unequal_weights_is_exact() -> None:
+    got = WeightedMean().aggregate([(_vec(1.0, -1.0), 1.0), (_vec(4.0, 2.0), 2.0)])
+    assert got.trainable[0].tolist() == [3.0, 1.0]
+    got64 = WeightedMean(accumulator="float64").aggregate([(_vec(1.0, 0.0), 3.0), (_vec(0.0, 1.0), 1.0)])
+    assert got64.trainable[0].tolist() == [0.75, 0.25] and got64.trainable[0].dtype == np.float32
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------------
+
+
+def test_a_header_with_another_format_tag_is_refused(tmp_path: Path, edit_checkpoint: Any) -> None:
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, _vec(1.0, 2.0), metadata={"round": 3})
+    assert FORMAT == "fedmodel.checkpoint/2"
+    edit_checkpoint(path, b"fedmodel.checkpoint/2", b"fedmodel.checkpoint/9")
+    with pytest.raises(
+        CheckpointError, match=r"unknown checkpoint format 'fedmodel.checkpoint/9', expected 'fedmodel.checkpoint/2'"
+    ):
+        load_checkpoint(path)
+
+
+def test_a_big_endian_array_is_saved_as_its_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.safetensors"
+    values = [[1.5, -2.25], [2.0**100, -0.0]]
+    weights = ModelWeights((np.array(values, ">f4"),), (np.array([7, -8], ">i8"),), ("k",), ("n",))
+    save_checkpoint(path, weights, extra={"m": np.array([0.5], ">f8")})
+    ckpt = load_checkpoint(path)
+    assert ckpt.weights.trainable[0].dtype == np.dtype("<f4") and ckpt.weights.trainable[0].tolist() == values
+    assert ckpt.weights.non_trainable[0].dtype == np.dtype("<i8") and ckpt.weights.non_trainable[0].tolist() == [7, -8]
+    assert ckpt.extra["m"].dtype == np.dtype("<f8") and ckpt.extra["m"].tolist() == [0.5]
+    assert weights.trainable[0].dtype == np.dtype(">f4")  # the caller's arrays are left as they were
