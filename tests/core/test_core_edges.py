@@ -157,3 +157,71 @@ def test_metric_sums_refuse_what_cannot_be_summed_and_leave_the_state() -> None:
     assert agg.finalize(state) == {"n": 2, "s": 1.5}  # every failed report left the sums as they were
     assert agg.finalize(agg.accumulate(state, {"n": np.int32(-3), "s": np.float16(0.5)})) == {"n": -1, "s": 2.0}
     assert identity({"a": np.array(3), "b": np.array([1, 2])})["a"] == 3
+
+
+# --- dtype names and array-likes of other frameworks ----------------------------------------------------------
+
+
+class _TFLikeDType:
+    """Stands for a ``tf.DType``: it names its numpy dtype in ``as_numpy_dtype``."""
+
+    as_numpy_dtype = np.float16
+
+
+class _Named:
+    """A dtype-like numpy cannot read, known by its ``str`` only (as ``torch.float32`` is)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _Tensor:
+    """A framework tensor that numpy cannot convert: a shape and a dtype name, nothing else."""
+
+    shape = (2,)
+    dtype = "float32"
+
+
+class _ShapeOnly:
+    shape = (2,)
+
+
+def test_dtype_names_of_other_frameworks() -> None:
+    from fedmodel import dtype_name
+
+    assert dtype_name(_TFLikeDType()) == "float16"
+    assert dtype_name(_Named("torch.bfloat16")) == "bfloat16"
+    assert dtype_name(_Named("lib.sub.float8")) == "float8"  # the last part only
+    assert dtype_name(_Named("plain")) == "plain"
+
+
+def test_mismatch_reads_shape_and_dtype_of_any_array_like() -> None:
+    spec = TensorSpec((2,), "float32")
+    assert spec.mismatch(_Tensor()) is None  # its own dtype, not numpy's reading of it (object)
+    assert TensorSpec((2,), "int64").mismatch([1, 2]) is None
+    assert TensorSpec((2,), "float64").mismatch([1.0, 2.0]) is None
+    assert spec.mismatch(_ShapeOnly()) == "expected an array of shape (2,) and dtype float32, got _ShapeOnly"
+    ragged = spec.mismatch([[1.0], [1.0, 2.0]])
+    assert ragged is not None and ragged.startswith("expected an array of shape (2,) and dtype float32, got list (")
+    assert spec.mismatch(np.zeros(2, ">f4")) == (
+        "expected native byte order, got big-endian float32 (convert with .astype('float32'))"
+    )
+
+
+def test_spec_like_frees_the_leading_dimension_of_arrays_only() -> None:
+    from fedmodel import spec_like
+
+    assert spec_like(np.float32(1.0)) == TensorSpec((), "float32")
+    assert spec_like({"a": np.zeros((3, 2), np.int32)}) == {"a": TensorSpec((None, 2), "int32")}
+    assert spec_like(np.zeros((3, 2)), batch_dim_free=False) == TensorSpec((3, 2), "float64")
+
+
+def test_the_cached_pair_path_still_checks_the_bounds_of_x() -> None:
+    spec = (TensorSpec((None,), "float32", "x", minimum=0.0, maximum=1.0), TensorSpec((None,), "int64", "y"))
+    y = np.zeros(2, np.int64)
+    check_batch(spec, (np.array([0.0, 1.0], np.float32), y))  # accepted: its signature is cached
+    with pytest.raises(SpecError, match=r"^batch at 'x': expected values in \[0.0, 1.0\], got values in \[0.5, 2.0\]$"):
+        check_batch(spec, (np.array([0.5, 2.0], np.float32), y))

@@ -135,3 +135,117 @@ def test_a_big_endian_array_is_saved_as_its_values(tmp_path: Path) -> None:
     assert ckpt.weights.non_trainable[0].dtype == np.dtype("<i8") and ckpt.weights.non_trainable[0].tolist() == [7, -8]
     assert ckpt.extra["m"].dtype == np.dtype("<f8") and ckpt.extra["m"].tolist() == [0.5]
     assert weights.trainable[0].dtype == np.dtype(">f4")  # the caller's arrays are left as they were
+
+
+def test_check_client_update_labels_its_errors_and_applies_its_weight_cap() -> None:
+    from fedmodel.validation import check_client_update
+
+    with pytest.raises(AggregationError, match=r"^client: the weight must be finite and >= 0, got -1.0$"):
+        check_client_update(SERVER, _vec(1.0, 2.0), -1)
+    with pytest.raises(AggregationError, match=r"^client: the weight 5 is above the cap of 4 examples$"):
+        check_client_update(SERVER, _vec(1.0, 2.0), 5, max_weight=4)
+    plain = check_client_update(SERVER, _vec(1.0, 2.0), max_weight=1.0)  # the default weight is 1
+    assert plain.trainable[0].tolist() == [1.0, 2.0] and plain.max_abs == (pytest.approx(math.sqrt(5.0)),)
+    assert update_problem(SERVER, _vec(1.0, 2.0), -1) == "client: the weight must be finite and >= 0, got -1.0"
+
+
+def test_max_abs_bounds_every_value_without_warning_on_overflow() -> None:
+    from fedmodel.validation import max_abs
+
+    # the sum of squares overflows float32 and float64: the exact path, no RuntimeWarning (an error here)
+    assert max_abs(np.array([1e30, -3e30], np.float32)) == float(np.float32(3e30))
+    assert max_abs(np.array([1e200, -3e200])) == 3e200
+    assert max_abs(np.array([3.0, -4.0])) == 5.0  # the L2 norm bounds the largest value
+    assert max_abs(np.array([1e-30, -2e-30], np.float32)) == float(np.float32(2e-30))  # tiny squares: exact
+    assert max_abs(np.array([3, -7], np.int8)) == 7.0
+    assert max_abs(np.array([True, False])) == 1.0 and max_abs(np.zeros((0, 3))) == 0.0
+    assert math.isnan(max_abs(np.array([1.0, np.inf], np.float32)))
+    assert math.isnan(max_abs(np.array([np.nan, 1.0], np.float16)))
+
+
+# --- integer results -------------------------------------------------------------------------------------------
+
+
+def test_integer_result_of_booleans_and_of_values_beyond_any_integer() -> None:
+    from fedmodel.aggregation import integer_result
+
+    assert integer_result(np.array([0.4, 0.6, -0.7, 0.0]), np.dtype(bool)).tolist() == [False, True, True, False]
+    huge = integer_result([2**64, -(2**64), 3.5], np.dtype(np.int64))  # Python ints numpy cannot hold
+    assert huge.tolist() == [2**63 - 1, -(2**63), 4] and huge.dtype == np.int64
+
+
+def test_aggregate_of_nothing_says_so() -> None:
+    with pytest.raises(AggregationError, match=r"^nothing to aggregate: no client update$"):
+        WeightedMean().aggregate([])
+    with pytest.raises(AggregationError, match=r"^nothing to aggregate: no client update$"):
+        TrimmedMean().aggregate([])
+
+
+# --- checkpoints against the model ----------------------------------------------------------------------------
+
+
+def _two(names: tuple[str, ...] | None = ("a", "b"), dtype: Any = np.float32, n: int = 2) -> ModelWeights:
+    return ModelWeights((np.zeros(n, dtype), np.ones(1, dtype)), (), names)
+
+
+@pytest.mark.parametrize(
+    ("like", "message"),
+    [
+        (ModelWeights((np.zeros(2, np.float32),), (), ("a",)), " has 2 trainable arrays, the model has 1"),
+        (_two(("a", "c")), r": trainable\[1\] is named 'b', expected 'c'"),
+        (_two(n=3), r": trainable 'a' has shape \(2,\), expected \(3,\)"),
+        (_two(None, n=3), r": trainable '#0' has shape \(2,\), expected \(3,\)"),
+        (_two(dtype=np.float64), ": trainable 'a' has dtype float32, expected float64"),
+    ],
+    ids=["count", "name", "shape", "positional", "dtype"],
+)
+def test_a_checkpoint_unlike_the_model_names_what_differs(tmp_path: Path, like: ModelWeights, message: str) -> None:
+    from fedmodel import WeightsError
+
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, _two())
+    with pytest.raises(WeightsError, match=f"^checkpoint {str(path)!r}{message}$"):
+        load_checkpoint(path, like=like)
+
+
+def test_check_extra_names_the_file(tmp_path: Path) -> None:
+    from fedmodel.checkpoint import check_extra
+
+    path = tmp_path / "c.safetensors"
+    with pytest.raises(CheckpointError, match=f"^{str(path)!r}: extra 'm' has shape \\(2,\\), expected \\(3,\\)$"):
+        check_extra(path, {"m": np.zeros(2)}, {"m": np.zeros(3)})
+    with pytest.raises(CheckpointError, match=f"^{str(path)!r}: extra 'm' has dtype float32, expected float64$"):
+        check_extra(path, {"m": np.zeros(3, np.float32)}, {"m": np.zeros(3)})
+
+
+class _Store:
+    """A backend that keeps a model's values in a dict (no framework, and no backend_for can find it)."""
+
+    name = "store"
+
+    def __init__(self) -> None:
+        self.values = {"w": np.zeros(2, np.float32)}
+
+    def variable_names(self, model: Any, variables: Any) -> list[str]:
+        return list(variables)
+
+    def read_variables(self, variables: Any, *, copy: bool = True) -> list[np.ndarray]:
+        return [self.values[v].copy() for v in variables]
+
+    def write_variables(self, variables: Any, values: Any) -> None:
+        self.values.update({v: np.array(a) for v, a in zip(variables, values, strict=True)})
+
+
+class _Model:
+    trainable_variables = ("w",)
+    non_trainable_variables = ()
+
+
+def test_restore_writes_through_the_given_backend(tmp_path: Path) -> None:
+    from fedmodel.checkpoint import restore
+
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, _vec(1.5, -2.0), metadata={"round": 4})
+    store = _Store()
+    ckpt = restore(_Model(), path, backend=store)  # type: ignore[arg-type]
+    assert store.values["w"].tolist() == [1.5, -2.0] and ckpt.metadata == {"round": 4}
