@@ -225,3 +225,74 @@ def test_the_cached_pair_path_still_checks_the_bounds_of_x() -> None:
     check_batch(spec, (np.array([0.0, 1.0], np.float32), y))  # accepted: its signature is cached
     with pytest.raises(SpecError, match=r"^batch at 'x': expected values in \[0.0, 1.0\], got values in \[0.5, 2.0\]$"):
         check_batch(spec, (np.array([0.5, 2.0], np.float32), y))
+
+
+# --- the batch as a whole -------------------------------------------------------------------------------------
+
+FREE = TensorSpec((None,), "float32")
+FIXED = TensorSpec((2,), "float32")
+
+
+def test_x_and_y_must_hold_the_same_number_of_examples() -> None:
+    with pytest.raises(SpecError, match=r"^batch: x holds 3 examples but y holds 2$"):
+        check_batch((FREE, FREE), (np.zeros(3, np.float32), np.zeros(2, np.float32)))
+
+
+def test_an_empty_batch_is_refused_whichever_side_knows_the_size() -> None:
+    message = r"^batch: it holds 0 examples; a batch needs at least one$"
+    empty, two = np.zeros(0, np.float32), np.zeros(2, np.float32)
+    with pytest.raises(SpecError, match=message):
+        check_batch((FREE, FREE), (empty, empty))
+    with pytest.raises(SpecError, match=message):
+        check_batch((FREE, FIXED), (empty, two))  # only x has a batch dimension
+    with pytest.raises(SpecError, match=message):
+        check_batch((FIXED, FREE), (two, empty))  # only y has one
+    assert check_batch((FIXED, FIXED), (two, two))[0] is two  # no batch dimension: nothing to count
+
+
+def test_anything_but_a_pair_or_an_xy_mapping_is_a_spec_error() -> None:
+    x = np.zeros(2, np.float32)
+    for batch, kind in [((x, x, x), "tuple"), (5, "int"), (np.zeros((2, 2), np.float32), "ndarray"), ("xy", "str")]:
+        with pytest.raises(
+            SpecError, match=rf"^a batch must be a pair \(x, y\) or a mapping with keys 'x' and 'y', got {kind}$"
+        ):
+            check_batch((FREE, FREE), batch)
+
+
+def test_the_cached_pair_path_checks_the_bounds_of_both_sides() -> None:
+    unit = TensorSpec((None,), "float32", minimum=0.0, maximum=1.0)
+    spec = (unit, TensorSpec((None,), "int64", minimum=0, maximum=1))
+    good = (np.array([0.0, 1.0], np.float32), np.array([0, 1], np.int64))
+    for _ in range(2):  # the second call takes the cached path
+        assert check_batch(spec, good)[1] is good[1]
+    with pytest.raises(
+        SpecError, match=r"^batch at 'x': expected values in \[0.0, 1.0\], got values in \[-1.0, 0.0\]$"
+    ):
+        check_batch(spec, (np.array([-1.0, 0.0], np.float32), good[1]))
+    with pytest.raises(SpecError, match=r"^batch at 'y': expected values in \[0, 1\], got values in \[0, 2\]$"):
+        check_batch(spec, (good[0], np.array([0, 2], np.int64)))
+
+
+def test_a_new_spec_never_inherits_what_an_old_one_accepted() -> None:
+    # a spec's id may be reused once it is freed: the cache keeps each spec it answered for alive
+    for i in range(200):
+        width = 2 + i % 2
+        spec = (TensorSpec((None, width), "float32"), TensorSpec((None,), "int64"))
+        check_batch(spec, (np.zeros((1, width), np.float32), np.zeros(1, np.int64)))
+        with pytest.raises(SpecError, match="expected shape"):
+            check_batch(spec, (np.zeros((1, 5 - width), np.float32), np.zeros(1, np.int64)))
+        del spec
+
+
+class _ListShaped:
+    """An array-like whose shape is a list (unhashable), as a partly unknown TensorShape can be."""
+
+    shape = [2]  # noqa: RUF012
+    dtype = "float32"
+
+
+def test_an_array_like_with_an_unhashable_shape_is_checked_without_the_cache() -> None:
+    x, y = _ListShaped(), _ListShaped()
+    for _ in range(2):
+        got = check_batch((FREE, FREE), (x, y))
+        assert got[0] is x and got[1] is y
