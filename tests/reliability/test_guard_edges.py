@@ -249,3 +249,91 @@ def test_restore_writes_through_the_given_backend(tmp_path: Path) -> None:
     store = _Store()
     ckpt = restore(_Model(), path, backend=store)  # type: ignore[arg-type]
     assert store.values["w"].tolist() == [1.5, -2.0] and ckpt.metadata == {"round": 4}
+
+
+# --- metric reports and reply limits --------------------------------------------------------------------------
+
+REPORT = {"loss": (1.0, 3), "n": 3, "h": np.zeros(2)}
+GOOD = {"loss": (2.0, 4), "n": np.int64(4), "h": np.array([1.0, 2.0])}
+
+
+def test_check_report_returns_float64_sums_and_int64_counts() -> None:
+    from fedmodel.validation import check_report
+
+    out = check_report(GOOD, REPORT)
+    assert out["loss"][0].dtype == np.float64 and out["loss"][1].dtype == np.int64 and int(out["loss"][1]) == 4
+    assert out["n"].dtype == np.int64 and out["h"].tolist() == [1.0, 2.0]
+    assert int(check_report({**GOOD, "n": 4.0}, REPORT)["n"]) == 4  # an integral float count
+    assert int(check_report({**GOOD, "n": np.uint8(4)}, REPORT)["n"]) == 4
+    assert check_report({**GOOD, "n": 2**53}, REPORT)["n"] == 2**53
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"loss": (True, 4)}, "report 'loss/0': expected numbers, got bool"),
+        ({"loss": ("a", 4)}, "report 'loss/0': expected numbers, got str"),
+        ({"h": np.ma.array([1.0, 2.0])}, "report 'h': MaskedArray is not a plain numpy.ndarray"),
+        ({"h": np.array(["a", "b"])}, "report 'h': expected numbers, got dtype <U1"),
+        ({"h": np.zeros(3)}, r"report 'h': expected shape \(2,\), got \(3,\)"),
+        ({"n": 4.5}, "report 'n': expected integer counts, got 4.5"),
+        ({"n": np.float64(np.nan)}, r"report 'n': expected integer counts, got nan"),
+        ({"loss": (1.0, -4)}, r"report 'loss/1': counts must be integers in \[0, 9007199254740992\], got -4"),
+        ({"n": 2**53 + 1}, r"report 'n': counts must be integers in \[0, 9007199254740992\], got 9007199254740993"),
+        ({"loss": (np.inf, 4)}, r"report 'loss/0': non-finite value\(s\) inf"),
+        ({"loss": {"a": 1.0}}, r"report 'loss' has paths \['a'\], expected \['0', '1'\]"),
+        ({"loss": [1.0, 4]}, None),  # a list where the template has a tuple: the same paths
+    ],
+)
+def test_check_report_names_the_client_the_path_and_the_reason(change: dict[str, Any], reason: str | None) -> None:
+    from fedmodel.validation import check_report
+
+    report = {**GOOD, **change}
+    if reason is None:
+        assert check_report(report, REPORT, client="c7")["loss"][1] == 4
+        return
+    with pytest.raises(AggregationError, match=f"^c7: {reason}$"):
+        check_report(report, REPORT, client="c7")
+
+
+def test_check_report_refuses_other_metric_names_and_non_mappings() -> None:
+    from fedmodel.validation import ReportTemplate, check_report
+
+    prepared = ReportTemplate.of(REPORT)
+    assert ReportTemplate.of(prepared) is prepared and prepared.names == {"loss", "n", "h"}
+    with pytest.raises(AggregationError, match=r"^client: report metrics missing \['h'\], unexpected \['x'\]$"):
+        check_report({"loss": (1.0, 4), "n": 4, "x": 1.0}, prepared)
+    with pytest.raises(AggregationError, match="^client: the metric report is list, not a mapping$"):
+        check_report([1], prepared)
+    with pytest.raises(AggregationError, match=r"^client: report 'loss/1': counts must be integers in \[0, 3\], got 4$"):
+        check_report(GOOD, prepared, max_count=3)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_weight": 0}, "max_weight must be finite and > 0, got 0"),
+        ({"max_weight": math.inf}, "max_weight must be finite and > 0, got inf"),
+        ({"max_count": 0}, r"max_count must be in \[1, 2\*\*63 - 1\], got 0"),
+        ({"max_count": 2**63}, r"max_count must be in \[1, 2\*\*63 - 1\], got 9223372036854775808"),
+        ({"max_delta_norm": 0}, "max_delta_norm must be > 0, got 0"),
+        ({"max_value": 0}, "max_value must be > 0, got 0"),
+        ({"max_value": math.nan}, "max_value must be > 0, got nan"),
+    ],
+)
+def test_reply_limits_refuse_what_would_reject_or_accept_everything(options: dict[str, Any], message: str) -> None:
+    from fedmodel.validation import ReplyLimits
+
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        ReplyLimits(**options)
+
+
+def test_reply_limits_at_their_edges_and_the_default_value_limit() -> None:
+    from fedmodel.validation import ReplyLimits
+
+    edge = ReplyLimits(max_weight=1e-300, max_count=1, max_delta_norm=1e-300, max_value=1e-300)
+    assert edge.value_limit(np.dtype(np.float32)) == 1e-300
+    assert ReplyLimits(max_count=2**63 - 1).max_count == 2**63 - 1
+    assert ReplyLimits().value_limit(np.dtype(np.float64)) == math.sqrt(float(np.finfo(np.float64).max))
+    assert ReplyLimits().value_limit(np.dtype(np.float32)) == math.sqrt(float(np.finfo(np.float32).max))
+    assert ReplyLimits().value_limit(np.dtype(np.float16)) == math.sqrt(float(np.finfo(np.float32).max))
