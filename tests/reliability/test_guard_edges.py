@@ -76,7 +76,7 @@ def test_only_zero_weights_is_an_error_not_a_division_by_zero(make: Any) -> None
     state = agg.init(SERVER)
     for update in (_vec(1.0, 2.0), _vec(3.0, 4.0)):
         state = agg.accumulate(state, update, 0.0)
-    with pytest.raises(AggregationError, match="nothing to aggregate: no client update with a positive weight"):
+    with pytest.raises(AggregationError, match=r"^nothing to aggregate: no client update with a positive weight$"):
         agg.finalize(state)
 
 
@@ -303,9 +303,11 @@ def test_check_report_refuses_other_metric_names_and_non_mappings() -> None:
     assert ReportTemplate.of(prepared) is prepared and prepared.names == {"loss", "n", "h"}
     with pytest.raises(AggregationError, match=r"^client: report metrics missing \['h'\], unexpected \['x'\]$"):
         check_report({"loss": (1.0, 4), "n": 4, "x": 1.0}, prepared)
-    with pytest.raises(AggregationError, match="^client: the metric report is list, not a mapping$"):
+    with pytest.raises(AggregationError, match=r"^client: the metric report is list, not a mapping$"):
         check_report([1], prepared)
-    with pytest.raises(AggregationError, match=r"^client: report 'loss/1': counts must be integers in \[0, 3\], got 4$"):
+    with pytest.raises(
+        AggregationError, match=r"^client: report 'loss/1': counts must be integers in \[0, 3\], got 4$"
+    ):
         check_report(GOOD, prepared, max_count=3)
 
 
@@ -337,3 +339,94 @@ def test_reply_limits_at_their_edges_and_the_default_value_limit() -> None:
     assert ReplyLimits().value_limit(np.dtype(np.float64)) == math.sqrt(float(np.finfo(np.float64).max))
     assert ReplyLimits().value_limit(np.dtype(np.float32)) == math.sqrt(float(np.finfo(np.float32).max))
     assert ReplyLimits().value_limit(np.dtype(np.float16)) == math.sqrt(float(np.finfo(np.float32).max))
+
+
+# --- norm clipping: labels, overflow, integer variables --------------------------------------------------------
+
+
+def test_norm_clipping_labels_each_rejection_with_the_client_and_keeps_its_state() -> None:
+    agg = NormClipping(max_norm=1.0)
+    state = agg.accumulate(agg.init(SERVER), _vec(0.3, 0.4), 1.0)
+    with pytest.raises(AggregationError, match=r"^client 1: the weight must be finite and >= 0, got -2.0$"):
+        agg.accumulate(state, _vec(0.3, 0.4), -2.0)
+    with pytest.raises(AggregationError, match=r"^client 1: 'w' has 1 non-finite value\(s\) \(NaN or inf\)$"):
+        agg.accumulate(state, _vec(np.inf, 0.0), 1.0)
+    state = agg.accumulate(state, _vec(3.0, 4.0), 1e308)
+    with pytest.raises(AggregationError, match=r"^client 2: the total weight would overflow \(1e\+308 \+ 1e\+308\)$"):
+        agg.accumulate(state, _vec(0.0, 0.0), 1e308)
+    assert state.count == 2 and state.clipped == 1
+
+
+def test_norm_clipping_keeps_the_float_variables_after_an_integer_one() -> None:
+    server = ModelWeights((np.array(5, np.int64), np.zeros(2, np.float32)), (), ("steps", "w"))
+    update = ModelWeights((np.array(7, np.int64), np.array([3.0, 4.0], np.float32)), (), ("steps", "w"))
+    got = NormClipping(max_norm=1.0).aggregate(server, [(update, 1.0)])
+    assert int(got.trainable[0]) == 7 and got.trainable[1].tolist() == pytest.approx([0.6, 0.8])
+
+
+# --- the standard report --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("report", "message"),
+    [
+        ({"loss": (2.0, 5), "num_examples": 4}, "{'loss': 5.0, 'num_examples': 4.0}"),
+        ({"accuracy": (1, 3), "num_examples": 4}, "{'accuracy': 3.0, 'num_examples': 4.0}"),
+        ({"loss": (1.0, -1)}, "{'loss': -1.0}"),
+    ],
+)
+def test_check_standard_report_names_the_counts_that_disagree(report: dict[str, Any], message: str) -> None:
+    from fedmodel.metrics import check_standard_report
+
+    with pytest.raises(AggregationError) as info:
+        check_standard_report(report)
+    assert str(info.value) == f"standard metrics disagree on the number of examples: {message}"
+
+
+def test_check_standard_report_accepts_zero_correct_and_zero_examples() -> None:
+    from fedmodel.metrics import check_standard_report
+
+    check_standard_report({"loss": (1.0, 3), "accuracy": (0, 3), "num_examples": 3})
+    check_standard_report({"loss": (0.0, 0), "accuracy": (0, 0), "num_examples": 0})
+
+
+@pytest.mark.parametrize(
+    ("report", "message"),
+    [
+        ({"loss": 3.0}, "metric 'loss': expected a (total, count) pair"),
+        ({"num_examples": "x"}, "metric 'num_examples': expected a number"),
+        ({"num_examples": [1, 2]}, "metric 'num_examples': expected scalars, got shape (2,)"),
+        ({"accuracy": (4, 3)}, "metric 'accuracy': 4.0 correct out of 3.0 examples"),
+    ],
+)
+def test_check_standard_report_refuses_malformed_metrics(report: dict[str, Any], message: str) -> None:
+    from fedmodel.metrics import check_standard_report
+
+    with pytest.raises(AggregationError) as info:
+        check_standard_report(report)
+    assert str(info.value) == message
+
+
+def test_get_weights_without_copy_returns_read_only_live_views() -> None:
+    from fedmodel import get_weights
+
+    store = _Store()
+    live = get_weights(_Model(), copy=False, backend=_StoreViews(store))  # type: ignore[arg-type]
+    assert np.shares_memory(live.trainable[0], store.values["w"]) and not live.trainable[0].flags.writeable
+    copied = get_weights(_Model(), backend=_StoreViews(store))  # type: ignore[arg-type]
+    assert not np.shares_memory(copied.trainable[0], store.values["w"]) and copied.trainable[0].flags.writeable
+
+
+class _StoreViews:
+    """Reads a _Store without copying when asked not to (as PyTorch and JAX on CPU do)."""
+
+    name = "store-views"
+
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+
+    def variable_names(self, model: Any, variables: Any) -> list[str]:
+        return list(variables)
+
+    def read_variables(self, variables: Any, *, copy: bool = True) -> list[np.ndarray]:
+        return [self.store.values[v].copy() if copy else self.store.values[v] for v in variables]
