@@ -430,3 +430,35 @@ class _StoreViews:
 
     def read_variables(self, variables: Any, *, copy: bool = True) -> list[np.ndarray]:
         return [self.store.values[v].copy() if copy else self.store.values[v] for v in variables]
+
+
+class _Unreadable(dict):  # type: ignore[type-arg]
+    """A mapping that lists the template's names but raises on reading (a hostile client's report)."""
+
+    def __init__(self, fail_on_iter: bool) -> None:
+        super().__init__(GOOD)
+        self.fail_on_iter = fail_on_iter
+
+    def __iter__(self) -> Any:
+        if self.fail_on_iter:
+            raise RuntimeError("no keys today")
+        return super().__iter__()
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError(f"no {key} today")
+
+
+def test_check_report_turns_any_failure_to_read_into_an_aggregation_error() -> None:
+    from fedmodel.validation import check_report
+
+    with pytest.raises(AggregationError, match=r"^c: the metric report cannot be read \(no keys today\)$"):
+        check_report(_Unreadable(fail_on_iter=True), REPORT, client="c")
+    with pytest.raises(AggregationError, match=r"^c: report 'loss' cannot be read \(no loss today\)$"):
+        check_report(_Unreadable(fail_on_iter=False), REPORT, client="c")
+
+
+def test_assign_weights_refuses_anything_but_model_weights() -> None:
+    from fedmodel import WeightsError, assign_weights
+
+    with pytest.raises(WeightsError, match=r"^expected fedmodel.ModelWeights, got tuple$"):
+        assign_weights(_Model(), (np.zeros(2, np.float32),), backend=_Store())  # type: ignore[arg-type]
