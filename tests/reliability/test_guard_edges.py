@@ -462,3 +462,12 @@ def test_assign_weights_refuses_anything_but_model_weights() -> None:
 
     with pytest.raises(WeightsError, match=r"^expected fedmodel.ModelWeights, got tuple$"):
         assign_weights(_Model(), (np.zeros(2, np.float32),), backend=_Store())  # type: ignore[arg-type]
+
+
+def test_check_report_accepts_zero_counts_and_types_empty_leaves() -> None:
+    from fedmodel.validation import check_report
+
+    template = {"n": 3, "per_class": np.zeros(0, np.int64), "sums": np.zeros(0, np.float32)}
+    out = check_report({"n": 0, "per_class": np.zeros(0, np.int32), "sums": np.zeros(0, np.float16)}, template)
+    assert int(out["n"]) == 0 and out["n"].dtype == np.int64
+    assert out["per_class"].dtype == np.int64 and out["sums"].dtype == np.float64
