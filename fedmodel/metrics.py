@@ -95,6 +95,8 @@ def _add_report(state: dict[str, Any], report: Report, scale: float | None = Non
             continue
         try:
             updates[name] = _tree.map_structure(_checked_sum(name), state[name], wide)
+        except AggregationError:  # a ValueError too: already says what is wrong
+            raise
         except (ValueError, TypeError) as exc:
             raise AggregationError(f"metric {name!r} has another structure than earlier reports: {exc}") from exc
     state.update(updates)  # every sum checked: commit

@@ -471,3 +471,58 @@ def test_check_report_accepts_zero_counts_and_types_empty_leaves() -> None:
     out = check_report({"n": 0, "per_class": np.zeros(0, np.int32), "sums": np.zeros(0, np.float16)}, template)
     assert int(out["n"]) == 0 and out["n"].dtype == np.int64
     assert out["per_class"].dtype == np.int64 and out["sums"].dtype == np.float64
+
+
+# --- more exact values: specs of a classifier, metric sums, norms ---------------------------------------------
+
+
+def test_classification_spec_is_exactly_the_documented_pair() -> None:
+    from fedmodel import TensorSpec, classification_spec
+
+    assert classification_spec(4) == (TensorSpec((None, 4), "float32", "x"), TensorSpec((None,), "int64", "y"))
+    assert classification_spec(4, 1)[1] == TensorSpec((None,), "int64", "y", minimum=0, maximum=0)
+    with pytest.raises(ValueError, match=r"^num_classes must be >= 1, got 0$"):
+        classification_spec(4, 0)
+
+
+def test_metric_sums_of_complex_mixed_and_edge_integers() -> None:
+    from fedmodel.metrics import SumThenFinalize
+
+    total = SumThenFinalize()([{"z": np.complex64(1 + 2j)}, {"z": np.complex64(1j)}])["z"]
+    assert total == 1 + 3j and isinstance(total, complex)
+    assert SumThenFinalize()([{"m": np.int64(1)}, {"m": 1e30}]) == {"m": 1e30}  # a float joins an int count
+    top = np.iinfo(np.int64).max
+    assert SumThenFinalize()([{"m": np.int64(top - 1)}, {"m": np.int64(1)}]) == {"m": top}
+    assert SumThenFinalize()([{"m": np.int64(-top + 1)}, {"m": np.int64(-1)}]) == {"m": -top}
+    with pytest.raises(AggregationError, match=r"^metric 'm': the sum is not finite \(inf\)$"):
+        SumThenFinalize()([{"m": 1e308}, {"m": 1e308}])
+    with pytest.raises(AggregationError, match=r"^metric 'h': shape \(3,\) cannot be added to \(2,\)$"):
+        SumThenFinalize()([{"h": np.zeros(2)}, {"h": np.zeros(3)}])
+    with pytest.raises(AggregationError, match=r"^metric 's' has another structure than earlier reports$"):
+        SumThenFinalize()([{"s": 1.0}, {"s": (1.0, 2.0)}])
+
+
+def test_nonfinite_count_counts_every_nan_and_inf_across_blocks() -> None:
+    from fedmodel.validation import nonfinite_count
+
+    a = np.zeros(70_000, np.float32)
+    a[[0, 65_535, 65_536]] = np.nan
+    a[-1] = -np.inf
+    assert nonfinite_count(a) == 4
+    assert nonfinite_count(np.zeros(0)) == 0 and nonfinite_count(np.array([1, 2])) == 0
+
+
+def test_delta_norm_is_the_l2_norm_of_the_float_change_at_any_scale() -> None:
+    from fedmodel.validation import delta_norm
+
+    server = ModelWeights((np.zeros(2), np.array(3, np.int64), np.zeros(0), np.zeros(1)), (), ("a", "n", "e", "b"))
+
+    def moved(a: list[float], b: float) -> ModelWeights:
+        return ModelWeights((np.array(a), np.array(100, np.int64), np.zeros(0), np.array([b])), (), server.names)
+
+    assert delta_norm(server, moved([3.0, 4.0], 0.0)) == 5.0  # the counter's change of 97 is left out
+    assert delta_norm(server, moved([0.0, 0.0], -2.0)) == 2.0
+    assert delta_norm(server, moved([1.0, 0.0], 1e300)) == pytest.approx(1e300, rel=1e-15)  # no overflow
+    assert delta_norm(server, moved([1e300, 1e300], 1e300)) == pytest.approx(math.sqrt(3) * 1e300, rel=1e-15)
+    assert delta_norm(server, moved([0.0, 0.0], 0.0)) == 0.0
+    assert delta_norm(server, moved([1.7e308, 0.0], -1.7e308)) == math.inf  # the change itself is beyond float64
