@@ -526,3 +526,17 @@ def test_delta_norm_is_the_l2_norm_of_the_float_change_at_any_scale() -> None:
     assert delta_norm(server, moved([1e300, 1e300], 1e300)) == pytest.approx(math.sqrt(3) * 1e300, rel=1e-15)
     assert delta_norm(server, moved([0.0, 0.0], 0.0)) == 0.0
     assert delta_norm(server, moved([1.7e308, 0.0], -1.7e308)) == math.inf  # the change itself is beyond float64
+
+
+def test_a_first_report_that_is_not_finite_is_named() -> None:
+    from fedmodel.metrics import SumThenFinalize
+
+    with pytest.raises(AggregationError, match=r"^metric 's': the sum is not finite \(inf\)$"):
+        SumThenFinalize()([{"s": np.inf}])
+
+
+def test_norm_clipping_with_an_empty_float_variable() -> None:
+    server = ModelWeights((np.zeros(0, np.float32), np.zeros(2, np.float32)), (), ("e", "w"))
+    update = ModelWeights((np.zeros(0, np.float32), np.array([3.0, 4.0], np.float32)), (), ("e", "w"))
+    got = NormClipping(max_norm=10.0).aggregate(server, [(update, 2.0)])
+    assert got.trainable[0].shape == (0,) and got.trainable[1].tolist() == [3.0, 4.0]
