@@ -540,3 +540,18 @@ def test_norm_clipping_with_an_empty_float_variable() -> None:
     update = ModelWeights((np.zeros(0, np.float32), np.array([3.0, 4.0], np.float32)), (), ("e", "w"))
     got = NormClipping(max_norm=10.0).aggregate(server, [(update, 2.0)])
     assert got.trainable[0].shape == (0,) and got.trainable[1].tolist() == [3.0, 4.0]
+
+
+def test_bfloat16_metrics_are_summed_in_float64() -> None:
+    import ml_dtypes
+
+    from fedmodel.metrics import SumThenFinalize
+
+    out = SumThenFinalize()([{"b": np.array(1.5, ml_dtypes.bfloat16)}, {"b": np.array(2.0, ml_dtypes.bfloat16)}])
+    assert out == {"b": 3.5} and isinstance(out["b"], float)
+
+
+def test_delta_norm_of_a_tiny_change_does_not_underflow() -> None:
+    from fedmodel.validation import delta_norm
+
+    assert delta_norm(_vec(0.0, dtype=np.float64), _vec(1e-200, dtype=np.float64)) == 1e-200
