@@ -543,10 +543,9 @@ def test_norm_clipping_with_an_empty_float_variable() -> None:
 
 
 def test_bfloat16_metrics_are_summed_in_float64() -> None:
-    import ml_dtypes
-
     from fedmodel.metrics import SumThenFinalize
 
+    ml_dtypes = pytest.importorskip("ml_dtypes")  # as tests/reliability/test_robust.py: it comes with JAX and TF
     out = SumThenFinalize()([{"b": np.array(1.5, ml_dtypes.bfloat16)}, {"b": np.array(2.0, ml_dtypes.bfloat16)}])
     assert out == {"b": 3.5} and isinstance(out["b"], float)
 
