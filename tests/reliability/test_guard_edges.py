@@ -522,6 +522,7 @@ def test_delta_norm_is_the_l2_norm_of_the_float_change_at_any_scale() -> None:
 
     assert delta_norm(server, moved([3.0, 4.0], 0.0)) == 5.0  # the counter's change of 97 is left out
     assert delta_norm(server, moved([0.0, 0.0], -2.0)) == 2.0
+    assert delta_norm(server, moved([3.0, 4.0], 10.0)) == pytest.approx(math.sqrt(125.0), rel=1e-15)  # rescaled sum
     assert delta_norm(server, moved([1.0, 0.0], 1e300)) == pytest.approx(1e300, rel=1e-15)  # no overflow
     assert delta_norm(server, moved([1e300, 1e300], 1e300)) == pytest.approx(math.sqrt(3) * 1e300, rel=1e-15)
     assert delta_norm(server, moved([0.0, 0.0], 0.0)) == 0.0
