@@ -555,3 +555,14 @@ def test_delta_norm_of_a_tiny_change_does_not_underflow() -> None:
     from fedmodel.validation import delta_norm
 
     assert delta_norm(_vec(0.0, dtype=np.float64), _vec(1e-200, dtype=np.float64)) == 1e-200
+
+
+def test_coordinate_aggregators_label_each_rejection_with_the_client() -> None:
+    for agg in (TrimmedMean(), CoordinateMedian()):
+        state = agg.accumulate(agg.init(SERVER), _vec(1.0, 2.0), 1.0)
+        with pytest.raises(AggregationError, match=r"^client 1: the weight must be finite and >= 0, got -1.0$"):
+            agg.accumulate(state, _vec(1.0, 2.0), -1.0)
+        with pytest.raises(AggregationError, match=r"^client 1: 'w' has 1 non-finite value\(s\) \(NaN or inf\)$"):
+            agg.accumulate(state, _vec(np.nan, 2.0), 1.0)
+        with pytest.raises(AggregationError, match=r"^nothing to aggregate: no client update$"):
+            agg.finalize(agg.init(SERVER))
