@@ -95,6 +95,8 @@ def _add_report(state: dict[str, Any], report: Report, scale: float | None = Non
             continue
         try:
             updates[name] = _tree.map_structure(_checked_sum(name), state[name], wide)
+        except AggregationError:  # a ValueError too: already says what is wrong
+            raise
         except (ValueError, TypeError) as exc:
             raise AggregationError(f"metric {name!r} has another structure than earlier reports: {exc}") from exc
     state.update(updates)  # every sum checked: commit
@@ -109,6 +111,8 @@ def _checked_sum(name: str) -> Callable[..., np.ndarray]:
             out = values[0]
         else:
             acc, new = values
+            if not isinstance(new, (np.ndarray, np.generic)):  # a leaf before, a container now
+                raise AggregationError(f"metric {name!r} has another structure than earlier reports")
             if acc.shape != new.shape:
                 raise AggregationError(f"metric {name!r}: shape {new.shape} cannot be added to {acc.shape}")
             if acc.dtype.kind == "i" and new.dtype.kind == "i":  # numpy's int64 sums wrap around silently
