@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from abc import abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -21,7 +21,7 @@ VarT_co = TypeVar("VarT_co", covariant=True)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(frozen=True, slots=True)
 class BatchOutput(Generic[T]):
     """What :meth:`Model.forward_pass` returns for one batch.
 
@@ -38,19 +38,6 @@ class BatchOutput(Generic[T]):
     loss: T
     predictions: T
     num_examples: int
-
-    def __init__(self, loss: T, predictions: T, num_examples: int) -> None:
-        # one is built per batch on every backend's hot path: the slots' own setters cost about 60 % of
-        # the three ``object.__setattr__`` calls of a generated frozen ``__init__``
-        _SET_LOSS(self, loss)
-        _SET_PREDICTIONS(self, predictions)
-        _SET_NUM_EXAMPLES(self, num_examples)
-
-
-# the slots' member descriptors, whose ``__set__`` ignores the frozen ``__setattr__``
-_SET_LOSS: Callable[[Any, Any], None] = vars(BatchOutput)["loss"].__set__
-_SET_PREDICTIONS: Callable[[Any, Any], None] = vars(BatchOutput)["predictions"].__set__
-_SET_NUM_EXAMPLES: Callable[[Any, Any], None] = vars(BatchOutput)["num_examples"].__set__
 
 
 @runtime_checkable

@@ -103,7 +103,8 @@ def detached(tree: Any, *, host: bool = False) -> Any:
 # -- the wrapper ----------------------------------------------------------------------------------
 def _enter_mode(module: torch.nn.Module, training: bool) -> list[tuple[torch.nn.Module, bool]]:
     """``module.train(training)``; returns every submodule's previous mode for :func:`_restore_modes` (nothing
-    when all were already in that mode)."""
+    when all were already in that mode). Walked on every call: a submodule added after wrapping (one
+    without variables, such as a dropout) is switched too."""
     previous = [(m, m.training) for m in module.modules()]
     if all(was == training for _, was in previous):
         return []
@@ -186,6 +187,9 @@ class TorchModel:
             names.extend(f"metrics/{metric.name}/{i}" for i in range(len(state)))
             sizes.append(len(state))
         self._metric_sizes = tuple(sizes)
+        # read once: the contract fixes a model's variables at construction (conformance: created_in_init),
+        # and module.to() moves parameters in place
+        self._first_parameter = next(module.parameters(), None)
         device = module_device(module)
         self._initial = tuple(t.to(device) for t in initial)
         self._local = tuple(t.clone() for t in self._initial)
@@ -227,6 +231,8 @@ class TorchModel:
     @property
     def device(self) -> torch.device:
         """The module's device (where batches are moved): that of its first parameter (or buffer)."""
+        if self._first_parameter is not None:
+            return self._first_parameter.device
         return module_device(self.module)
 
     # -- the contract -----------------------------------------------------------------------------
