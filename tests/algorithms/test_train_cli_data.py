@@ -439,3 +439,30 @@ def test_a_factory_that_does_not_take_the_kinds_arguments_is_a_usage_error(tmp_p
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stdout + run.stderr
     assert run.stderr.startswith("fedmodel train: error: --backend fake: its models.char_rnn cannot build the model:")
     assert "vocab_size" in run.stderr and not (tmp_path / "out").exists()
+
+
+# -- the real backends' LEAF models ---------------------------------------------------------------------------
+
+
+def _shakespeare_leaf(root: Path) -> None:
+    """One LEAF Shakespeare speaker: two 80-character windows and the character after each."""
+    line = "To be, or not to be: that is the question. Whether 'tis nobler in the mind to suf"
+    user = {"x": [line[i : i + 80] for i in range(2)], "y": [line[80], "f"]}
+    write_leaf(root / "data" / "train" / "all_data_0_train.json", {"HAMLET": user})
+    write_leaf(root / "data" / "test" / "all_data_0_test.json", {"HAMLET": {"x": user["x"][:1], "y": ["f"]}})
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow", "jax"])
+@pytest.mark.parametrize(("task", "write"), [("femnist", _femnist_leaf), ("shakespeare", _shakespeare_leaf)])
+def test_leaf_data_trains_the_real_backends_model_of_its_kind(
+    tmp_path: Path, backend: str, task: str, write: Any
+) -> None:
+    """FEMNIST picks each backend's ``cnn28``, Shakespeare its ``char_rnn``: one round, a finite test loss."""
+    pytest.importorskip(f"fedmodel_{backend}")
+    write(tmp_path / task)
+    out = tmp_path / "out"
+    argv = ["--backend", backend, "--data", f"leaf:{tmp_path / task}", "--rounds", "1", "--local-epochs", "1"]
+    assert train_cli.main([*argv, "--batch-size", "4", "--lr", "0.05", "--no-progress", "--out", str(out)]) == 0
+    (row,) = _rows(out)
+    assert np.isfinite(float(row["test_loss"])) and 0.0 <= float(row["test_accuracy"]) <= 1.0
+    assert (out / f"weights-{backend}-fedavg.safetensors").is_file()
