@@ -53,12 +53,16 @@ def sum_metric(name: str, per_batch: Callable[[Any, Any], Any], *, shape: Sequen
         name: the metric's name.
         per_batch: ``per_batch(y_true, y_pred)`` -> the batch's contribution, of shape ``shape``.
         shape: the shape of the sum.
+
+    ``sample_weight`` is not defined for a per-batch value: passing one raises ``ValueError``.
     """
 
     def init() -> tuple[jax.Array]:
         return (jnp.zeros(tuple(shape), jnp.float32),)
 
     def update(state: tuple[Any, ...], y_true: Any, y_pred: Any, sample_weight: Any = None) -> tuple[Any, ...]:
+        if sample_weight is not None:
+            raise ValueError(f"sum metric {name!r}: a per-batch sum takes no sample_weight")
         (total,) = state
         return (total + jnp.asarray(per_batch(y_true, y_pred), jnp.float32),)
 

@@ -47,20 +47,25 @@ MetricLike: TypeAlias = "Metric | keras.metrics.Metric | Callable[[], keras.metr
 
 
 def mean_metric(name: str, per_example: Callable[[Any, Any], Any]) -> Metric:
-    """A metric averaged over examples: state ``(Σ values, number of examples)``, finalized as their ratio.
+    """A metric averaged over examples: state ``(Σ w·value, Σ w)`` in float64, finalized as their ratio.
 
     Args:
         name: the metric's name.
         per_example: ``per_example(y_true, y_pred)`` -> one value per example, shape ``(batch,)``.
+
+    ``sample_weight`` (one weight per example) weights the values and the count; ``None`` weighs 1 each.
     """
 
     def init() -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.zeros((), tf.float64), tf.zeros((), tf.int64)
+        return tf.zeros((), tf.float64), tf.zeros((), tf.float64)
 
     def update(state: Any, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tuple[tf.Tensor, tf.Tensor]:
-        values = tf.convert_to_tensor(per_example(y_true, y_pred))
+        values = tf.cast(tf.convert_to_tensor(per_example(y_true, y_pred)), tf.float64)
         total, count = state
-        return total + tf.reduce_sum(tf.cast(values, tf.float64)), count + tf.shape(values, out_type=tf.int64)[0]
+        if sample_weight is None:
+            return total + tf.reduce_sum(values), count + tf.cast(tf.shape(values)[0], tf.float64)
+        weight = tf.broadcast_to(tf.cast(sample_weight, tf.float64), tf.shape(values))
+        return total + tf.reduce_sum(values * weight), count + tf.reduce_sum(weight)
 
     return Metric(name, init, update, ratio)
 
@@ -72,6 +77,8 @@ def sum_metric(name: str, per_batch: Callable[[Any, Any], Any], *, shape: Sequen
         name: the metric's name.
         per_batch: ``per_batch(y_true, y_pred)`` -> the batch's contribution, of shape ``shape``.
         shape: the shape of the sum.
+
+    ``sample_weight`` is not defined for a per-batch value: passing one raises ``ValueError``.
     """
     dims = tuple(int(d) for d in shape)
 
@@ -79,6 +86,8 @@ def sum_metric(name: str, per_batch: Callable[[Any, Any], Any], *, shape: Sequen
         return (tf.zeros(dims, tf.float64),)
 
     def update(state: Any, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tuple[tf.Tensor]:
+        if sample_weight is not None:
+            raise ValueError(f"sum metric {name!r}: a per-batch sum takes no sample_weight")
         (total,) = state
         return (total + tf.cast(per_batch(y_true, y_pred), tf.float64),)
 
