@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedmodel.backend_kit import BatchOutput
+from fedmodel.backend_kit import BatchOutput, aligned_copy
 from fedmodel.optimizers import OptimizerSpec
 from fedmodel_jax.model import JaxModel, Leaves, Program, Variable, _draw
 from fedmodel_jax.optimizers import JaxOptimizer
@@ -51,25 +51,6 @@ def _train_step(
     return loss, outputs, new_trainable, new_state, local, count, opt_state
 
 
-_ALIGNMENT = 64
-"""Bytes: XLA's CPU client adopts a C-contiguous host buffer so aligned without copying it."""
-
-
-def _host_copy(value: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
-    """A copy of ``value`` as ``dtype`` in a fresh 64-byte-aligned buffer of its own.
-
-    Kept for the weights round trip bar (1.5x two numpy copies): ``jax.device_put`` adopts this buffer on
-    CPU, where an ordinary numpy copy (16-byte aligned) would be copied a second time (tests/jax/test_jax_writes.py
-    fails if XLA stops adopting it).
-    """
-    nbytes = value.size * dtype.itemsize
-    raw = np.empty(nbytes + _ALIGNMENT, np.uint8)
-    offset = -raw.ctypes.data % _ALIGNMENT
-    out: np.ndarray = raw[offset : offset + nbytes].view(dtype).reshape(value.shape)
-    np.copyto(out, value)
-    return out
-
-
 class JaxBackend:
     """Backend operations over :class:`~fedmodel_jax.Variable` boxes (a stateless singleton, :data:`BACKEND`)."""
 
@@ -98,12 +79,12 @@ class JaxBackend:
     def write_variables(self, variables: Sequence[Variable], values: Sequence[np.ndarray]) -> None:
         """Copy every (already validated) value onto its variable's device first, then swap the boxes' arrays.
 
-        Each value is copied once, synchronously, into a private aligned host buffer (:func:`_host_copy`)
-        that ``jax.device_put`` adopts on CPU: the model never shares memory with, nor races, the caller's
-        arrays, and non-native byte order is converted on the way.
+        Each value is copied once, synchronously, into a private aligned host buffer
+        (:func:`fedmodel.backend_kit.aligned_copy`) that ``jax.device_put`` adopts on CPU: the model never
+        shares memory with, nor races, the caller's arrays, and non-native byte order is converted on the way.
         """
         new = [
-            jax.device_put(_host_copy(value, np.dtype(var.value.dtype)), var.value.sharding)
+            jax.device_put(aligned_copy(value, np.dtype(var.value.dtype)), var.value.sharding)
             for var, value in zip(variables, values, strict=True)
         ]
         for var, value in zip(variables, new, strict=True):

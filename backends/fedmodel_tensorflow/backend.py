@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fedmodel import tree as _tree
-from fedmodel.backend_kit import BackendError, BatchOutput
+from fedmodel.backend_kit import BackendError, BatchOutput, aligned_copy
 from fedmodel.optimizers import OptimizerSpec
 from fedmodel_tensorflow._compat import keras, tf
 from fedmodel_tensorflow.model import KerasModel, commit, unique
@@ -123,15 +123,6 @@ def _snapshot(variable: Any) -> np.ndarray:
     its next write while the read is alive, so the view never changes."""
     value = variable.read_value() if hasattr(variable, "read_value") else tf.convert_to_tensor(variable)
     return np.asarray(value)
-
-
-def aligned_copy(value: np.ndarray) -> np.ndarray:
-    """A copy of ``value`` in native byte order at a 64-byte-aligned address (TensorFlow's alignment)."""
-    raw = np.empty(value.nbytes + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    out = raw[start : start + value.nbytes].view(value.dtype.newbyteorder("=")).reshape(value.shape)
-    np.copyto(out, value)
-    return out
 
 
 class TensorFlowBackend:

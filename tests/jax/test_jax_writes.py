@@ -47,11 +47,11 @@ def test_big_endian_and_strided_values_are_assigned_exactly() -> None:
 
 def test_on_cpu_a_write_costs_one_copy_because_xla_adopts_the_aligned_host_copy() -> None:
     # fails loudly if XLA's CPU client stops adopting 64-byte-aligned host buffers: then every write costs
-    # two copies and backend._host_copy's alignment buys nothing (the weights round trip bar needs one copy)
-    from fedmodel_jax.backend import _host_copy
+    # two copies and the kit's aligned_copy buys nothing (the weights round trip bar needs one copy)
+    from fedmodel.backend_kit import aligned_copy
 
     value = np.random.default_rng(2).standard_normal((300, 70)).astype(np.float32)
-    host = _host_copy(value, np.dtype(np.float32))
+    host = aligned_copy(value, np.dtype(np.float32))
     assert host.ctypes.data % 64 == 0 and not np.shares_memory(host, value)
     like = models.mlp(num_features=4, hidden=(), num_classes=2).trainable_variables[0].value
     placed = jax.device_put(host, like.sharding)

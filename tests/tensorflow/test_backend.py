@@ -225,7 +225,7 @@ def test_a_write_is_one_copy_that_tensorflow_adopts_as_the_variable_buffer() -> 
     """The write path's premise (kept for the weights round-trip bar): AssignVariableOp takes a 64-byte-aligned
     numpy array as the variable's buffer without copying it again. If TensorFlow changes this, writes
     still work but cost a second copy: re-measure the bar, then use ``var.assign``."""
-    from fedmodel_tensorflow.backend import aligned_copy
+    from fedmodel.backend_kit import aligned_copy
 
     variable = tf.Variable(np.zeros((300, 300), np.float32))
     value = aligned_copy(np.full((300, 300), 2.0, ">f4"))
