@@ -127,6 +127,30 @@ class Program:
     state_def: Any
     trainable_mask: tuple[bool, ...]
 
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.apply,
+            self.loss,
+            self.metrics,
+            self.metric_sizes,
+            self.accuracy,
+            self.params_def,
+            self.state_def,
+            self.trainable_mask,
+        )
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash(self._fields())
+
+    def __hash__(self) -> int:  # jit hashes its static argument on every call: computed once per program
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:  # the usual case: a model's own program
+            return True
+        return isinstance(other, Program) and self._fields() == other._fields()
+
     def params(self, trainable: Leaves, frozen: Leaves) -> Any:
         """The params pytree from its trainable and frozen leaves."""
         it_t, it_f = iter(trainable), iter(frozen)
@@ -403,7 +427,8 @@ class JaxModel:
     def _split(self, batch: Any) -> tuple[Any, Any, int]:
         """``(x, y, batch size)`` of a batch that matches the spec (else :class:`fedmodel.SpecError`)."""
         x, y = self._check(batch, what="batch")
-        return x, y, int(jax.tree_util.tree_leaves(y)[0].shape[0])
+        first = y if hasattr(y, "shape") else jax.tree_util.tree_leaves(y)[0]
+        return x, y, int(first.shape[0])
 
     def _check(self, value: Any, *, what: str) -> Any:
         """``value`` (a batch, or ``x`` alone) checked against the spec; else :class:`fedmodel.SpecError`.

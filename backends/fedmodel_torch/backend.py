@@ -94,15 +94,15 @@ class TorchBackend:
         if not isinstance(model, TorchModel):
             return self._train_step_of_any_model(model, batch, optimizer)
         optimizer.zero_grad()
-        saved = model.buffers_before(True)
+        point = model.begin_call(training=True)
         try:
             with torch.enable_grad():
-                loss, predictions, n, update = model.loss_and_predictions(batch, training=True)
+                loss, predictions, n, update = model.loss_and_predictions(batch)
                 _check_differentiable(model, loss)
                 loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
         except BaseException:
-            model.restore_buffers(saved)  # the metric sums are written only after the step
+            model.roll_back(point)  # the metric sums are written only after the step
             raise
         finally:
             optimizer.zero_grad()

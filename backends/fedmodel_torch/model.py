@@ -28,7 +28,7 @@ from fedmodel.backend_kit import (
 from fedmodel.metrics import SumThenFinalize
 from fedmodel_torch.metrics import Metric
 
-__all__ = ["MetricUpdate", "TorchModel", "from_module"]
+__all__ = ["MetricUpdate", "RestorePoint", "TorchModel", "from_module"]
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 """``loss(predictions, y)`` → the batch's scalar mean loss (torch's own argument order)."""
@@ -102,14 +102,19 @@ def detached(tree: Any, *, host: bool = False) -> Any:
 
 # -- the wrapper ----------------------------------------------------------------------------------
 def _enter_mode(module: torch.nn.Module, training: bool) -> list[tuple[torch.nn.Module, bool]]:
-    """``module.train(training)``; returns every submodule's previous mode for :func:`_restore_modes` (nothing
-    when all were already in that mode). Walked on every call: a submodule added after wrapping (one
-    without variables, such as a dropout) is switched too."""
-    previous = [(m, m.training) for m in module.modules()]
-    if all(was == training for _, was in previous):
-        return []
-    module.train(training)
-    return previous
+    """Put ``module`` in train (or eval) mode, as ``module.train(training)`` does, and leave it so, as a torch
+    user's ``model.train()``/``model.eval()`` would.
+
+    Returns every submodule's previous mode when something was switched (for :func:`_restore_modes` if the
+    call then raises), nothing when all were already in that mode, the usual case. Walked on every call: a
+    submodule added after wrapping (one without variables, such as a dropout) is switched too.
+    """
+    for m in module.modules():
+        if m.training != training:
+            previous = [(sub, sub.training) for sub in module.modules()]
+            module.train(training)
+            return previous
+    return []
 
 
 def _restore_modes(previous: Sequence[tuple[torch.nn.Module, bool]]) -> None:
@@ -123,6 +128,15 @@ def _hits(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if y.ndim == predicted.ndim + 1 and y.shape[-1] == 1:
         y = y.reshape(predicted.shape)
     return (predicted == y).sum()
+
+
+class RestorePoint(NamedTuple):
+    """What a call that raises must put back (:meth:`TorchModel.roll_back`)."""
+
+    modes: list[tuple[torch.nn.Module, bool]]
+    """Every submodule's mode before the call, when the call switched it (else empty)."""
+    buffers: list[tuple[torch.Tensor, torch.Tensor]]
+    """Each buffer and a copy taken before a training-mode call (else empty)."""
 
 
 class MetricUpdate(NamedTuple):
@@ -139,7 +153,7 @@ class MetricUpdate(NamedTuple):
 
 
 def _leading_dim(tree: Any) -> int:
-    leaves = [tree] if isinstance(tree, np.ndarray) else _tree.flatten(tree)[0]
+    leaves = [tree] if isinstance(tree, (np.ndarray, torch.Tensor)) else _tree.flatten(tree)[0]
     return int(leaves[0].shape[0])
 
 
@@ -239,37 +253,35 @@ class TorchModel:
     def forward_pass(self, batch_input: Any, training: bool = True) -> BatchOutput[Any]:
         """Loss, predictions and batch size, without gradients; adds the batch to the metrics.
 
-        ``training`` switches ``module.train()``/``eval()`` for the call (every submodule's mode is
-        restored after). Outputs are detached CPU tensors (``np.asarray`` reads them).
+        ``training`` puts the module in train or eval mode, as ``module.train(training)`` does, and leaves it
+        there. Outputs are detached CPU tensors (``np.asarray`` reads them).
 
         Raises:
-            SpecError: when the batch does not match ``input_spec``. Whatever raises, nothing is changed.
+            SpecError: when the batch does not match ``input_spec``. Whatever raises, nothing is changed
+                (the modules' modes included).
         """
-        saved = self.buffers_before(training)
+        point = self.begin_call(training)
         try:
             with torch.no_grad():
-                loss, predictions, n, update = self.loss_and_predictions(batch_input, training)
+                loss, predictions, n, update = self.loss_and_predictions(batch_input)
         except BaseException:
-            self.restore_buffers(saved)
+            self.roll_back(point)
             raise
         self.commit_metrics(update)
         return BatchOutput(detached(loss, host=True), detached(predictions, host=True), n)
 
-    def loss_and_predictions(self, batch_input: Any, training: bool) -> tuple[torch.Tensor, Any, int, MetricUpdate]:
+    def loss_and_predictions(self, batch_input: Any) -> tuple[torch.Tensor, Any, int, MetricUpdate]:
         """The batch's loss (with its autograd graph when gradients are enabled), predictions, size, and its
         contribution to the metrics (for :meth:`commit_metrics`); no variable of the model is written.
 
-        Validates the batch first; what :meth:`forward_pass` and the backend's ``train_step`` share.
+        Validates the batch first; the module runs in the mode :meth:`begin_call` set. What
+        :meth:`forward_pass` and the backend's ``train_step`` share.
         """
         x, y = check_batch(self._spec, batch_input)
         device = self.device
         n = _leading_dim(x)
-        x, y = to_device(x, device), to_device(y, device)
-        modes = _enter_mode(self.module, training)
-        try:
-            predictions = self.module(x)
-        finally:
-            _restore_modes(modes)
+        predictions = self.module(to_device(x, device))
+        y = to_device(y, device)
         loss = self.loss(predictions, y)
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
@@ -300,39 +312,39 @@ class TorchModel:
         for var, value in zip(self._local[3:], update.states, strict=True):
             var.copy_(value.detach())
 
-    def buffers_before(self, training: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """For a training-mode call: each buffer and a copy of it, for :meth:`restore_buffers` if the call raises.
+    def begin_call(self, training: bool) -> RestorePoint:
+        """Set the module's mode for a call (see :func:`_enter_mode`) and keep what :meth:`roll_back` needs.
 
-        torch updates BatchNorm statistics inside ``forward`` itself, before the loss exists, so the only way
-        to leave them unchanged by a failing call is a copy taken before it (none in eval mode, none for a
-        module without buffers).
+        In train mode that is a copy of every buffer: torch updates BatchNorm statistics inside ``forward``
+        itself, before the loss exists, so a copy taken before the call is the only way to leave them
+        unchanged by a call that fails (none in eval mode, none for a module without buffers).
         """
-        return [(b, b.clone()) for b in self.module.buffers()] if training else []
+        buffers = [(b, b.clone()) for b in self.module.buffers()] if training else []
+        return RestorePoint(_enter_mode(self.module, training), buffers)
 
     @staticmethod
-    def restore_buffers(saved: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Write back the copies that :meth:`buffers_before` took."""
+    def roll_back(point: RestorePoint) -> None:
+        """Undo what a failing call changed since :meth:`begin_call`: buffers and modules' modes."""
         with torch.no_grad():
-            for buffer, value in saved:
+            for buffer, value in point.buffers:
                 buffer.copy_(value)
+        _restore_modes(point.modes)
 
     def predict_on_batch(self, x: Any, training: bool = False) -> Any:
         """Predictions for ``x`` (detached CPU tensors); never touches the metrics.
 
-        With ``training=False`` nothing changes; with ``training=True`` the module runs in train mode
-        (BatchNorm statistics update, dropout is active).
+        The module is left in the mode asked for, as by :meth:`forward_pass`. With ``training=False``
+        nothing else changes; with ``training=True`` BatchNorm statistics update and dropout is active.
         """
         check_spec(self._spec_x, x, what="x")
         x = to_device(x, self.device)
-        saved, modes = self.buffers_before(training), _enter_mode(self.module, training)
+        point = self.begin_call(training)
         try:
             with torch.no_grad():
                 return detached(self.module(x), host=True)
         except BaseException:
-            self.restore_buffers(saved)
+            self.roll_back(point)
             raise
-        finally:
-            _restore_modes(modes)
 
     def report_local_outputs(self) -> dict[str, Any]:
         """``loss``/``accuracy`` as ``(total, count)``, ``num_examples``, user metrics' states: numpy copies."""
@@ -414,8 +426,13 @@ def from_module(
 
 def variable_names(model: TorchModel, variables: Sequence[torch.Tensor]) -> list[str]:
     """The module's name of each variable (``metrics/...`` for local ones)."""
-    # an identity lookup that lives for this call only (tensors compare by value, not identity)
-    by_id: Mapping[int, str] = {id(t): n for group in model.named_variables() for n, t in group}
+    # an identity lookup that lives for this call only (tensors compare by value, not identity); a buffer's
+    # name does not depend on its persistence, so no state_dict is needed here
+    module = model.module
+    named = itertools.chain(
+        module.named_parameters(), module.named_buffers(), zip(model._local_names, model._local, strict=True)
+    )
+    by_id: Mapping[int, str] = {id(t): n for n, t in named}
     try:
         return [by_id[id(v)] for v in variables]
     except KeyError:

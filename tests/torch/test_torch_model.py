@@ -144,16 +144,36 @@ def test_forward_pass_changes_no_trainable_variable_and_returns_detached_cpu_out
     assert np.isfinite(np.asarray(out.loss))
 
 
-def test_forward_pass_restores_every_submodules_previous_mode(rng: np.random.Generator) -> None:
+def test_a_call_leaves_the_module_in_its_mode_as_module_train_does(rng: np.random.Generator) -> None:
     model = models.cnn_bn()
     model.module.train()
     model.module.bn1.eval()  # a user's mixed mode: one frozen BatchNorm inside a training model
-    modes = [m.training for m in model.module.modules()]
     x = rng.standard_normal((4, 64)).astype(np.float32)
     y = np.arange(4, dtype=np.int64)
-    for training in (False, True):
+    for training in (False, True, False):
         model.forward_pass((x, y), training=training)
+        assert [m.training for m in model.module.modules()] == [training] * len(list(model.module.modules()))
+    for training in (True, False):
         model.predict_on_batch(x, training=training)
+        assert all(m.training is training for m in model.module.modules())
+    # the same mode twice in a row switches nothing: a module that counts its train() calls sees one
+    calls: list[bool] = []
+    model.module.train = lambda mode=True: calls.append(mode) or torch.nn.Module.train(model.module, mode)  # type: ignore[method-assign]
+    for _ in range(3):
+        model.forward_pass((x, y), training=True)
+    assert calls == [True]
+
+
+def test_a_failing_call_puts_every_submodules_mode_back(rng: np.random.Generator) -> None:
+    model = models.cnn_bn()
+    model.module.train()
+    model.module.bn1.eval()
+    modes = [m.training for m in model.module.modules()]
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    bad_labels = np.array([0, 1, 2, 99], dtype=np.int64)  # out of the label spec's range
+    for training in (False, True):
+        with pytest.raises(fedmodel.SpecError):
+            model.forward_pass((x, bad_labels), training=training)
         assert [m.training for m in model.module.modules()] == modes
 
 
@@ -166,7 +186,7 @@ def test_submodules_added_after_the_first_call_are_switched_too(rng: np.random.G
     model.module.train()
     first, second = (model.forward_pass((x, y), training=False).predictions for _ in range(2))
     torch.testing.assert_close(first, second, rtol=0, atol=0)  # both dropouts were in eval mode for the call
-    assert all(m.training for m in model.module.modules())  # and are back in training mode after it
+    assert not any(m.training for m in model.module.modules())  # and stay in eval mode after it
     train_a, train_b = (model.forward_pass((x, y), training=True).predictions for _ in range(2))
     assert not torch.equal(train_a, train_b)
 
