@@ -73,6 +73,8 @@ class TorchBackend:
 
     def to_native(self, model: Any, batch: Any) -> Any:
         """A numpy batch as tensors on the model's device (CPU tensors share the arrays' memory)."""
+        if isinstance(model, TorchModel):
+            return to_device(batch, model.device)
         module = getattr(model, "module", None)
         device = module_device(module) if isinstance(module, torch.nn.Module) else torch.device("cpu")
         return to_device(batch, device)
