@@ -16,15 +16,22 @@ from fedmodel_torch.optimizers import ClientOptimizer, make_optimizer
 __all__ = ["BACKEND", "TorchBackend"]
 
 
-def _check_values(variables: Sequence[torch.Tensor], values: Sequence[Any]) -> None:
-    if len(values) != len(variables):
-        raise WeightsError(f"{len(variables)} variables but {len(values)} values")
-    for i, (var, value) in enumerate(zip(variables, values, strict=True)):
-        shape, dtype = tuple(np.shape(value)), np.asarray(value).dtype.name
-        if shape != tuple(var.shape) or dtype != dtype_name(var.dtype):
+def _as_tensor(index: int, value: Any) -> torch.Tensor:
+    """A value to write as a CPU tensor (sharing its memory where it can), or a WeightsError naming it."""
+    try:
+        return from_numpy(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"variable {index}: cannot be read as a tensor ({exc})") from None
+
+
+def _check_values(variables: Sequence[torch.Tensor], sources: Sequence[torch.Tensor]) -> None:
+    if len(sources) != len(variables):
+        raise WeightsError(f"{len(variables)} variables but {len(sources)} values")
+    for i, (var, src) in enumerate(zip(variables, sources, strict=True)):
+        if src.shape != var.shape or src.dtype != var.dtype:
             raise WeightsError(
                 f"variable {i}: expected shape {tuple(var.shape)} and dtype {dtype_name(var.dtype)}, "
-                f"got {shape} and {dtype}"
+                f"got {tuple(src.shape)} and {dtype_name(src.dtype)}"
             )
 
 
@@ -65,8 +72,8 @@ class TorchBackend:
         Shapes and dtypes are checked and every value is converted before the first write, so a bad
         value raises :class:`fedmodel.WeightsError` with nothing changed.
         """
-        _check_values(variables, values)
-        sources = [from_numpy(v) for v in values]
+        sources = [_as_tensor(i, v) for i, v in enumerate(values)]
+        _check_values(variables, sources)
         with torch.no_grad():
             for var, src in zip(variables, sources, strict=True):
                 var.copy_(src)

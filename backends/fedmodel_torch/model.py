@@ -164,7 +164,9 @@ class TorchModel:
     Trainable variables are the module's parameters with ``requires_grad``; non-trainable ones are
     its frozen parameters then its persistent buffers (BatchNorm statistics and counters); local
     variables are the metric sums. Names are the module's own (``0.weight``, ``bn.running_mean``).
-    The lists are read from the module on every access, so they always match it.
+    The tensors are read from the module on every access, so they follow ``module.to()`` (which replaces
+    buffers); which buffers are persistent is read once, when wrapping (the contract fixes a model's variables
+    at construction).
 
     A call that raises (``forward_pass``, ``predict_on_batch``, the backend's ``train_step``) leaves every
     variable as it was: metric sums are computed first and written last, and the buffers that torch updates
@@ -204,6 +206,9 @@ class TorchModel:
         # read once: the contract fixes a model's variables at construction (conformance: created_in_init),
         # and module.to() moves parameters in place
         self._first_parameter = next(module.parameters(), None)
+        self._persistent_names = (
+            frozenset(n for n, _ in module.named_buffers()) & module.state_dict(keep_vars=True).keys()
+        )
         device = module_device(module)
         self._initial = tuple(t.to(device) for t in initial)
         self._local = tuple(t.clone() for t in self._initial)
@@ -211,8 +216,7 @@ class TorchModel:
 
     # -- variables --------------------------------------------------------------------------------
     def _persistent_buffers(self) -> list[tuple[str, torch.Tensor]]:
-        keys = self.module.state_dict(keep_vars=True).keys()
-        return [(n, b) for n, b in self.module.named_buffers() if n in keys]
+        return [(n, b) for n, b in self.module.named_buffers() if n in self._persistent_names]
 
     def named_variables(self) -> tuple[list[tuple[str, torch.Tensor]], ...]:
         """``(name, tensor)`` pairs of the trainable, non-trainable and local variables, in contract order."""
