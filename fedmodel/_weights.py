@@ -131,11 +131,12 @@ def _validate(
         if not isinstance(value, np.ndarray) and not np.isscalar(value):
             raise WeightsError(f"{group} {name!r} (index {i}): expected a numpy array, got {type(value).__name__}")
         arr = np.asarray(value)
-        want_shape, want_dtype = tuple(np.shape(now)), np.asarray(now).dtype.name
-        if arr.shape != want_shape:
-            raise WeightsError(f"{group} {name!r} (index {i}): expected shape {want_shape}, got {arr.shape}")
-        if arr.dtype.name != want_dtype:
-            raise WeightsError(f"{group} {name!r} (index {i}): expected dtype {want_dtype}, got {arr.dtype.name}")
+        now = np.asarray(now)
+        if arr.shape != now.shape:
+            raise WeightsError(f"{group} {name!r} (index {i}): expected shape {now.shape}, got {arr.shape}")
+        # equal dtypes first (numpy's dtype.name is slow); by name, a byte-order difference is no mismatch
+        if arr.dtype != now.dtype and arr.dtype.name != now.dtype.name:
+            raise WeightsError(f"{group} {name!r} (index {i}): expected dtype {now.dtype.name}, got {arr.dtype.name}")
         checked.append(arr)
     return checked
 
