@@ -69,8 +69,8 @@ class Pool(Protocol):
         ...
 
 
-def check_options(workers: int, executor: str) -> None:
-    """Check ``SimulationConfig.workers`` and ``.executor`` before anything starts.
+def check_options(workers: int, executor: str, threads_per_worker: int | None = None) -> None:
+    """Check ``SimulationConfig.workers``, ``.executor`` and ``.threads_per_worker`` before anything starts.
 
     Raises:
         ValueError: naming the option, what it must be and what it is.
@@ -81,23 +81,29 @@ def check_options(workers: int, executor: str) -> None:
         raise ValueError(f"SimulationConfig.executor must be one of {EXECUTORS}, got {executor!r}")
     if executor == "ray" and workers == 0:
         raise ValueError("SimulationConfig.executor='ray' runs clients in Ray actors: set workers >= 1 (their number)")
+    if threads_per_worker is not None and (type(threads_per_worker) is not int or threads_per_worker < 1):
+        raise ValueError(f"SimulationConfig.threads_per_worker must be an int >= 1 or None, got {threads_per_worker!r}")
 
 
-def open_pool(workers: int, executor: str, setup: Setup) -> Pool:
+def open_pool(workers: int, executor: str, setup: Setup, threads_per_worker: int | None = None) -> Pool:
     """Start ``workers`` workers of ``executor`` (they set themselves up while the caller goes on).
+
+    Worker processes cap their math libraries' thread pools (see :func:`fedmodel._process_pool.limit_threads`):
+    ``threads_per_worker``, by default the CPUs shared out among the workers. Ray actors get Ray's own cap
+    (``OMP_NUM_THREADS`` = the actor's one CPU).
 
     Raises:
         WorkerError: ``setup`` cannot be pickled (the message names the part).
         ImportError: ``executor="ray"`` without Ray installed (``pip install 'fedmodel[ray]'``).
     """
-    check_options(workers, executor)
+    check_options(workers, executor, threads_per_worker)
     if executor == "ray":
         from fedmodel._ray_pool import RayPool
 
         return RayPool(workers, setup)
     from fedmodel._process_pool import ProcessPool
 
-    return ProcessPool(workers, pack_setup(setup))
+    return ProcessPool(workers, pack_setup(setup), threads_per_worker)
 
 
 @dataclass

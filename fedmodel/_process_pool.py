@@ -16,6 +16,7 @@ starts another. A worker whose setup fails raises :class:`~fedmodel._worker.Work
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -33,14 +34,39 @@ from fedmodel._worker import (
     unpack_setup,
 )
 
-__all__ = ["ProcessPool"]
+__all__ = ["ProcessPool", "limit_threads"]
 
 _STOP_SECONDS = 5.0  # how long an idle worker gets to exit after its pipe closes, before it is killed
 
 
-def serve(conn: Connection, packed: bytes) -> None:
-    """A worker process's whole life: set up, say ``ready``, then answer tasks until the pipe closes."""
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+
+
+def limit_threads(threads: int | None, workers: int) -> dict[str, str]:
+    """Cap the math libraries' thread pools of this process, before any framework is imported.
+
+    ``threads``: the pool size; ``None``: ``os.cpu_count() // workers`` (at least 1), and a cap the user set
+    (``OMP_NUM_THREADS`` in the environment) is kept. Sets ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
+    ``OPENBLAS_NUM_THREADS`` and ``TF_NUM_INTRAOP_THREADS`` (TensorFlow's inter-op pool to 1), and for one
+    thread turns off XLA's multi-threaded Eigen (unless ``XLA_FLAGS`` is set). Returns what it set.
+    """
+    if threads is None:
+        if "OMP_NUM_THREADS" in os.environ:
+            return {}
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    values = dict.fromkeys(_THREAD_VARIABLES, str(threads))
+    values["TF_NUM_INTEROP_THREADS"] = "1"
+    if threads == 1 and "XLA_FLAGS" not in os.environ:
+        values["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
+    os.environ.update(values)
+    return values
+
+
+def serve(conn: Connection, packed: bytes, threads: int | None = None, workers: int = 1) -> None:
+    """A worker process's whole life: cap its threads, set up, say ``ready``, then answer tasks until the pipe
+    closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle; it stops the workers
+    limit_threads(threads, workers)  # before the setup is unpacked: that imports the framework
     try:
         worker = ClientWorker(unpack_setup(packed))
     except BaseException as exc:
@@ -70,9 +96,9 @@ def serve(conn: Connection, packed: bytes) -> None:
 class _Worker:
     """One slot's process and pipe, and what the runner knows of it."""
 
-    def __init__(self, context: Any, packed: bytes, name: str) -> None:
+    def __init__(self, context: Any, packed: bytes, name: str, threads: int | None, workers: int) -> None:
         self.conn, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=serve, args=(child, packed), name=name, daemon=True)
+        self.process = context.Process(target=serve, args=(child, packed, threads, workers), name=name, daemon=True)
         self.process.start()
         child.close()
         self.ready = False
@@ -94,9 +120,11 @@ class _Worker:
 class ProcessPool:
     """``size`` worker processes; see the module's docstring. Create, use for every round, :meth:`close`."""
 
-    def __init__(self, size: int, packed: bytes) -> None:
+    def __init__(self, size: int, packed: bytes, threads_per_worker: int | None = None) -> None:
         self._context = multiprocessing.get_context("spawn")
         self._packed = packed
+        self._threads = threads_per_worker
+        self._size = size
         self._weights: ModelWeights | None = None
         self._token: object = None
         self._workers: list[_Worker] = []
@@ -108,7 +136,7 @@ class ProcessPool:
             raise
 
     def _start(self, slot: int) -> _Worker:
-        return _Worker(self._context, self._packed, f"fedmodel-worker-{slot}")
+        return _Worker(self._context, self._packed, f"fedmodel-worker-{slot}", self._threads, self._size)
 
     def ready(self) -> list[int]:
         """The slots whose worker is set up."""

@@ -67,6 +67,16 @@ def logged_softmax(log: str, num_features: int = 64, num_classes: int = 10) -> S
     return SoftmaxRegression(num_features, num_classes, seed=0)
 
 
+def threads_softmax(log: str) -> SoftmaxRegression:
+    """A model factory that, in a worker process, appends the process's thread caps (``OMP_NUM_THREADS``,
+    ``MKL_NUM_THREADS``, ``TF_NUM_INTEROP_THREADS``, ``XLA_FLAGS``; ``-`` when unset) to the file ``log``."""
+    if multiprocessing.parent_process() is not None:
+        names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTEROP_THREADS", "XLA_FLAGS")
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(" ".join(os.environ.get(name, "-") for name in names) + "\n")
+    return SoftmaxRegression(64, 10, seed=0)
+
+
 def softmax_outside_workers() -> SoftmaxRegression:
     """A model factory that works in the runner's process and fails in a worker process."""
     if multiprocessing.parent_process() is not None:
