@@ -421,3 +421,19 @@ def test_check_spec_messages_name_what_the_caller_checks_and_its_prefix() -> Non
         deep = [deep]
     with pytest.raises(SpecError, match=r"^batch cannot be read as a nested structure: .*recursion"):
         check_spec(TensorSpec((), "float32"), deep)
+
+
+class _NumpyDims:
+    """An array-like whose shape holds numpy integers (as some frameworks' shapes do)."""
+
+    shape = (np.int64(4), None)
+    dtype = "float32"
+
+
+def test_shape_of_gives_python_ints_and_a_float64_spec_refuses_float32() -> None:
+    from fedmodel._specs import shape_of
+
+    shape = shape_of(_NumpyDims())
+    assert shape == (4, None) and type(shape[0]) is int
+    with pytest.raises(SpecError, match=r"^batch at '<root>': expected dtype float64, got float32$"):
+        check_spec(TensorSpec((2,), "float64"), np.zeros(2, np.float32))
