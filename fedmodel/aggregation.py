@@ -85,6 +85,15 @@ def check_integer_rule(rule: str) -> None:
         raise ValueError(f"integer_rule must be one of {_RULES}, got {rule!r}")
 
 
+def check_real(template: ModelWeights) -> None:
+    """Raise :class:`~fedmodel.AggregationError` for a complex variable: the aggregators average real values
+    (a complex one would lose its imaginary part)."""
+    names = template.names or tuple(f"#{i}" for i in range(len(template.arrays)))
+    for name, arr in zip(names, template.arrays, strict=True):
+        if (dtype := np.asarray(arr).dtype).kind == "c":
+            raise AggregationError(f"variable {name!r} is {dtype}: the aggregators take real values only")
+
+
 def integer_result(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     """Float values rounded to the nearest integer of ``dtype``, saturating at its bounds (never wrapping).
 
@@ -265,6 +274,7 @@ class WeightedMean:
 
     def init(self, template: ModelWeights) -> _MeanState:
         """One accumulator per variable (float32 or float64, see :data:`Accumulator`)."""
+        check_real(template)
         sums = [ScaledSum(a.shape, _accumulator_dtype(a, self.accumulator)) for a in template.arrays]
         none: list[np.ndarray | None] = [None] * len(sums)
         return _MeanState(template, sums, list(none), list(none))

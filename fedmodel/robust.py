@@ -46,6 +46,7 @@ from fedmodel.aggregation import (
     _integer_rules,
     aggregate,
     check_integer_rule,
+    check_real,
 )
 from fedmodel.validation import delta_norm, is_float, validate_weight, validated_for
 
@@ -67,6 +68,7 @@ class _AllUpdatesAtOnce:
 
     def init(self, template: ModelWeights) -> _Collected:
         """An empty list of updates, to be checked against ``template``."""
+        check_real(template)
         none: list[np.ndarray | None] = [None] * len(template.arrays)
         return _Collected(template, [], list(none), list(none))
 
@@ -190,6 +192,7 @@ class NormClipping:
 
     def init(self, template: ModelWeights) -> _ClipState:
         """One float64 accumulator per variable; ``template`` is the origin of every change."""
+        check_real(template)
         sums = [ScaledSum(a.shape, np.dtype(np.float64)) for a in template.arrays]
         return _ClipState(template, sums, [None] * len(sums), [None] * len(sums))
 

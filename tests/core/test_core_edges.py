@@ -11,7 +11,16 @@ import math
 import numpy as np
 import pytest
 
-from fedmodel import AggregationError, ModelWeights, SpecError, TensorSpec, WeightsError, check_batch, is_compatible
+from fedmodel import (
+    AggregationError,
+    ModelWeights,
+    SpecError,
+    TensorSpec,
+    WeightsError,
+    check_batch,
+    check_spec,
+    is_compatible,
+)
 from fedmodel._batch import split_batch
 from fedmodel.metrics import MeanOfFinalized, SumThenFinalize, identity, ratio
 
@@ -296,3 +305,135 @@ def test_an_array_like_with_an_unhashable_shape_is_checked_without_the_cache() -
     for _ in range(2):
         got = check_batch((FREE, FREE), (x, y))
         assert got[0] is x and got[1] is y
+
+
+# --- the second mutation run (every mutant): specs and weights -----------------------------------------------
+
+
+def test_model_weights_and_tensor_spec_keep_tuples_whatever_sequence_they_get() -> None:
+    a, b = np.zeros(2, np.float32), np.zeros((), np.int64)
+    w = ModelWeights([a], [b], ["w"], ["steps"])
+    assert type(w.trainable) is tuple and type(w.non_trainable) is tuple
+    assert w.trainable[0] is a and w.non_trainable[0] is b
+    spec = TensorSpec([None, np.int64(3)], np.float32)
+    assert spec.shape == (None, 3) and type(spec.shape) is tuple and type(spec.shape[1]) is int
+    assert spec == TensorSpec((None, 3), "float32") and hash(spec) == hash(TensorSpec((None, 3), "float32"))
+
+
+@pytest.mark.parametrize(("dtype", "name"), [("U8", "str256"), ("S4", "bytes32"), ("V8", "void64"), (object, "object")])
+def test_a_spec_of_strings_bytes_void_or_objects_is_refused(dtype: object, name: str) -> None:
+    with pytest.raises(ValueError, match=rf"^TensorSpec dtype '{name}' does not describe numbers$"):
+        TensorSpec((2,), dtype)
+
+
+def test_dtype_name_remembers_each_name_and_takes_unhashable_dtype_likes() -> None:
+    from fedmodel import dtype_name
+
+    fresh = _TFLikeDType()  # a new key: the first call names it, the second reads what the first remembered
+    assert dtype_name(fresh) == "float16" and dtype_name(fresh) == "float16"
+    structured = [("a", "<f4"), ("b", "<i8")]  # a list: unhashable
+    assert dtype_name(structured) == "void96" and dtype_name(structured) == "void96"
+
+
+class _ShapeNoDtype:
+    """An object with a shape and nothing else: not an array."""
+
+    shape = (2,)
+
+
+class _SymbolicShape:
+    """A symbolic tensor being traced: its shape has an unknown (None) dimension, and numpy cannot read it."""
+
+    shape = (None, 3)
+    dtype = "float32"
+
+
+def test_shape_of_reads_the_shape_attribute_and_keeps_unknown_dimensions() -> None:
+    from fedmodel._specs import shape_of
+
+    assert shape_of(_SymbolicShape()) == (None, 3)
+    assert shape_of(_Tensor()) == (2,)
+    assert shape_of([[1, 2, 3]]) == (1, 3) and shape_of(2.5) == ()
+    check_spec(TensorSpec((None, 3), "float32"), _SymbolicShape())  # a traced batch: accepted
+    with pytest.raises(SpecError, match=r"^batch at '<root>': expected shape \(None, 2\), got \(None, 3\)$"):
+        check_spec(TensorSpec((None, 2), "float32"), _SymbolicShape())
+
+
+def test_check_spec_refuses_each_wrong_dimension_dtype_or_kind_of_leaf() -> None:
+    spec = TensorSpec((None, 2), "float64")
+    with pytest.raises(SpecError, match=r"^batch at '<root>': expected shape \(None, 2\), got \(4, 3\)$"):
+        check_spec(spec, np.zeros((4, 3)))
+    with pytest.raises(SpecError, match=r"^batch at '<root>': expected shape \(2,\), got \(\)$"):
+        check_spec(TensorSpec((2,), "float32"), 1.5)  # a Python number: no signature, never cached
+    with pytest.raises(
+        SpecError, match=r"^batch at '<root>': expected an array of shape \(2,\) and dtype float64, got "
+    ):
+        check_spec(TensorSpec((2,), "float64"), _ShapeNoDtype())
+    with pytest.raises(SpecError, match=r"^batch at '<root>': expected shape \(3,\), got \(2,\)$"):
+        check_spec(TensorSpec((3,), "float32"), _ListShapedLate())  # unhashable shape: checked every time
+
+
+class _ListShapedLate:
+    """As ``_ListShaped`` below: a list shape (unhashable)."""
+
+    shape = [2]  # noqa: RUF012
+    dtype = "float32"
+
+
+def test_a_bounded_spec_still_refuses_the_wrong_shape_or_dtype_of_values_in_range() -> None:
+    spec = TensorSpec((2,), "float32", minimum=0.0, maximum=1.0)
+    with pytest.raises(SpecError, match=r"^batch at '<root>': expected shape \(2,\), got \(3,\)$"):
+        check_spec(spec, np.zeros(3, np.float32))
+    with pytest.raises(SpecError, match=r"^batch at '<root>': expected dtype float32, got float64$"):
+        check_spec(spec, np.zeros(2, np.float64))
+
+
+def test_a_cached_signature_never_admits_the_same_leaves_in_another_structure() -> None:
+    from collections import OrderedDict
+
+    spec = {"x": TensorSpec((2,), "float32"), "y": TensorSpec((2,), "int64")}
+    f32, i64 = np.zeros(2, np.float32), np.zeros(2, np.int64)
+    check_spec(spec, {"x": f32, "y": i64})  # accepted: its signature is cached
+    swapped = OrderedDict([("y", f32), ("x", i64)])  # flattened in insertion order: the same leaf sequence
+    with pytest.raises(SpecError, match=r"^batch at 'x': expected dtype float32, got int64$"):
+        check_spec(spec, swapped)
+
+
+def test_check_spec_messages_name_what_the_caller_checks_and_its_prefix() -> None:
+    spec = {"a": TensorSpec((None,), "float32"), "b": TensorSpec((None,), "float32")}
+    with pytest.raises(
+        SpecError, match=r"^batch structure does not match the spec: missing \['b'\] \(spec paths: \['a', 'b'\]\)$"
+    ):
+        check_spec(spec, {"a": np.zeros(2, np.float32)})
+    with pytest.raises(
+        SpecError,
+        match=r"^batch structure does not match the spec: missing \['x/b'\] \(spec paths: \['x/a', 'x/b'\]\)$",
+    ):
+        check_spec(spec, {"a": np.zeros(2, np.float32)}, prefix="x")
+    with pytest.raises(
+        SpecError, match=r"^batch: its parts disagree on the number of examples: 'x/a' has 2, 'x/b' has 3$"
+    ):
+        check_spec(spec, {"a": np.zeros(2, np.float32), "b": np.zeros(3, np.float32)}, prefix="x")
+    with pytest.raises(TypeError, match=r"^input_spec at 'b' is int, not a fedmodel.TensorSpec$"):
+        check_spec({"a": TensorSpec((), "float32"), "b": 3}, {"a": np.float32(0), "b": 3})
+    deep: object = np.float32(0)
+    for _ in range(3000):
+        deep = [deep]
+    with pytest.raises(SpecError, match=r"^batch cannot be read as a nested structure: .*recursion"):
+        check_spec(TensorSpec((), "float32"), deep)
+
+
+class _NumpyDims:
+    """An array-like whose shape holds numpy integers (as some frameworks' shapes do)."""
+
+    shape = (np.int64(4), None)
+    dtype = "float32"
+
+
+def test_shape_of_gives_python_ints_and_a_float64_spec_refuses_float32() -> None:
+    from fedmodel._specs import shape_of
+
+    shape = shape_of(_NumpyDims())
+    assert shape == (4, None) and type(shape[0]) is int
+    with pytest.raises(SpecError, match=r"^batch at '<root>': expected dtype float64, got float32$"):
+        check_spec(TensorSpec((2,), "float64"), np.zeros(2, np.float32))

@@ -566,3 +566,286 @@ def test_coordinate_aggregators_label_each_rejection_with_the_client() -> None:
             agg.accumulate(state, _vec(np.nan, 2.0), 1.0)
         with pytest.raises(AggregationError, match=r"^nothing to aggregate: no client update$"):
             agg.finalize(agg.init(SERVER))
+
+
+# --- the second mutation run (every mutant): aggregation and validation --------------------------------------
+
+
+@pytest.mark.parametrize(("dtype", "first"), [(np.float32, 1.0), (np.float64, 2.0**-1000)])
+def test_weighted_mean_of_weights_far_apart_is_exact(dtype: Any, first: float) -> None:
+    """Coefficients kept below ``ScaledSum``'s limit but so many that their total overflows the scaled divisor
+    (float32) or ``math.ldexp`` itself (float64): the mean takes ``ScaledSum.mean``'s last path, still exact."""
+    limit = int(np.log2(np.finfo(dtype).max)) - 10  # each coefficient stays below 2**limit: no rescaling
+    value = np.array([2.0**-100, -(2.0**-90)], dtype)  # tiny values: the running bound stays far below the limit
+    server = ModelWeights((np.zeros(2, dtype),), (), ("w",))
+    agg = WeightedMean()
+    state = agg.accumulate(agg.init(server), ModelWeights((value,), (), ("w",)), first)  # sets the scale
+    for _ in range(4200):  # coefficients of 2**(limit - 1): 4200 of them exceed the dtype's largest value
+        agg.accumulate(state, ModelWeights((value,), (), ("w",)), first * 2.0**limit)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(dtype(math.ldexp(1.0, limit - 1) * 4201.0))  # the divisor is out of range
+    got = agg.finalize(state).trainable[0]
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, value, rtol=1e-14)  # float32: exact; float64: within a few ulps
+    if dtype == np.float32:
+        assert got.tolist() == value.tolist()
+
+
+def test_a_float64_weighted_mean_is_the_correctly_rounded_quotient() -> None:
+    """``(1 * 1 + 2 * 2) / 3`` is 5/3 rounded once; multiplying by a rounded 2/3 would give 1.6666666666666665."""
+    server = _vec(0.0, 0.0, 0.0, dtype=np.float64)
+    got = WeightedMean().aggregate(
+        [(server, 0.0), (_vec(1.0, 5.0, 7.0, dtype=np.float64), 1.0), (_vec(2.0, 0.0, 0.0, dtype=np.float64), 2.0)]
+    )
+    assert got.trainable[0].tolist() == [5 / 3, 5 / 3, 7 / 3]
+
+
+def test_weighted_mean_refuses_a_total_weight_that_would_overflow() -> None:
+    agg = WeightedMean()
+    state = agg.accumulate(agg.init(SERVER), _vec(1.0, 2.0), 1e308)
+    with pytest.raises(AggregationError, match=r"^client 1: the total weight would overflow \(1e\+308 \+ 1e\+308\)$"):
+        agg.accumulate(state, _vec(1.0, 2.0), 1e308)
+
+
+def test_weighted_mean_labels_each_client_by_its_position() -> None:
+    agg = WeightedMean()
+    state = agg.init(SERVER)
+    agg.accumulate(state, _vec(1.0, 2.0), 1.0)
+    with pytest.raises(AggregationError, match=r"^client 1: the weight must be finite and >= 0, got -1.0$"):
+        agg.accumulate(state, _vec(1.0, 2.0), -1.0)
+    agg.accumulate(state, _vec(3.0, 4.0), 3.0)
+    with pytest.raises(AggregationError, match=r"^client 2: 'w' has shape \(3,\), expected \(2,\)$"):
+        agg.accumulate(state, _vec(1.0, 2.0, 3.0), 1.0)
+    assert agg.finalize(state).trainable[0].tolist() == [2.5, 3.5]
+
+
+def test_weights_validated_against_another_template_are_validated_again() -> None:
+    from fedmodel.validation import validate_update, validated_for
+
+    checked = validate_update(_vec(0.0, 0.0, 0.0), _vec(1.0, 2.0, 3.0))
+    assert validated_for(checked.template, checked) is checked  # its own template: taken as it is
+    with pytest.raises(AggregationError, match=r"^client 4: 'w' has shape \(3,\), expected \(2,\)$"):
+        validated_for(SERVER, checked, client="client 4")
+    with pytest.raises(AggregationError, match=r"^client: 'w' has shape \(3,\), expected \(2,\)$"):
+        validated_for(SERVER, checked)  # the default label
+
+
+def test_validate_update_and_validate_weight_label_a_client_plainly_by_default() -> None:
+    from fedmodel.validation import validate_update, validate_weight
+
+    with pytest.raises(AggregationError, match=r"^client: 'w' has 1 non-finite value\(s\) \(NaN or inf\)$"):
+        validate_update(SERVER, _vec(1.0, math.inf))
+    with pytest.raises(AggregationError, match=r"^client: the weight must be finite and >= 0, got -2.0$"):
+        validate_weight(-2.0)
+    with pytest.raises(AggregationError, match=r"^client 3: the weight 10\*\*400 cannot be read as a float$"):
+        validate_weight(_HugeReal(), client="client 3")
+
+
+class _HugeReal(int):
+    """An integer no float can hold: ``float()`` of it raises OverflowError."""
+
+    def __new__(cls) -> _HugeReal:
+        return super().__new__(cls, 10**400)
+
+    def __repr__(self) -> str:
+        return "10**400"
+
+
+class _Hostile(ModelWeights):
+    """Weights whose ``group`` attribute fails when read (``bad_names``: names that are not strings)."""
+
+    def __init__(self, group: str, bad_names: bool = False) -> None:
+        object.__setattr__(self, "_group", group)
+        object.__setattr__(self, "_bad_names", bad_names)
+        object.__setattr__(self, "_armed", False)
+        super().__init__((np.zeros(2, np.float32),), (), ("w",))
+        object.__setattr__(self, "_armed", True)
+
+    def __getattribute__(self, name: str) -> Any:
+        get = object.__getattribute__
+        group, armed = get(self, "_group"), get(self, "_armed")
+        if armed and get(self, "_bad_names") and name == f"{group}_names":
+            return (7,)
+        if armed and name == group and not get(self, "_bad_names"):
+            raise RuntimeError("boom")
+        return get(self, name)
+
+
+@pytest.mark.parametrize(
+    ("update", "reason"),
+    [
+        (_Hostile("trainable"), "client 3: cannot read its trainable weights (RuntimeError: boom)"),
+        (_Hostile("non_trainable"), "client 3: cannot read its non_trainable weights (RuntimeError: boom)"),
+        (_Hostile("trainable", bad_names=True), "client 3: trainable names do not match its 1 arrays"),
+    ],
+    ids=["trainable-unreadable", "non-trainable-unreadable", "a-name-not-a-string"],
+)
+def test_validate_update_names_the_client_and_the_group_it_cannot_read(update: ModelWeights, reason: str) -> None:
+    from fedmodel.validation import validate_update
+
+    with pytest.raises(AggregationError) as info:
+        validate_update(SERVER, update, client="client 3")
+    assert str(info.value) == reason
+
+
+def test_validated_weights_carry_the_templates_names() -> None:
+    from fedmodel.validation import validate_update
+
+    server = ModelWeights((np.zeros(2, np.float32),), (np.zeros((), np.int64),), ("w",), ("steps",))
+    update = ModelWeights((np.ones(2, np.float32),), (np.ones((), np.int64),))  # positional
+    checked = validate_update(server, update)
+    assert checked.trainable_names == ("w",) and checked.non_trainable_names == ("steps",)
+    assert checked.max_abs == (math.sqrt(2.0), 1.0) and checked.arrays[0] is update.arrays[0]
+
+
+def test_a_value_exactly_at_the_value_limit_is_accepted() -> None:
+    from fedmodel.validation import ReplyLimits, validate_update
+
+    limits = ReplyLimits(max_value=2.0)
+    assert validate_update(SERVER, _vec(2.0, 0.0), limits=limits).max_abs == (2.0,)
+    assert validate_update(SERVER, _vec(2.0, -1.0), limits=limits).max_abs == (2.0,)  # L2 norm above: exact path
+    with pytest.raises(AggregationError, match=r"^client: 'w' holds values up to 2 in magnitude, above the limit 2$"):
+        validate_update(SERVER, _vec(2.0000002, 0.0), limits=limits)
+
+
+def test_the_default_value_limit_of_a_float64_variable_is_float64s() -> None:
+    from fedmodel.validation import ReplyLimits, validate_update
+
+    server = _vec(0.0, 0.0, dtype=np.float64)
+    checked = validate_update(server, _vec(1e20, -3e100, dtype=np.float64), limits=ReplyLimits())
+    assert checked.max_abs == (3e100,)  # above float32's limit (about 1.8e19), far below float64's
+    with pytest.raises(AggregationError, match=r"holds values up to 1e\+20 in magnitude, above the limit 1\.84e\+19"):
+        validate_update(SERVER, _vec(1e20, 0.0, dtype=np.float32), limits=ReplyLimits())
+
+
+@pytest.mark.parametrize(
+    ("array", "expected"),
+    [
+        (np.zeros(0, np.int32), 0.0),
+        (np.zeros((0, 3), np.uint8), 0.0),
+        (np.array([[-7, 3], [2, 5]], np.int16), 7.0),
+        (np.array([5, -128], np.int8), 128.0),  # |-128| is not an int8: numpy's abs would wrap to -128
+        (np.array([[False, True]]), 1.0),
+        (np.array([[3.0, -4.0]], np.float32), 5.0),  # the L2 norm bounds every value
+        (np.array([[0.5, -2.0], [1.0, 0.25]], np.float16), 2.0),  # float16 takes the exact path
+    ],
+)
+def test_max_abs_of_empty_integer_boolean_and_two_dimensional_arrays(array: np.ndarray, expected: float) -> None:
+    from fedmodel.validation import max_abs
+
+    assert max_abs(array) == expected
+
+
+# --- the second mutation run: the messages of a checkpoint that is refused -------------------------------------
+
+_W_ENTRY = {"trainable/w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+_W_BODY = np.array([1.0, 2.0], "<f4").tobytes()
+
+
+def _fedmodel_header(**override: Any) -> str:
+    import json
+
+    header: dict[str, Any] = {
+        "format": FORMAT,
+        "trainable": {"count": 1, "names": ["w"]},
+        "non_trainable": {"count": 0, "names": []},
+        "extra": {"count": 0, "names": []},
+        "metadata": {"round": 1},
+    }
+    header.update(override)
+    return json.dumps(header)
+
+
+@pytest.mark.parametrize(
+    ("entries", "header", "message"),
+    [
+        (_W_ENTRY, '{"format": 1', "the fedmodel header is not valid JSON (corrupted?): "),
+        (
+            _W_ENTRY,
+            _fedmodel_header().replace('"round": 1', '"round": NaN'),
+            "the fedmodel header: NaN is not a number",
+        ),
+        (_W_ENTRY, _fedmodel_header(non_trainable=None), "the header has no valid count and names for 'non_trainable'"),
+        (
+            _W_ENTRY,
+            _fedmodel_header(trainable={"count": 2, "names": ["w"]}),
+            "the header's names for 'trainable' are not 2 strings",
+        ),
+        (
+            {**_W_ENTRY, "extra/#0": {"dtype": "U8", "shape": [0], "data_offsets": [8, 8]}},
+            _fedmodel_header(extra={"count": 1, "names": None}),
+            "the extra arrays need distinct names, got None",
+        ),
+        (
+            _W_ENTRY,
+            _fedmodel_header(trainable={"count": 2, "names": ["w", "v"]}),
+            "tensors missing ['trainable/v'], unexpected []",
+        ),
+        (_W_ENTRY, _fedmodel_header(metadata=[1]), "metadata must be a mapping, got list"),
+    ],
+    ids=["not-json", "nan", "group-not-an-object", "names-not-count-strings", "extra-unnamed", "missing", "metadata"],
+)
+def test_a_refused_checkpoint_names_the_file_and_the_field(
+    tmp_path: Path, forge: Any, entries: dict[str, Any], header: str, message: str
+) -> None:
+    path = tmp_path / "forged.safetensors"
+    path.write_bytes(forge(entries, header, _W_BODY))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    quoted = f"{str(path)!r}: " if message != "metadata must be a mapping, got list" else f"{path}: "
+    assert str(info.value).startswith(quoted + message), str(info.value)
+
+
+def test_saving_what_cannot_be_stored_names_the_file_or_the_key(tmp_path: Path) -> None:
+    weights = _vec(1.0, 2.0)
+    path = tmp_path / "c.safetensors"
+    with pytest.raises(CheckpointError, match=r"^extra keys must be strings$"):
+        save_checkpoint(path, weights, extra={1: np.zeros(1)})  # type: ignore[dict-item]
+    with pytest.raises(CheckpointError, match=r"^'extra/names': dtype <U1 cannot be stored \(supported: "):
+        save_checkpoint(path, weights, extra={"names": np.array(["a", "b"])})
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(path, weights, metadata={"round": math.nan})
+    assert str(info.value) == f"{path}: metadata 'round': nan is not a finite number"
+    assert not path.exists()
+
+
+# --- the second mutation run: aggregator options, complex variables, robust statistics, metric structures ----
+
+
+def test_aggregator_options_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"^integer_rule must be one of \('round', 'max', 'first'\), got 'mean'$"):
+        WeightedMean(integer_rule="mean")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^accumulator must be 'auto' or 'float64', got 'float16'$"):
+        WeightedMean(accumulator="float16")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", [WeightedMean, TrimmedMean, CoordinateMedian, lambda: NormClipping(max_norm=1.0)])
+def test_a_complex_variable_is_refused_not_averaged_without_its_imaginary_part(make: Any) -> None:
+    """The aggregators average real values: a complex template is an error, never a silent loss of ``.imag``."""
+    server = ModelWeights((np.zeros(2, np.float32), np.zeros(2, np.complex64)), (), ("w", "z"))
+    with pytest.raises(AggregationError, match=r"^variable 'z' is complex64: the aggregators take real values only$"):
+        make().init(server)
+    positional = ModelWeights((np.zeros(2, np.complex128),), ())
+    with pytest.raises(AggregationError, match=r"^variable '#0' is complex128"):
+        make().init(positional)
+
+
+def test_coordinate_statistics_of_float32_near_its_largest_value_are_computed_in_float64() -> None:
+    big = float(np.finfo(np.float32).max)
+    server = _vec(0.0, 0.0)
+    updates = [(_vec(big, -big), 1.0), (_vec(big, -big), 1.0)]
+    for agg in (CoordinateMedian(), TrimmedMean(beta=0.0)):
+        state = agg.init(server)
+        for update, weight in updates:
+            agg.accumulate(state, update, weight)
+        got = agg.finalize(state).trainable[0]  # the float32 sum of the two would be inf
+        assert got.dtype == np.float32 and got.tolist() == [big, -big]
+
+
+def test_a_metric_whose_keys_change_is_named_with_the_difference() -> None:
+    from fedmodel.metrics import SumThenFinalize
+
+    with pytest.raises(
+        AggregationError, match=r"^metric 's' has another structure than earlier reports: dictionary key mismatch"
+    ):
+        SumThenFinalize()([{"s": {"a": 1.0}}, {"s": {"b": 1.0}}])
