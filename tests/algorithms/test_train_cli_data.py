@@ -72,14 +72,15 @@ def _features_leaf(root: Path) -> tuple[np.ndarray, np.ndarray]:
 TWEETS = ["good day good fun", "bad day", "fun fun good", "sad bad rain", "good sun", "bad bad day"]
 
 
-def _sent140_leaf(root: Path) -> None:
-    """Three Sent140 users (rows [id, date, query, user, text], labels 0/1)."""
+def _sent140_leaf(root: Path, users: dict[str, list[int]] | None = None) -> None:
+    """Sent140 users (rows [id, date, query, user, text], labels 0/1): each user's tweets by index in TWEETS;
+    by default three users."""
 
     def rows(user: str, picks: list[int]) -> dict[str, list[Any]]:
         x = [[str(i), "Mon Apr 06 2009", "NO_QUERY", user, TWEETS[i]] for i in picks]
         return {"x": x, "y": [int(TWEETS[i].startswith(("good", "fun"))) for i in picks]}
 
-    users = {"alice": [0, 1, 2, 3], "bob": [4, 5, 0], "carol": [1, 2, 3, 4, 5]}
+    users = users or {"alice": [0, 1, 2, 3], "bob": [4, 5, 0], "carol": [1, 2, 3, 4, 5]}
     write_leaf(root / "train" / "s_train.json", {u: rows(u, p) for u, p in users.items()})
     write_leaf(root / "test" / "s_test.json", {u: rows(u, p[:2]) for u, p in users.items()})
 
@@ -115,7 +116,8 @@ def _emnist_h5(folder: Path) -> Path:
 
 
 def _cifar100_h5(folder: Path) -> Path:
-    """TFF's CIFAR-100 train and test files (uint8 32x32x3 images, fine and coarse labels), two clients each."""
+    """TFF's CIFAR-100 train and test files (uint8 32x32x3 images, fine and coarse labels), two clients each (four
+    training images each: one batch shape for JAX to compile)."""
     rng = np.random.default_rng(11)
 
     def clients(sizes: list[int]) -> dict[str, dict[str, np.ndarray]]:
@@ -130,7 +132,7 @@ def _cifar100_h5(folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     write_tff(folder / "fed_cifar100_test.h5", clients([2, 2]))
-    return write_tff(folder / "fed_cifar100_train.h5", clients([4, 3]))
+    return write_tff(folder / "fed_cifar100_train.h5", clients([4, 4]))
 
 
 # -- digits and synthetic on the reference backend --------------------------------------------------------------
@@ -471,6 +473,12 @@ def _shakespeare_leaf(root: Path) -> None:
     write_leaf(root / "data" / "test" / "all_data_0_test.json", {"HAMLET": {"x": user["x"][:1], "y": ["f"]}})
 
 
+def _sent140_words(root: Path) -> None:
+    """Two Sent140 users of four tweets each, every tweet among them (7 words): one batch shape for JAX to
+    compile."""
+    _sent140_leaf(root, {"alice": [0, 1, 2, 3], "bob": [4, 5, 0, 1]})
+
+
 def _leaf_source(write: Any, *options: str) -> Any:
     """Write a LEAF data set with ``write`` under a folder; return the ``--data`` arguments that read it."""
 
@@ -486,7 +494,7 @@ def _leaf_source(write: Any, *options: str) -> Any:
 REAL_DATA: dict[str, tuple[Any, Any]] = {
     "femnist": (_leaf_source(_femnist_leaf), lambda m: m.cnn28(num_classes=62)),
     "shakespeare": (_leaf_source(_shakespeare_leaf), lambda m: m.char_rnn(vocab_size=80, num_classes=80)),
-    "sent140": (_leaf_source(_sent140_leaf, "sent140_input=words"), lambda m: m.word_rnn(vocab_size=8)),
+    "sent140": (_leaf_source(_sent140_words, "sent140_input=words"), lambda m: m.word_rnn(vocab_size=8)),
     "cifar100": (lambda root: ["--data", f"tff-h5:{_cifar100_h5(root)}"], lambda m: m.cnn32(num_classes=100)),
 }
 
