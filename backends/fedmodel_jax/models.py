@@ -1,10 +1,10 @@
 """Built-in models, the same across backends: ``mlp``, ``frozen_mlp`` (plain JAX), ``bn_mlp``, ``cnn_bn``,
-``cnn28`` and ``char_rnn`` (Flax).
+``cnn28``, ``cnn32``, ``char_rnn`` and ``word_rnn`` (Flax).
 
 Plain-JAX params are a tuple of :class:`Dense` layers, so trainable variables come layer by layer,
 kernel ``(in, out)`` then bias: ``params/0/kernel``, ``params/0/bias``, ``params/1/kernel``...
 Outputs are logits, the loss is the mean sparse softmax cross-entropy, the metrics ``STANDARD_METRICS``.
-Every model whose variables all have canonical names (all but ``char_rnn``) starts from
+Every model whose variables all have canonical names (all but ``char_rnn`` and ``word_rnn``) starts from
 :func:`fedmodel.backend_kit.initialize`'s weights: the same seed gives the same canonical weights in every
 backend.
 """
@@ -23,7 +23,19 @@ import optax
 from fedmodel.backend_kit import TensorSpec, classification_spec, initialize
 from fedmodel_jax.model import JaxModel, from_flax, from_functions
 
-__all__ = ["Dense", "bn_mlp", "char_rnn", "cnn28", "cnn_bn", "cross_entropy", "frozen_mlp", "mlp", "mlp_apply"]
+__all__ = [
+    "Dense",
+    "bn_mlp",
+    "char_rnn",
+    "cnn28",
+    "cnn32",
+    "cnn_bn",
+    "cross_entropy",
+    "frozen_mlp",
+    "mlp",
+    "mlp_apply",
+    "word_rnn",
+]
 
 
 class Dense(NamedTuple):
@@ -144,6 +156,44 @@ def cnn28(num_classes: int = 62, channels: tuple[int, int] = (32, 64), hidden: i
     return _initialized(from_flax(module, cross_entropy, spec, seed=seed), seed)
 
 
+def cnn32(num_classes: int = 100, channels: tuple[int, int] = (32, 64), hidden: int = 512, seed: int = 0) -> JaxModel:
+    """A small CIFAR CNN over 32x32 colour images: ``x (None, 32, 32, 3)`` float32 in [0, 1] (channels last, as
+    TFF's CIFAR-100 serves them), ``y (None,)`` int64 in ``[0, num_classes)``.
+
+    ``Conv 3x3 same -> ReLU -> MaxPool 2`` twice, flatten (height, width, channel order, as Flax and Keras
+    flatten), ``Dense hidden -> ReLU``, ``Dense num_classes``; canonical initial weights. The layer plan of the
+    CNN in McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentralized Data" (FedAvg,
+    2017: convolutions of 32 and 64 channels, each followed by 2x2 max-pooling, a 512-unit ReLU layer, the
+    output layer) with 3x3 kernels over colour images; neither that paper's CIFAR-10 model nor the ResNet-18
+    of Adaptive Federated Optimization (Reddi et al., 2021).
+
+    >>> [v.shape for v in cnn32(channels=(2, 3), hidden=4).trainable_variables if v.name.endswith("kernel")]
+    [(3, 3, 3, 2), (3, 3, 2, 3), (192, 4), (4, 100)]
+    """
+    module = _cnn32_class()(channels=tuple(channels), hidden=hidden, num_classes=num_classes)
+    spec = (
+        TensorSpec((None, 32, 32, 3), "float32", "x"),  # pixels in [0, 1] by convention, unbounded as all features
+        TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
+    )
+    return _initialized(from_flax(module, cross_entropy, spec, seed=seed), seed)
+
+
+def _last_step_lstm(
+    name: str, length: int, vocab_size: int, num_classes: int, embedding: int, hidden: int, layers: int, seed: int
+) -> JaxModel:
+    """``Embed -> layers x LSTM -> Dense`` on the last step over ``x (None, length)`` ids, Flax's seeded init."""
+    if layers < 1:
+        raise ValueError(f"{name} needs at least one LSTM layer, got layers={layers}")
+    module = _last_step_lstm_class()(
+        vocab_size=vocab_size, num_classes=num_classes, embedding=embedding, hidden=hidden, layers=layers
+    )
+    spec = (
+        TensorSpec((None, length), "int64", "x", minimum=0, maximum=vocab_size - 1),
+        TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
+    )
+    return from_flax(module, cross_entropy, spec, seed=seed)
+
+
 def char_rnn(
     vocab_size: int = 80, num_classes: int = 80, embedding: int = 8, hidden: int = 256, layers: int = 2, seed: int = 0
 ) -> JaxModel:
@@ -154,16 +204,29 @@ def char_rnn(
     canonical names (the canonical layout has no recurrent entries: they keep their Flax names, e.g.
     ``params/OptimizedLSTMCell_0/hi/kernel``), so this model keeps Flax's native initialization, seeded.
     """
-    if layers < 1:
-        raise ValueError(f"char_rnn needs at least one LSTM layer, got layers={layers}")
-    module = _char_rnn_class()(
-        vocab_size=vocab_size, num_classes=num_classes, embedding=embedding, hidden=hidden, layers=layers
-    )
-    spec = (
-        TensorSpec((None, 80), "int64", "x", minimum=0, maximum=vocab_size - 1),
-        TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
-    )
-    return from_flax(module, cross_entropy, spec, seed=seed)
+    return _last_step_lstm("char_rnn", 80, vocab_size, num_classes, embedding, hidden, layers, seed)
+
+
+def word_rnn(
+    vocab_size: int = 10_001,
+    num_classes: int = 2,
+    embedding: int = 100,
+    hidden: int = 100,
+    layers: int = 2,
+    seed: int = 0,
+) -> JaxModel:
+    """LEAF's Sent140 stacked LSTM: ``x (None, 25)`` int64 word ids in ``[0, vocab_size)`` (the first 25 words,
+    padded with the unknown-word id), ``y (None,)`` int64 sentiment in ``[0, num_classes)``.
+
+    ``Embed -> layers x LSTM (flax OptimizedLSTMCell) -> Dense`` on the last step, at LEAF's sizes
+    (``models/sent140/stacked_lstm.py`` with ``baseline_constants.py``): a 100-wide trainable embedding, two
+    LSTM layers of 100 units, 2 classes. LEAF puts a 128-unit dense layer without activation before the
+    logits; two linear maps in a row compute the same functions as one, so this model has one. ``vocab_size``
+    10,001 is :func:`fedmodel.data.load_federated`'s default Sent140 vocabulary (10,000 words) plus the
+    unknown-word id; ``fedmodel train`` passes the data's own. Keeps Flax's native initialization, seeded, as
+    :func:`char_rnn` does (the LSTM gates have no canonical names).
+    """
+    return _last_step_lstm("word_rnn", 25, vocab_size, num_classes, embedding, hidden, layers, seed)
 
 
 @functools.cache
@@ -234,11 +297,34 @@ def _cnn28_class() -> Any:
 
 
 @functools.cache
-def _char_rnn_class() -> Any:
-    """The linen module class of :func:`char_rnn`, defined once (equal modules share compiled code)."""
+def _cnn32_class() -> Any:
+    """The linen module class of :func:`cnn32`, defined once (equal modules share compiled code)."""
     import flax.linen as nn
 
-    class CharRNN(nn.Module):
+    class CNN32(nn.Module):
+        channels: tuple[int, int]
+        hidden: int
+        num_classes: int
+
+        @nn.compact
+        def __call__(self, x: jax.Array, training: bool) -> jax.Array:
+            h = x
+            for width in self.channels:
+                h = nn.relu(nn.Conv(width, (3, 3), padding="SAME")(h))
+                h = nn.max_pool(h, (2, 2), strides=(2, 2))  # type: ignore[no-untyped-call]
+            h = nn.relu(nn.Dense(self.hidden)(h.reshape(h.shape[0], -1)))
+            return nn.Dense(self.num_classes)(h)
+
+    return CNN32
+
+
+@functools.cache
+def _last_step_lstm_class() -> Any:
+    """The linen module class of :func:`char_rnn` and :func:`word_rnn`, defined once (equal modules share
+    compiled code)."""
+    import flax.linen as nn
+
+    class LastStepLSTM(nn.Module):
         vocab_size: int
         num_classes: int
         embedding: int
@@ -252,4 +338,4 @@ def _char_rnn_class() -> Any:
                 h = nn.RNN(nn.OptimizedLSTMCell(self.hidden))(h)
             return nn.Dense(self.num_classes)(h[:, -1])
 
-    return CharRNN
+    return LastStepLSTM

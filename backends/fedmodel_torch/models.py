@@ -1,9 +1,10 @@
-"""Built-in models, the same across backends: MLPs, a small CNN with BatchNorm, LEAF's FEMNIST CNN and Shakespeare LSTM.
+"""Built-in models, the same across backends: MLPs, a small CNN with BatchNorm, LEAF's FEMNIST CNN, a CIFAR CNN,
+and LEAF's Shakespeare and Sent140 LSTMs.
 
 All return logits, use the mean softmax cross-entropy and report :data:`fedmodel.metrics.STANDARD_METRICS`.
-Every model whose variables all have canonical names (``mlp``, ``frozen_mlp``, ``cnn_bn``, ``cnn28``) starts
-from :func:`fedmodel.backend_kit.initialize`'s weights: the same seed gives the same canonical weights in
-every backend. Construction leaves torch's global random state untouched.
+Every model whose variables all have canonical names (``mlp``, ``frozen_mlp``, ``cnn_bn``, ``cnn28``,
+``cnn32``) starts from :func:`fedmodel.backend_kit.initialize`'s weights: the same seed gives the same
+canonical weights in every backend. Construction leaves torch's global random state untouched.
 
 >>> model = mlp(num_features=4, hidden=(3,), num_classes=2)
 >>> [tuple(v.shape) for v in model.trainable_variables]
@@ -20,7 +21,7 @@ from torch import nn
 from fedmodel.backend_kit import TensorSpec, classification_spec, initialize
 from fedmodel_torch.model import TorchModel, from_module
 
-__all__ = ["char_rnn", "cnn28", "cnn_bn", "frozen_mlp", "input_spec", "mlp"]
+__all__ = ["char_rnn", "cnn28", "cnn32", "cnn_bn", "frozen_mlp", "input_spec", "mlp", "word_rnn"]
 
 
 input_spec = classification_spec
@@ -153,8 +154,48 @@ def cnn28(num_classes: int = 62, channels: tuple[int, int] = (32, 64), hidden: i
     return _canonical(lambda: _FemnistCNN(num_classes, channels, hidden), spec, seed)
 
 
-class _CharRNN(nn.Module):
-    """LEAF's Shakespeare model: embedding, stacked LSTM, dense logits from the last step."""
+class _CifarCNN(nn.Module):
+    """Two (3x3 conv, ReLU, 2x2 max-pool) blocks over 32x32 colour images, a ReLU dense layer, the logits."""
+
+    def __init__(self, num_classes: int, channels: tuple[int, int], hidden: int) -> None:
+        super().__init__()
+        c1, c2 = channels
+        self.conv1 = nn.Conv2d(3, c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.dense = nn.Linear(8 * 8 * c2, hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for channels-last images ``(batch, 32, 32, 3)``."""
+        h = nn.functional.max_pool2d(torch.relu(self.conv1(x.permute(0, 3, 1, 2))), 2)
+        h = nn.functional.max_pool2d(torch.relu(self.conv2(h)), 2)
+        # flattened as (height, width, channel), the order of Keras and Flax, so canonical weights mean one function
+        h = h.permute(0, 2, 3, 1).flatten(1)
+        return self.head(torch.relu(self.dense(h)))  # type: ignore[no-any-return]
+
+
+def cnn32(num_classes: int = 100, channels: tuple[int, int] = (32, 64), hidden: int = 512, seed: int = 0) -> TorchModel:
+    """A small CIFAR CNN: ``x: (None, 32, 32, 3)`` float32 in ``[0, 1]`` (channels last, as TFF's CIFAR-100
+    serves them), ``y: (None,)`` int64 in ``[0, num_classes)``.
+
+    ``conv 3x3 same, ReLU -> max-pool 2 -> conv 3x3 same, ReLU -> max-pool 2 -> dense hidden, ReLU -> dense
+    num_classes``: the layer plan of the CNN in McMahan et al., "Communication-Efficient Learning of Deep
+    Networks from Decentralized Data" (FedAvg, 2017: two convolutions of 32 and 64 channels, each followed by
+    2x2 max-pooling, a 512-unit ReLU layer, the output layer) with 3x3 kernels over colour images. It is
+    neither that paper's CIFAR-10 model nor the ResNet-18 of Adaptive Federated Optimization (Reddi et al.,
+    2021). The image is permuted to ``(batch, 3, 32, 32)`` inside the module, and the feature map is flattened
+    in ``(height, width, channel)`` order like the other backends'.
+    """
+    spec = (
+        TensorSpec((None, 32, 32, 3), "float32", "x"),
+        TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
+    )
+    return _canonical(lambda: _CifarCNN(num_classes, channels, hidden), spec, seed)
+
+
+class _LastStepLSTM(nn.Module):
+    """LEAF's text classifiers (``char_rnn``, ``word_rnn``): embedding, stacked LSTM, dense logits from the last
+    step."""
 
     def __init__(self, vocab_size: int, num_classes: int, embedding: int, hidden: int, layers: int) -> None:
         super().__init__()
@@ -163,9 +204,21 @@ class _CharRNN(nn.Module):
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the next character for id sequences ``(batch, length)``."""
+        """Logits for id sequences ``(batch, length)``, from the LSTM's output at the last step."""
         states, _ = self.lstm(self.embedding(x))
         return self.head(states[:, -1])  # type: ignore[no-any-return]
+
+
+def _last_step_lstm(
+    length: int, vocab_size: int, num_classes: int, embedding: int, hidden: int, layers: int, seed: int
+) -> TorchModel:
+    """:class:`_LastStepLSTM` over ``x: (None, length)`` ids, with torch's own initialization seeded by ``seed``."""
+    module = _seeded(seed, lambda: _LastStepLSTM(vocab_size, num_classes, embedding, hidden, layers))
+    spec = (
+        TensorSpec((None, length), "int64", "x", minimum=0, maximum=vocab_size - 1),
+        TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
+    )
+    return from_module(module, nn.functional.cross_entropy, spec)
 
 
 def char_rnn(
@@ -183,9 +236,26 @@ def char_rnn(
     entries, so :func:`fedmodel.backend_kit.initialize` does not apply): its initial weights differ across
     backends.
     """
-    module = _seeded(seed, lambda: _CharRNN(vocab_size, num_classes, embedding, hidden, layers))
-    spec = (
-        TensorSpec((None, 80), "int64", "x", minimum=0, maximum=vocab_size - 1),
-        TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
-    )
-    return from_module(module, nn.functional.cross_entropy, spec)
+    return _last_step_lstm(80, vocab_size, num_classes, embedding, hidden, layers, seed)
+
+
+def word_rnn(
+    vocab_size: int = 10_001,
+    num_classes: int = 2,
+    embedding: int = 100,
+    hidden: int = 100,
+    layers: int = 2,
+    seed: int = 0,
+) -> TorchModel:
+    """LEAF's Sent140 stacked LSTM: ``x: (None, 25)`` int64 word ids in ``[0, vocab_size)`` (the first 25 words,
+    padded with the unknown-word id), ``y: (None,)`` int64 sentiment in ``[0, num_classes)``;
+    ``embedding -> stacked LSTM (layers x hidden) -> dense`` on the last step.
+
+    LEAF's sizes (``models/sent140/stacked_lstm.py`` with ``baseline_constants.py``): a 100-wide trainable
+    embedding, two LSTM layers of 100 units, 2 classes. LEAF puts a 128-unit dense layer without activation
+    before the logits; two linear maps in a row compute the same functions as one, so this model has one.
+    ``vocab_size`` 10,001 is :func:`fedmodel.data.load_federated`'s default Sent140 vocabulary (10,000 words)
+    plus the unknown-word id; ``fedmodel train`` passes the data's own. Starts from torch's own
+    initialization seeded by ``seed``, as :func:`char_rnn` does: its initial weights differ across backends.
+    """
+    return _last_step_lstm(25, vocab_size, num_classes, embedding, hidden, layers, seed)

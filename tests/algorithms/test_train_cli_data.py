@@ -72,14 +72,15 @@ def _features_leaf(root: Path) -> tuple[np.ndarray, np.ndarray]:
 TWEETS = ["good day good fun", "bad day", "fun fun good", "sad bad rain", "good sun", "bad bad day"]
 
 
-def _sent140_leaf(root: Path) -> None:
-    """Three Sent140 users (rows [id, date, query, user, text], labels 0/1)."""
+def _sent140_leaf(root: Path, users: dict[str, list[int]] | None = None) -> None:
+    """Sent140 users (rows [id, date, query, user, text], labels 0/1): each user's tweets by index in TWEETS;
+    by default three users."""
 
     def rows(user: str, picks: list[int]) -> dict[str, list[Any]]:
         x = [[str(i), "Mon Apr 06 2009", "NO_QUERY", user, TWEETS[i]] for i in picks]
         return {"x": x, "y": [int(TWEETS[i].startswith(("good", "fun"))) for i in picks]}
 
-    users = {"alice": [0, 1, 2, 3], "bob": [4, 5, 0], "carol": [1, 2, 3, 4, 5]}
+    users = users or {"alice": [0, 1, 2, 3], "bob": [4, 5, 0], "carol": [1, 2, 3, 4, 5]}
     write_leaf(root / "train" / "s_train.json", {u: rows(u, p) for u, p in users.items()})
     write_leaf(root / "test" / "s_test.json", {u: rows(u, p[:2]) for u, p in users.items()})
 
@@ -112,6 +113,26 @@ def _emnist_h5(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     write_tff(folder / "fed_emnist_digitsonly_test.h5", clients([2, 2, 2]))
     return write_tff(folder / "fed_emnist_digitsonly_train.h5", clients([4, 6, 5]))
+
+
+def _cifar100_h5(folder: Path) -> Path:
+    """TFF's CIFAR-100 train and test files (uint8 32x32x3 images, fine and coarse labels), two clients each (four
+    training images each: one batch shape for JAX to compile)."""
+    rng = np.random.default_rng(11)
+
+    def clients(sizes: list[int]) -> dict[str, dict[str, np.ndarray]]:
+        return {
+            str(k): {
+                "coarse_label": rng.integers(0, 20, n).astype(np.int64),
+                "image": rng.integers(0, 256, (n, 32, 32, 3)).astype(np.uint8),
+                "label": rng.integers(0, 100, n).astype(np.int64),
+            }
+            for k, n in enumerate(sizes)
+        }
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tff(folder / "fed_cifar100_test.h5", clients([2, 2]))
+    return write_tff(folder / "fed_cifar100_train.h5", clients([4, 4]))
 
 
 # -- digits and synthetic on the reference backend --------------------------------------------------------------
@@ -452,17 +473,45 @@ def _shakespeare_leaf(root: Path) -> None:
     write_leaf(root / "data" / "test" / "all_data_0_test.json", {"HAMLET": {"x": user["x"][:1], "y": ["f"]}})
 
 
+def _sent140_words(root: Path) -> None:
+    """Two Sent140 users of four tweets each, every tweet among them (7 words): one batch shape for JAX to
+    compile."""
+    _sent140_leaf(root, {"alice": [0, 1, 2, 3], "bob": [4, 5, 0, 1]})
+
+
+def _leaf_source(write: Any, *options: str) -> Any:
+    """Write a LEAF data set with ``write`` under a folder; return the ``--data`` arguments that read it."""
+
+    def source(root: Path) -> list[str]:
+        write(root)
+        return ["--data", f"leaf:{root}", *(arg for option in options for arg in ("--data-option", option))]
+
+    return source
+
+
+# data set -> (write it under a folder, returning its --data arguments; the model of its kind, from the backend's
+# models, at the sizes the data gives: 7 distinct words in the Sent140 tweets, plus the unknown-word id)
+REAL_DATA: dict[str, tuple[Any, Any]] = {
+    "femnist": (_leaf_source(_femnist_leaf), lambda m: m.cnn28(num_classes=62)),
+    "shakespeare": (_leaf_source(_shakespeare_leaf), lambda m: m.char_rnn(vocab_size=80, num_classes=80)),
+    "sent140": (_leaf_source(_sent140_words, "sent140_input=words"), lambda m: m.word_rnn(vocab_size=8)),
+    "cifar100": (lambda root: ["--data", f"tff-h5:{_cifar100_h5(root)}"], lambda m: m.cnn32(num_classes=100)),
+}
+
+
 @pytest.mark.parametrize("backend", ["torch", "tensorflow", "jax"])
-@pytest.mark.parametrize(("task", "write"), [("femnist", _femnist_leaf), ("shakespeare", _shakespeare_leaf)])
-def test_leaf_data_trains_the_real_backends_model_of_its_kind(
-    tmp_path: Path, backend: str, task: str, write: Any
-) -> None:
-    """FEMNIST picks each backend's ``cnn28``, Shakespeare its ``char_rnn``: one round, a finite test loss."""
-    pytest.importorskip(f"fedmodel_{backend}")
-    write(tmp_path / task)
+@pytest.mark.parametrize("task", sorted(REAL_DATA))
+def test_file_data_trains_the_real_backends_model_of_its_kind(tmp_path: Path, backend: str, task: str) -> None:
+    """FEMNIST picks each backend's ``cnn28``, Shakespeare its ``char_rnn``, Sent140's word ids its ``word_rnn``,
+    TFF's CIFAR-100 its ``cnn32``: one round, a finite test loss, final weights of that model's names and shapes."""
+    package = pytest.importorskip(f"fedmodel_{backend}")
+    write, build = REAL_DATA[task]
+    data = write(tmp_path / task)
     out = tmp_path / "out"
-    argv = ["--backend", backend, "--data", f"leaf:{tmp_path / task}", "--rounds", "1", "--local-epochs", "1"]
-    assert train_cli.main([*argv, "--batch-size", "4", "--lr", "0.05", "--no-progress", "--out", str(out)]) == 0
+    argv = ["--backend", backend, *data, "--rounds", "1", "--local-epochs", "1", "--batch-size", "4", "--lr", "0.05"]
+    assert train_cli.main([*argv, "--no-progress", "--out", str(out)]) == 0
     (row,) = _rows(out)
     assert np.isfinite(float(row["test_loss"])) and 0.0 <= float(row["test_accuracy"]) <= 1.0
-    assert (out / f"weights-{backend}-fedavg.safetensors").is_file()
+    like = get_weights(build(package.models))
+    saved = load_checkpoint(out / f"weights-{backend}-fedavg.safetensors", like=like).weights  # names, shapes
+    assert any(not np.array_equal(a, b) for a, b in zip(saved.arrays, like.arrays, strict=True))  # it trained

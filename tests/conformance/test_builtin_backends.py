@@ -28,15 +28,33 @@ def femnist_like(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     return rng.random((size, 28, 28), dtype=np.float32), rng.integers(0, 62, size).astype(np.int64)
 
 
-def shakespeare_like(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A batch shaped like LEAF's Shakespeare: 80 character ids in 0..79, the next one as the label."""
-    return rng.integers(0, 80, (size, 80)).astype(np.int64), rng.integers(0, 80, size).astype(np.int64)
+def cifar_like(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A batch shaped like TFF's CIFAR-100: 32x32 colour images (channels last) in [0, 1], labels 0..99."""
+    return rng.random((size, 32, 32, 3), dtype=np.float32), rng.integers(0, 100, size).astype(np.int64)
 
 
-# the LEAF models at small sizes: the same layers, a fraction of the compute
-LEAF_KINDS = {
+def id_sequences(length: int, vocab_size: int, num_classes: int) -> Callable[[int, np.random.Generator], Any]:
+    """A maker of batches of ``length`` ids in ``0..vocab_size - 1`` with labels in ``0..num_classes - 1``."""
+
+    def make(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.integers(0, vocab_size, (size, length)).astype(np.int64)
+        return x, rng.integers(0, num_classes, size).astype(np.int64)
+
+    return make
+
+
+shakespeare_like = id_sequences(80, 80, 80)
+"""LEAF's Shakespeare: 80 character ids in 0..79, the next one as the label."""
+SENT140_VOCAB = 50
+sent140_like = id_sequences(25, SENT140_VOCAB, 2)
+"""LEAF's Sent140 as word ids: 25 ids in a (small) vocabulary, the sentiment 0 or 1 as the label."""
+
+# the data sets' models (LEAF's, TFF CIFAR-100's) at small sizes: the same layers, a fraction of the compute
+DATA_SET_KINDS = {
     "cnn28": (lambda m: m.cnn28(channels=(4, 8), hidden=16), femnist_like),
+    "cnn32": (lambda m: m.cnn32(channels=(4, 8), hidden=16), cifar_like),
     "char_rnn": (lambda m: m.char_rnn(hidden=16, layers=1), shakespeare_like),
+    "word_rnn": (lambda m: m.word_rnn(vocab_size=SENT140_VOCAB, embedding=8, hidden=16, layers=1), sent140_like),
 }
 
 # backend, model kind -> (package, factory of the model from the package's models, Case options)
@@ -66,7 +84,7 @@ KINDS: dict[tuple[str, str], tuple[str, Callable[[Any], Any], dict[str, Any]]] =
     ("jax", "frozen_mlp"): ("fedmodel_jax", lambda m: m.frozen_mlp(), {"optimizer": fedmodel.Adam(0.01)}),
 }
 for _backend in ("torch", "tensorflow", "jax"):
-    for _kind, (_build, _batch) in LEAF_KINDS.items():
+    for _kind, (_build, _batch) in DATA_SET_KINDS.items():
         KINDS[_backend, _kind] = (
             f"fedmodel_{_backend}",
             _build,

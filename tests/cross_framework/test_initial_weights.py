@@ -3,7 +3,8 @@
 The README says the built-in models are "seeded, the same across backends": built with the same seed,
 ``fedmodel.get_weights(fedmodel.layout.canonical(model))`` holds the same names and bit-identical arrays
 in every framework, group by group; another seed gives other weights. Variables that only one
-framework has (torch's ``num_batches_tracked``) are left out by name.
+framework has (torch's ``num_batches_tracked``) are left out by name. The image models, whose variables are
+all canonical, are also one function: the same seed gives the same logits in every framework.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ BUILD: dict[str, Callable[[Any, int], Any]] = {
     "frozen_mlp": lambda m, seed: m.frozen_mlp(num_features=16, hidden=(8,), num_classes=5, seed=seed),
     "cnn_bn": lambda m, seed: m.cnn_bn(num_features=16, num_classes=3, channels=(2, 3), seed=seed),
     "cnn28": lambda m, seed: m.cnn28(seed=seed),
+    "cnn32": lambda m, seed: m.cnn32(seed=seed),
 }
 
 
@@ -93,3 +95,24 @@ def test_another_seed_gives_other_weights(framework: str, kind: str) -> None:
     assert drawn, f"{framework} {kind}: no randomly initialized array"
     same = [n for g, n in drawn if np.array_equal(one[g][n], other[g][n])]
     assert not same, f"{framework} {kind}: seeds 3 and 4 give the same {same}"
+
+
+# image kind -> a batch of its images (values in [0, 1], as the data sets serve them)
+IMAGES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
+    "cnn28": lambda rng: rng.random((2, 28, 28), dtype=np.float32),
+    "cnn32": lambda rng: rng.random((2, 32, 32, 3), dtype=np.float32),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(IMAGES))
+def test_the_same_seed_gives_the_same_logits_in_every_framework(kind: str) -> None:
+    """Same weights, same layers: padding, pooling and the (height, width, channel) flatten agree."""
+    x = IMAGES[kind](np.random.default_rng(5))
+    logits = {
+        fw: np.asarray(BUILD[kind](importlib.import_module(f"fedmodel_{fw}").models, 3).predict_on_batch(x))
+        for fw in FRAMEWORKS
+    }
+    assert logits["torch"].shape == (2, {"cnn28": 62, "cnn32": 100}[kind])
+    assert np.ptp(logits["torch"]) > 1e-3  # not a constant output that any flatten order would match
+    for fw in FRAMEWORKS[1:]:
+        np.testing.assert_allclose(logits[fw], logits["torch"], rtol=1e-4, atol=1e-5, err_msg=f"{fw} vs torch")

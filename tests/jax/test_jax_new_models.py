@@ -1,5 +1,6 @@
-"""Issue 20's built-in models on JAX: ``cnn28`` (LEAF's FEMNIST CNN) and ``char_rnn`` (LEAF's Shakespeare LSTM),
-and the canonical initial weights of the built-in models (issue 17)."""
+"""Issue 20's built-in models on JAX: ``cnn28`` (LEAF's FEMNIST CNN), ``char_rnn`` (LEAF's Shakespeare LSTM),
+``cnn32`` (a CIFAR CNN) and ``word_rnn`` (LEAF's Sent140 LSTM), and the canonical initial weights of the built-in
+models (issue 17)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,37 @@ def test_char_rnn_embeds_ids_runs_an_lstm_and_learns_one_batch() -> None:
     assert "params/OptimizedLSTMCell_1/hi/kernel" in [v.name for v in two_layers.trainable_variables]
 
 
+def test_cnn32_takes_channels_last_colour_images() -> None:
+    model = models.cnn32(channels=(4, 8), hidden=16)
+    assert [(v.name, v.shape) for v in model.trainable_variables] == [
+        ("params/Conv_0/bias", (4,)),
+        ("params/Conv_0/kernel", (3, 3, 3, 4)),
+        ("params/Conv_1/bias", (8,)),
+        ("params/Conv_1/kernel", (3, 3, 4, 8)),
+        ("params/Dense_0/bias", (16,)),
+        ("params/Dense_0/kernel", (8 * 8 * 8, 16)),  # two 2x2 poolings: 32 -> 16 -> 8
+        ("params/Dense_1/bias", (100,)),
+        ("params/Dense_1/kernel", (16, 100)),
+    ]
+    assert model.input_spec[0] == fedmodel.TensorSpec((None, 32, 32, 3), "float32", "x")
+    assert model.input_spec[1] == fedmodel.TensorSpec((None,), "int64", "y", minimum=0, maximum=99)
+    x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+    assert np.asarray(model.predict_on_batch(x)).shape == (3, 100)
+
+
+def test_word_rnn_has_leafs_sent140_sizes() -> None:
+    model = models.word_rnn()
+    shapes = {v.name: v.shape for v in model.trainable_variables}
+    assert shapes["params/Embed_0/embedding"] == (10_001, 100)
+    assert shapes["params/OptimizedLSTMCell_1/hi/kernel"] == (100, 100)  # a second layer of 100 units
+    assert "params/OptimizedLSTMCell_2/hi/kernel" not in shapes
+    assert shapes["params/Dense_0/kernel"] == (100, 2)
+    assert model.input_spec[0] == fedmodel.TensorSpec((None, 25), "int64", "x", minimum=0, maximum=10_000)
+    assert model.input_spec[1] == fedmodel.TensorSpec((None,), "int64", "y", minimum=0, maximum=1)
+    x = np.random.default_rng(0).integers(0, 10_001, (2, 25))
+    assert np.asarray(model.predict_on_batch(x)).shape == (2, 2)
+
+
 @pytest.mark.parametrize(
     "build",
     [
@@ -82,8 +114,9 @@ def test_char_rnn_embeds_ids_runs_an_lstm_and_learns_one_batch() -> None:
         lambda seed: models.bn_mlp(seed=seed),
         lambda seed: models.cnn_bn(seed=seed),
         lambda seed: models.cnn28(channels=(2, 3), hidden=4, seed=seed),
+        lambda seed: models.cnn32(channels=(2, 3), hidden=4, seed=seed),
     ],
-    ids=["mlp", "frozen_mlp", "bn_mlp", "cnn_bn", "cnn28"],
+    ids=["mlp", "frozen_mlp", "bn_mlp", "cnn_bn", "cnn28", "cnn32"],
 )
 @pytest.mark.parametrize("seed", [0, 7])
 def test_builtin_models_start_from_the_kits_canonical_initial_weights(build: Any, seed: int) -> None:

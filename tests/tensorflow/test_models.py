@@ -1,4 +1,5 @@
-"""Built-in models: canonical initial weights (backend_kit.initialize), and the LEAF models cnn28 and char_rnn."""
+"""Built-in models: canonical initial weights (backend_kit.initialize), the LEAF models cnn28, char_rnn and
+word_rnn, and the CIFAR CNN cnn32."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ CANONICAL: dict[str, Callable[[int], Any]] = {
     "frozen_mlp": lambda s: fmtf.models.frozen_mlp(seed=s),
     "cnn_bn": lambda s: fmtf.models.cnn_bn(seed=s),
     "cnn28": lambda s: fmtf.models.cnn28(channels=(4, 8), hidden=16, seed=s),
+    "cnn32": lambda s: fmtf.models.cnn32(channels=(4, 8), hidden=16, seed=s),
 }
 
 
@@ -76,3 +78,29 @@ def test_char_rnn_predicts_the_next_character_from_the_last_step() -> None:
     assert losses[-1] < losses[0] * 0.8  # it fits four sequences
     with pytest.raises(fedmodel.SpecError, match="'x'"):
         model.predict_on_batch(np.full((1, 80), 80, np.int64))
+
+
+def test_cnn32_takes_channels_last_colour_images() -> None:
+    model = fmtf.models.cnn32(channels=(4, 8), hidden=16)
+    assert model.input_spec == (
+        fedmodel.TensorSpec((None, 32, 32, 3), "float32", "x"),
+        fedmodel.TensorSpec((None,), "int64", "y", minimum=0, maximum=99),
+    )
+    shapes = [tuple(v.shape) for v in model.trainable_variables]
+    assert shapes == [(3, 3, 3, 4), (4,), (3, 3, 4, 8), (8,), (8 * 8 * 8, 16), (16,), (16, 100), (100,)]
+    x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+    assert tuple(model.predict_on_batch(x).shape) == (3, 100)
+
+
+def test_word_rnn_has_leafs_sent140_sizes() -> None:
+    model = fmtf.models.word_rnn()
+    assert model.input_spec == (
+        fedmodel.TensorSpec((None, 25), "int64", "x", minimum=0, maximum=10_000),
+        fedmodel.TensorSpec((None,), "int64", "y", minimum=0, maximum=1),
+    )
+    weights = fedmodel.get_weights(model)
+    assert weights.names[0] == "embedding/embeddings" and sum("recurrent_kernel" in n for n in weights.names) == 2
+    shapes = [tuple(a.shape) for a in weights.arrays]
+    assert shapes[0] == (10_001, 100) and (100, 4 * 100) in shapes and shapes[-2:] == [(100, 2), (2,)]
+    x = np.random.default_rng(0).integers(0, 10_001, (2, 25))
+    assert tuple(model.predict_on_batch(x).shape) == (2, 2)

@@ -1,4 +1,5 @@
-"""The built-in torch models: canonical initial weights, and the LEAF models ``cnn28`` and ``char_rnn``."""
+"""The built-in torch models: canonical initial weights, LEAF's models ``cnn28``, ``char_rnn`` and ``word_rnn``, and
+the CIFAR CNN ``cnn32``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ CANONICAL_KINDS: dict[str, Callable[[int], Any]] = {
     "frozen_mlp": lambda seed: models.frozen_mlp(seed=seed),
     "cnn_bn": lambda seed: models.cnn_bn(seed=seed),
     "cnn28": lambda seed: models.cnn28(channels=(4, 8), hidden=16, seed=seed),
+    "cnn32": lambda seed: models.cnn32(channels=(4, 8), hidden=16, seed=seed),
 }
 
 
@@ -103,6 +105,38 @@ def test_char_rnn_has_leafs_layers_and_shapes() -> None:
     assert (x_spec.shape, x_spec.dtype, x_spec.minimum, x_spec.maximum) == ((None, 80), "int64", 0, 79)
     with pytest.raises(fedmodel.SpecError, match="x"):
         model.predict_on_batch(np.full((1, 80), 80, np.int64))
+
+
+def test_cnn32_takes_channels_last_colour_images() -> None:
+    model = models.cnn32()
+    shapes = [tuple(v.shape) for v in model.trainable_variables]
+    assert shapes == [(32, 3, 3, 3), (32,), (64, 32, 3, 3), (64,), (512, 8 * 8 * 64), (512,), (100, 512), (100,)]
+    x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+    assert tuple(model.predict_on_batch(x).shape) == (3, 100)
+    x_spec, y_spec = model.input_spec
+    assert (x_spec.shape, x_spec.dtype) == ((None, 32, 32, 3), "float32")
+    assert (y_spec.dtype, y_spec.minimum, y_spec.maximum) == ("int64", 0, 99)
+    with pytest.raises(fedmodel.SpecError, match="x"):
+        model.predict_on_batch(x.transpose(0, 3, 1, 2))  # channels first is not the spec
+
+
+def test_word_rnn_has_leafs_sent140_sizes() -> None:
+    model = models.word_rnn()
+    names = fedmodel.get_weights(model).names
+    assert names[0] == "embedding.weight" and names[-2:] == ("head.weight", "head.bias")
+    assert sum("lstm" in n for n in names) == 8  # 2 layers x (w_ih, w_hh, b_ih, b_hh)
+    assert tuple(model.module.embedding.weight.shape) == (10_001, 100)
+    assert tuple(model.module.lstm.weight_hh_l1.shape) == (4 * 100, 100)
+    assert tuple(model.module.head.weight.shape) == (2, 100)
+    x_spec, y_spec = model.input_spec
+    assert (x_spec.shape, x_spec.dtype, x_spec.minimum, x_spec.maximum) == ((None, 25), "int64", 0, 10_000)
+    assert (y_spec.minimum, y_spec.maximum) == (0, 1)
+    x = np.random.default_rng(0).integers(0, 10_001, (2, 25))
+    assert tuple(model.predict_on_batch(x).shape) == (2, 2)
+    same = models.word_rnn(vocab_size=30, hidden=8, embedding=4, seed=3)
+    again = models.word_rnn(vocab_size=30, hidden=8, embedding=4, seed=3)
+    for a, b in zip(fedmodel.get_weights(same).arrays, fedmodel.get_weights(again).arrays, strict=True):
+        np.testing.assert_array_equal(a, b)  # torch's own initialization, seeded
 
 
 @pytest.mark.parametrize("kind", sorted(SMALL))
