@@ -191,16 +191,21 @@ class ScaledSum:
         except OverflowError:
             divisor = self.acc.dtype.type(np.inf)
         if np.finfo(self.acc.dtype).tiny <= divisor < np.inf:
-            mean: np.ndarray = np.divide(self.acc, divisor, out=self.acc)
-            return mean
-        mantissa, power = math.frexp(total_weight)  # 2**exponent / total, without overflowing either
-        factor = math.ldexp(1.0 / mantissa, exponent - power)
-        flat = self.acc.reshape(-1)
-        with np.errstate(over="ignore", under="ignore"):  # the mean lies within the values: finite
-            for start in range(0, flat.size, _BLOCK):
-                part = flat[start : start + _BLOCK]
-                part[...] = part.astype(np.float64) * factor
-        return self.acc
+            with np.errstate(over="ignore"):
+                np.divide(self.acc, divisor, out=self.acc)
+        else:
+            mantissa, power = math.frexp(total_weight)  # 2**exponent / total, without overflowing either
+            factor = math.ldexp(1.0 / mantissa, exponent - power)
+            flat = self.acc.reshape(-1)
+            with np.errstate(over="ignore", under="ignore"):
+                for start in range(0, flat.size, _BLOCK):
+                    part = flat[start : start + _BLOCK]
+                    part[...] = part.astype(np.float64) * factor
+        # the mean lies within the values, but a division rounded up next to the dtype's largest value
+        # overflows to inf: put it back on the largest finite value (one ulp from the exact mean)
+        largest = np.finfo(self.acc.dtype).max
+        mean: np.ndarray = np.clip(self.acc, -largest, largest, out=self.acc)
+        return mean
 
 
 def _axpy_into(axpy: Any, x: np.ndarray, y: np.ndarray, a: float) -> None:
