@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 
+import fedmodel
 from fedmodel import (
     AggregationError,
     ModelWeights,
@@ -23,6 +24,7 @@ from fedmodel import (
 )
 from fedmodel._batch import split_batch
 from fedmodel.metrics import MeanOfFinalized, SumThenFinalize, identity, ratio
+from fedmodel.reference import SoftmaxRegression
 
 # --- ModelWeights ---------------------------------------------------------------------------------------------
 
@@ -437,3 +439,13 @@ def test_shape_of_gives_python_ints_and_a_float64_spec_refuses_float32() -> None
     assert shape == (4, None) and type(shape[0]) is int
     with pytest.raises(SpecError, match=r"^batch at '<root>': expected dtype float64, got float32$"):
         check_spec(TensorSpec((2,), "float64"), np.zeros(2, np.float32))
+
+
+def test_assign_weights_takes_a_value_in_the_other_byte_order_as_its_dtype() -> None:
+    """Dtypes are compared by name: a big-endian float32 is a float32 (the backend converts it on the write)."""
+    model = SoftmaxRegression(3, 2, seed=0)
+    weights = fedmodel.get_weights(model)
+    swapped = [a.astype(a.dtype.newbyteorder(">")) * 2 for a in weights.arrays]
+    fedmodel.assign_weights(model, weights.with_arrays(swapped))
+    for got, want in zip(fedmodel.get_weights(model).arrays, weights.arrays, strict=True):
+        np.testing.assert_array_equal(got, want * 2)

@@ -855,7 +855,9 @@ def test_a_float32_mean_next_to_the_largest_value_stays_finite() -> None:
     """Found by the aggregate-bound property test: the division rounded the mean up past float32's largest value."""
     template = ModelWeights((np.zeros(3, np.float32),), ())
     clients = [([3.1663161698958915e38, 0, 0], 2147483584.0), ([3.4028234663852886e38, 0, 0], 6.955347133805363e16)]
-    updates = [(template.with_arrays([np.array(values, np.float32)]), weight) for values, weight in clients]
-    mean = WeightedMean().aggregate(updates).arrays[0]
-    assert mean.dtype == np.float32
-    np.testing.assert_array_equal(mean, np.array([np.finfo(np.float32).max, 0, 0], np.float32))
+    largest = np.finfo(np.float32).max
+    for sign in (1, -1):  # the lowest value too
+        updates = [(template.with_arrays([np.array(values, np.float32) * sign]), w) for values, w in clients]
+        mean = WeightedMean().aggregate(updates).arrays[0]
+        assert mean.dtype == np.float32
+        np.testing.assert_array_equal(mean, np.array([sign * largest, 0, 0], np.float32))
