@@ -445,7 +445,8 @@ def test_assign_weights_takes_a_value_in_the_other_byte_order_as_its_dtype() -> 
     """Dtypes are compared by name: a big-endian float32 is a float32 (the backend converts it on the write)."""
     model = SoftmaxRegression(3, 2, seed=0)
     weights = fedmodel.get_weights(model)
-    swapped = [a.astype(a.dtype.newbyteorder(">")) * 2 for a in weights.arrays]
+    swapped = [(a * 2).astype(a.dtype.newbyteorder(">")) for a in weights.arrays]
+    assert not any(a.dtype.isnative for a in swapped)
     fedmodel.assign_weights(model, weights.with_arrays(swapped))
     for got, want in zip(fedmodel.get_weights(model).arrays, weights.arrays, strict=True):
         np.testing.assert_array_equal(got, want * 2)
