@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from fedmodel import CheckpointError, ModelWeights
 from fedmodel.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from tests.reliability._headers import checkpoint_header
 
 GIB = 2**30
 
@@ -34,18 +35,6 @@ def _small() -> tuple[ModelWeights, dict[str, np.ndarray], dict[str, Any]]:
     return weights, {"m/0": np.array([0.25, 4.0])}, {"round": 3, "seed": 0, "algorithm": "fedavgm", "lr": 0.5}
 
 
-def _header(**override: Any) -> str:
-    header = {
-        "format": FORMAT,
-        "trainable": {"count": 1, "names": ["w"]},
-        "non_trainable": {"count": 0, "names": []},
-        "extra": {"count": 0, "names": []},
-        "metadata": {"round": 1},
-    }
-    header.update(override)
-    return json.dumps(header)
-
-
 W_ENTRY = {"trainable/w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
 W_BODY = np.array([1.0, 2.0], "<f4").tobytes()
 
@@ -53,7 +42,7 @@ W_BODY = np.array([1.0, 2.0], "<f4").tobytes()
 def test_the_forger_in_conftest_writes_what_the_loader_reads(tmp_path: Path, forge: Callable[..., bytes]) -> None:
     """The forgeries below differ from a valid file only where each test says."""
     path = tmp_path / "ok.safetensors"
-    path.write_bytes(forge(W_ENTRY, _header(), W_BODY))
+    path.write_bytes(forge(W_ENTRY, checkpoint_header(), W_BODY))
     ckpt = load_checkpoint(path)
     assert ckpt.weights.trainable_names == ("w",) and ckpt.weights.trainable[0].tolist() == [1.0, 2.0]
     assert ckpt.metadata == {"round": 1}
@@ -103,51 +92,83 @@ def test_any_corruption_is_a_checkpoint_error_and_nothing_else(
 
 
 FORGERIES: dict[str, tuple[dict[str, Any], str, bytes]] = {
-    "format tag of another version": (W_ENTRY, _header(format="fedmodel.checkpoint/9"), W_BODY),
+    "format tag of another version": (W_ENTRY, checkpoint_header(format="fedmodel.checkpoint/9"), W_BODY),
     "format tag missing": (W_ENTRY, json.dumps({"trainable": {"count": 1, "names": ["w"]}}), W_BODY),
     "fedmodel header not JSON": (W_ENTRY, "{not json", W_BODY),
     "fedmodel header a list": (W_ENTRY, "[1, 2]", W_BODY),
     "fedmodel header nested 100000 deep": (W_ENTRY, "[" * 100_000 + "]" * 100_000, W_BODY),
-    "metadata round NaN": (W_ENTRY, _header().replace('"round": 1', '"round": NaN'), W_BODY),
-    "metadata round Infinity": (W_ENTRY, _header().replace('"round": 1', '"round": Infinity'), W_BODY),
-    "metadata round -Infinity": (W_ENTRY, _header().replace('"round": 1', '"round": -Infinity'), W_BODY),
-    "metadata int of 10**30": (W_ENTRY, _header(metadata={"round": 10**30}), W_BODY),
-    "metadata int of 5000 digits": (W_ENTRY, _header().replace('"round": 1', '"round": ' + "9" * 5000), W_BODY),
-    "metadata bool": (W_ENTRY, _header(metadata={"round": True}), W_BODY),
-    "metadata null": (W_ENTRY, _header(metadata={"round": None}), W_BODY),
-    "metadata nested": (W_ENTRY, _header(metadata={"round": [1]}), W_BODY),
-    "metadata a list": (W_ENTRY, _header(metadata=[1]), W_BODY),
-    "count disagrees with names": (W_ENTRY, _header(trainable={"count": 2, "names": ["w"]}), W_BODY),
-    "count a float": (W_ENTRY, _header(trainable={"count": 1.0, "names": ["w"]}), W_BODY),
-    "count a bool": (W_ENTRY, _header(trainable={"count": True, "names": ["w"]}), W_BODY),
-    "a name not a string": (W_ENTRY, _header(trainable={"count": 1, "names": [7]}), W_BODY),
+    "metadata round NaN": (W_ENTRY, checkpoint_header().replace('"round": 1', '"round": NaN'), W_BODY),
+    "metadata round Infinity": (W_ENTRY, checkpoint_header().replace('"round": 1', '"round": Infinity'), W_BODY),
+    "metadata round -Infinity": (W_ENTRY, checkpoint_header().replace('"round": 1', '"round": -Infinity'), W_BODY),
+    "metadata int of 10**30": (W_ENTRY, checkpoint_header(metadata={"round": 10**30}), W_BODY),
+    "metadata int of 5000 digits": (
+        W_ENTRY,
+        checkpoint_header().replace('"round": 1', '"round": ' + "9" * 5000),
+        W_BODY,
+    ),
+    "metadata bool": (W_ENTRY, checkpoint_header(metadata={"round": True}), W_BODY),
+    "metadata null": (W_ENTRY, checkpoint_header(metadata={"round": None}), W_BODY),
+    "metadata nested": (W_ENTRY, checkpoint_header(metadata={"round": [1]}), W_BODY),
+    "metadata a list": (W_ENTRY, checkpoint_header(metadata=[1]), W_BODY),
+    "count disagrees with names": (W_ENTRY, checkpoint_header(trainable={"count": 2, "names": ["w"]}), W_BODY),
+    "count a float": (W_ENTRY, checkpoint_header(trainable={"count": 1.0, "names": ["w"]}), W_BODY),
+    "count a bool": (W_ENTRY, checkpoint_header(trainable={"count": True, "names": ["w"]}), W_BODY),
+    "a name not a string": (W_ENTRY, checkpoint_header(trainable={"count": 1, "names": [7]}), W_BODY),
     "group missing": (W_ENTRY, json.dumps({"format": FORMAT, "trainable": {"count": 1, "names": ["w"]}}), W_BODY),
-    "a listed tensor missing": (W_ENTRY, _header(trainable={"count": 2, "names": ["w", "v"]}), W_BODY),
+    "a listed tensor missing": (W_ENTRY, checkpoint_header(trainable={"count": 2, "names": ["w", "v"]}), W_BODY),
     "an unlisted tensor": (
         {**W_ENTRY, "trainable/v": {"dtype": "F32", "shape": [0], "data_offsets": [8, 8]}},
-        _header(),
+        checkpoint_header(),
         W_BODY,
     ),
-    "dtype unknown": ({"trainable/w": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, _header(), W_BODY),
-    "dtype not a string": ({"trainable/w": {"dtype": 4, "shape": [2], "data_offsets": [0, 8]}}, _header(), W_BODY),
-    "shape of other size": ({"trainable/w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, _header(), W_BODY),
-    "shape negative": ({"trainable/w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, _header(), W_BODY),
+    "dtype unknown": (
+        {"trainable/w": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}},
+        checkpoint_header(),
+        W_BODY,
+    ),
+    "dtype not a string": (
+        {"trainable/w": {"dtype": 4, "shape": [2], "data_offsets": [0, 8]}},
+        checkpoint_header(),
+        W_BODY,
+    ),
+    "shape of other size": (
+        {"trainable/w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}},
+        checkpoint_header(),
+        W_BODY,
+    ),
+    "shape negative": (
+        {"trainable/w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}},
+        checkpoint_header(),
+        W_BODY,
+    ),
     "shape of bools": (
         {"trainable/w": {"dtype": "F32", "shape": [True, 2], "data_offsets": [0, 8]}},
-        _header(),
+        checkpoint_header(),
         W_BODY,
     ),
-    "shape of floats": ({"trainable/w": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}}, _header(), W_BODY),
+    "shape of floats": (
+        {"trainable/w": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}},
+        checkpoint_header(),
+        W_BODY,
+    ),
     "shape of 2**40 x 0 x 2**40": (
         {"trainable/w": {"dtype": "F32", "shape": [2**40, 0, 2**40], "data_offsets": [0, 0]}},
-        _header(),
+        checkpoint_header(),
         b"",
     ),
-    "shape 100 dims": ({"trainable/w": {"dtype": "U8", "shape": [1] * 100, "data_offsets": [0, 1]}}, _header(), b"x"),
-    "offsets reversed": ({"trainable/w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}}, _header(), W_BODY),
+    "shape 100 dims": (
+        {"trainable/w": {"dtype": "U8", "shape": [1] * 100, "data_offsets": [0, 1]}},
+        checkpoint_header(),
+        b"x",
+    ),
+    "offsets reversed": (
+        {"trainable/w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}},
+        checkpoint_header(),
+        W_BODY,
+    ),
     "offsets past the end": (
         {"trainable/w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}},
-        _header(),
+        checkpoint_header(),
         W_BODY,
     ),
     "offsets overlapping": (
@@ -155,26 +176,26 @@ FORGERIES: dict[str, tuple[dict[str, Any], str, bytes]] = {
             "trainable/w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
             "extra/v": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]},
         },
-        _header(extra={"count": 1, "names": ["v"]}),
+        checkpoint_header(extra={"count": 1, "names": ["v"]}),
         W_BODY,
     ),
     "a hole in the data": (
         {"trainable/w": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}},
-        _header(),
+        checkpoint_header(),
         b"0" * 12,
     ),
-    "bytes after the data": (W_ENTRY, _header(), W_BODY + b"\0" * 8),
+    "bytes after the data": (W_ENTRY, checkpoint_header(), W_BODY + b"\0" * 8),
     "an entry with another field": (
         {"trainable/w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8], "x": 1}},
-        _header(),
+        checkpoint_header(),
         W_BODY,
     ),
-    "an entry not an object": ({"trainable/w": [1, 2]}, _header(), W_BODY),
-    "a group with another field": (W_ENTRY, _header(trainable={"count": 1, "names": ["w"], "x": 0}), W_BODY),
-    "extra without names": (W_ENTRY, _header(extra={"count": 0, "names": None}), W_BODY),
+    "an entry not an object": ({"trainable/w": [1, 2]}, checkpoint_header(), W_BODY),
+    "a group with another field": (W_ENTRY, checkpoint_header(trainable={"count": 1, "names": ["w"], "x": 0}), W_BODY),
+    "extra without names": (W_ENTRY, checkpoint_header(extra={"count": 0, "names": None}), W_BODY),
     "extra names twice": (
         {**W_ENTRY, "extra/#0": {"dtype": "U8", "shape": [0], "data_offsets": [8, 8]}},
-        _header(extra={"count": 2, "names": ["a", "a"]}),
+        checkpoint_header(extra={"count": 2, "names": ["a", "a"]}),
         W_BODY,
     ),
 }
@@ -193,7 +214,7 @@ def test_a_consistent_forgery_is_still_checked_field_by_field(
 
 def test_a_wrong_format_tag_is_named_with_the_expected_one(tmp_path: Path, forge: Callable[..., bytes]) -> None:
     path = tmp_path / "v9.safetensors"
-    path.write_bytes(forge(W_ENTRY, _header(format="fedmodel.checkpoint/9"), W_BODY))
+    path.write_bytes(forge(W_ENTRY, checkpoint_header(format="fedmodel.checkpoint/9"), W_BODY))
     with pytest.raises(CheckpointError, match=r"format 'fedmodel.checkpoint/9', expected 'fedmodel.checkpoint/2'"):
         load_checkpoint(path)
 
@@ -257,7 +278,7 @@ def test_a_tensor_listed_twice_in_the_header_is_refused(
         "trainable/x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
     }
     path = tmp_path / "twice.safetensors"
-    path.write_bytes(forge(entries, _header(), W_BODY))
+    path.write_bytes(forge(entries, checkpoint_header(), W_BODY))
     edit_checkpoint(path, b'"trainable/x"', b'"trainable/w"')  # JSON readers keep the last of two equal keys
     with pytest.raises(CheckpointError, match="trainable/w"):
         load_checkpoint(path)
@@ -485,7 +506,7 @@ def test_an_unaligned_but_consistent_file_loads_correct_aligned_arrays(
         "trainable/w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
         "trainable/v": {"dtype": "F64", "shape": [1], "data_offsets": [4, 12]},
     }
-    header = _header(trainable={"count": 2, "names": ["w", "v"]})
+    header = checkpoint_header(trainable={"count": 2, "names": ["w", "v"]})
     path = tmp_path / "odd.safetensors"
     path.write_bytes(forge(entries, header, np.float32(1.5).tobytes() + np.float64(-2.25).tobytes()))
     w, v = load_checkpoint(path).weights.trainable

@@ -18,6 +18,7 @@ from fedmodel.aggregation import WeightedMean
 from fedmodel.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from fedmodel.robust import CoordinateMedian, NormClipping, TrimmedMean
 from fedmodel.validation import filter_updates, update_problem
+from tests.reliability._headers import checkpoint_header
 
 
 def _vec(*values: float, dtype: Any = np.float32) -> ModelWeights:
@@ -742,46 +743,36 @@ _W_ENTRY = {"trainable/w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]
 _W_BODY = np.array([1.0, 2.0], "<f4").tobytes()
 
 
-def _fedmodel_header(**override: Any) -> str:
-    import json
-
-    header: dict[str, Any] = {
-        "format": FORMAT,
-        "trainable": {"count": 1, "names": ["w"]},
-        "non_trainable": {"count": 0, "names": []},
-        "extra": {"count": 0, "names": []},
-        "metadata": {"round": 1},
-    }
-    header.update(override)
-    return json.dumps(header)
-
-
 @pytest.mark.parametrize(
     ("entries", "header", "message"),
     [
         (_W_ENTRY, '{"format": 1', "the fedmodel header is not valid JSON (corrupted?): "),
         (
             _W_ENTRY,
-            _fedmodel_header().replace('"round": 1', '"round": NaN'),
+            checkpoint_header().replace('"round": 1', '"round": NaN'),
             "the fedmodel header: NaN is not a number",
         ),
-        (_W_ENTRY, _fedmodel_header(non_trainable=None), "the header has no valid count and names for 'non_trainable'"),
         (
             _W_ENTRY,
-            _fedmodel_header(trainable={"count": 2, "names": ["w"]}),
+            checkpoint_header(non_trainable=None),
+            "the header has no valid count and names for 'non_trainable'",
+        ),
+        (
+            _W_ENTRY,
+            checkpoint_header(trainable={"count": 2, "names": ["w"]}),
             "the header's names for 'trainable' are not 2 strings",
         ),
         (
             {**_W_ENTRY, "extra/#0": {"dtype": "U8", "shape": [0], "data_offsets": [8, 8]}},
-            _fedmodel_header(extra={"count": 1, "names": None}),
+            checkpoint_header(extra={"count": 1, "names": None}),
             "the extra arrays need distinct names, got None",
         ),
         (
             _W_ENTRY,
-            _fedmodel_header(trainable={"count": 2, "names": ["w", "v"]}),
+            checkpoint_header(trainable={"count": 2, "names": ["w", "v"]}),
             "tensors missing ['trainable/v'], unexpected []",
         ),
-        (_W_ENTRY, _fedmodel_header(metadata=[1]), "metadata must be a mapping, got list"),
+        (_W_ENTRY, checkpoint_header(metadata=[1]), "metadata must be a mapping, got list"),
     ],
     ids=["not-json", "nan", "group-not-an-object", "names-not-count-strings", "extra-unnamed", "missing", "metadata"],
 )
