@@ -42,24 +42,23 @@ _STOP_SECONDS = 5.0  # how long an idle worker gets to exit after its pipe close
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 
 
-def limit_threads(threads: int | None, workers: int) -> dict[str, str]:
+def limit_threads(threads: int | None, workers: int) -> None:
     """Cap the math libraries' thread pools of this process, before any framework is imported.
 
     ``threads``: the pool size; ``None``: ``os.cpu_count() // workers`` (at least 1), and a cap the user set
     (``OMP_NUM_THREADS`` in the environment) is kept. Sets ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
     ``OPENBLAS_NUM_THREADS`` and ``TF_NUM_INTRAOP_THREADS`` (TensorFlow's inter-op pool to 1), and for one
-    thread turns off XLA's multi-threaded Eigen (unless ``XLA_FLAGS`` is set). Returns what it set.
+    thread turns off XLA's multi-threaded Eigen (unless ``XLA_FLAGS`` is set).
     """
     if threads is None:
         if "OMP_NUM_THREADS" in os.environ:
-            return {}
+            return
         threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     values = dict.fromkeys(_THREAD_VARIABLES, str(threads))
     values["TF_NUM_INTEROP_THREADS"] = "1"
     if threads == 1 and "XLA_FLAGS" not in os.environ:
         values["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
     os.environ.update(values)
-    return values
 
 
 def serve(conn: Connection, packed: bytes, threads: int | None = None, workers: int = 1) -> None:

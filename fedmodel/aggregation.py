@@ -34,7 +34,7 @@ import numpy as np
 
 from fedmodel._errors import AggregationError
 from fedmodel._weights import ModelWeights
-from fedmodel.validation import is_float, validate_weight, validated_for
+from fedmodel.validation import _names, is_float, validate_weight, validated_for
 
 __all__ = [
     "Accumulator",
@@ -88,8 +88,7 @@ def check_integer_rule(rule: str) -> None:
 def check_real(template: ModelWeights) -> None:
     """Raise :class:`~fedmodel.AggregationError` for a complex variable: the aggregators average real values
     (a complex one would lose its imaginary part)."""
-    names = template.names or tuple(f"#{i}" for i in range(len(template.arrays)))
-    for name, arr in zip(names, template.arrays, strict=True):
+    for name, arr in zip(_names(template), template.arrays, strict=True):
         if (dtype := np.asarray(arr).dtype).kind == "c":
             raise AggregationError(f"variable {name!r} is {dtype}: the aggregators take real values only")
 

@@ -148,7 +148,7 @@ def cnn28(num_classes: int = 62, channels: tuple[int, int] = (32, 64), hidden: i
     >>> [v.shape for v in cnn28(channels=(2, 3), hidden=4).trainable_variables if v.name.endswith("kernel")]
     [(5, 5, 1, 2), (5, 5, 2, 3), (147, 4), (4, 62)]
     """
-    module = _cnn28_class()(channels=tuple(channels), hidden=hidden, num_classes=num_classes)
+    module = _two_block_cnn_class()(kernel=5, channels=tuple(channels), hidden=hidden, num_classes=num_classes)
     spec = (
         TensorSpec((None, 28, 28), "float32", "x"),  # pixels in [0, 1] by convention, unbounded as all features
         TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
@@ -170,7 +170,7 @@ def cnn32(num_classes: int = 100, channels: tuple[int, int] = (32, 64), hidden: 
     >>> [v.shape for v in cnn32(channels=(2, 3), hidden=4).trainable_variables if v.name.endswith("kernel")]
     [(3, 3, 3, 2), (3, 3, 2, 3), (192, 4), (4, 100)]
     """
-    module = _cnn32_class()(channels=tuple(channels), hidden=hidden, num_classes=num_classes)
+    module = _two_block_cnn_class()(kernel=3, channels=tuple(channels), hidden=hidden, num_classes=num_classes)
     spec = (
         TensorSpec((None, 32, 32, 3), "float32", "x"),  # pixels in [0, 1] by convention, unbounded as all features
         TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
@@ -275,47 +275,27 @@ def _bn_mlp_class() -> Any:
 
 
 @functools.cache
-def _cnn28_class() -> Any:
-    """The linen module class of :func:`cnn28`, defined once (equal modules share compiled code)."""
+def _two_block_cnn_class() -> Any:
+    """The linen module class of :func:`cnn28` (5x5 over gray images ``(batch, 28, 28)``) and :func:`cnn32` (3x3
+    over colour images ``(batch, 32, 32, 3)``), defined once (equal modules share compiled code)."""
     import flax.linen as nn
 
-    class CNN28(nn.Module):
+    class TwoBlockCNN(nn.Module):
+        kernel: int
         channels: tuple[int, int]
         hidden: int
         num_classes: int
 
         @nn.compact
         def __call__(self, x: jax.Array, training: bool) -> jax.Array:
-            h = x[..., None]
+            h = x[..., None] if x.ndim == 3 else x  # gray images get their channel axis
             for width in self.channels:
-                h = nn.relu(nn.Conv(width, (5, 5), padding="SAME")(h))
+                h = nn.relu(nn.Conv(width, (self.kernel, self.kernel), padding="SAME")(h))
                 h = nn.max_pool(h, (2, 2), strides=(2, 2))  # type: ignore[no-untyped-call]
             h = nn.relu(nn.Dense(self.hidden)(h.reshape(h.shape[0], -1)))
             return nn.Dense(self.num_classes)(h)
 
-    return CNN28
-
-
-@functools.cache
-def _cnn32_class() -> Any:
-    """The linen module class of :func:`cnn32`, defined once (equal modules share compiled code)."""
-    import flax.linen as nn
-
-    class CNN32(nn.Module):
-        channels: tuple[int, int]
-        hidden: int
-        num_classes: int
-
-        @nn.compact
-        def __call__(self, x: jax.Array, training: bool) -> jax.Array:
-            h = x
-            for width in self.channels:
-                h = nn.relu(nn.Conv(width, (3, 3), padding="SAME")(h))
-                h = nn.max_pool(h, (2, 2), strides=(2, 2))  # type: ignore[no-untyped-call]
-            h = nn.relu(nn.Dense(self.hidden)(h.reshape(h.shape[0], -1)))
-            return nn.Dense(self.num_classes)(h)
-
-    return CNN32
+    return TwoBlockCNN
 
 
 @functools.cache

@@ -120,20 +120,25 @@ def cnn_bn(
     return _canonical(lambda: _SmallCNN(side, channels, num_classes, dropout), spec, seed)
 
 
-class _FemnistCNN(nn.Module):
-    """LEAF's FEMNIST CNN: two (5x5 conv, ReLU, 2x2 max-pool) blocks, a ReLU dense layer, the logits."""
+class _TwoBlockCNN(nn.Module):
+    """Two (square conv "same", ReLU, 2x2 max-pool) blocks, a ReLU dense layer, the logits: LEAF's FEMNIST CNN
+    (5x5 over gray 28x28 images ``(batch, 28, 28)``) and the CIFAR CNN (3x3 over colour 32x32 images
+    ``(batch, 32, 32, 3)``, channels last)."""
 
-    def __init__(self, num_classes: int, channels: tuple[int, int], hidden: int) -> None:
+    def __init__(
+        self, side: int, colours: int, kernel: int, num_classes: int, channels: tuple[int, int], hidden: int
+    ) -> None:
         super().__init__()
         c1, c2 = channels
-        self.conv1 = nn.Conv2d(1, c1, 5, padding=2)
-        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)
-        self.dense = nn.Linear(7 * 7 * c2, hidden)
+        self.conv1 = nn.Conv2d(colours, c1, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv2d(c1, c2, kernel, padding=kernel // 2)
+        self.dense = nn.Linear((side // 4) ** 2 * c2, hidden)
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for images ``(batch, 28, 28)``."""
-        h = nn.functional.max_pool2d(torch.relu(self.conv1(x.unsqueeze(1))), 2)
+        """Logits for images ``(batch, side, side)`` (gray) or ``(batch, side, side, colours)``."""
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # to (batch, channel, height, width)
+        h = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
         h = nn.functional.max_pool2d(torch.relu(self.conv2(h)), 2)
         # flattened as (height, width, channel), the order of Keras and Flax, so canonical weights mean one function
         h = h.permute(0, 2, 3, 1).flatten(1)
@@ -151,27 +156,7 @@ def cnn28(num_classes: int = 62, channels: tuple[int, int] = (32, 64), hidden: i
         TensorSpec((None, 28, 28), "float32", "x"),
         TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
     )
-    return _canonical(lambda: _FemnistCNN(num_classes, channels, hidden), spec, seed)
-
-
-class _CifarCNN(nn.Module):
-    """Two (3x3 conv, ReLU, 2x2 max-pool) blocks over 32x32 colour images, a ReLU dense layer, the logits."""
-
-    def __init__(self, num_classes: int, channels: tuple[int, int], hidden: int) -> None:
-        super().__init__()
-        c1, c2 = channels
-        self.conv1 = nn.Conv2d(3, c1, 3, padding=1)
-        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
-        self.dense = nn.Linear(8 * 8 * c2, hidden)
-        self.head = nn.Linear(hidden, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for channels-last images ``(batch, 32, 32, 3)``."""
-        h = nn.functional.max_pool2d(torch.relu(self.conv1(x.permute(0, 3, 1, 2))), 2)
-        h = nn.functional.max_pool2d(torch.relu(self.conv2(h)), 2)
-        # flattened as (height, width, channel), the order of Keras and Flax, so canonical weights mean one function
-        h = h.permute(0, 2, 3, 1).flatten(1)
-        return self.head(torch.relu(self.dense(h)))  # type: ignore[no-any-return]
+    return _canonical(lambda: _TwoBlockCNN(28, 1, 5, num_classes, channels, hidden), spec, seed)
 
 
 def cnn32(num_classes: int = 100, channels: tuple[int, int] = (32, 64), hidden: int = 512, seed: int = 0) -> TorchModel:
@@ -190,7 +175,7 @@ def cnn32(num_classes: int = 100, channels: tuple[int, int] = (32, 64), hidden: 
         TensorSpec((None, 32, 32, 3), "float32", "x"),
         TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
     )
-    return _canonical(lambda: _CifarCNN(num_classes, channels, hidden), spec, seed)
+    return _canonical(lambda: _TwoBlockCNN(32, 3, 3, num_classes, channels, hidden), spec, seed)
 
 
 class _LastStepLSTM(nn.Module):
