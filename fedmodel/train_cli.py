@@ -27,7 +27,7 @@ import dataclasses
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -480,9 +480,9 @@ def _train_one(args: argparse.Namespace, plan: _Plan, run: _Run, write_row: Call
             "run": run.label,
             "round": r.round,
             "train_loss": r.train.get("loss"),
-            "train_accuracy": r.train.get("accuracy"),
+            "train_accuracy": _accuracy(r.train),
             "test_loss": r.test.get("loss"),
-            "test_accuracy": r.test.get("accuracy"),
+            "test_accuracy": _accuracy(r.test),
             "clients_ok": r.num_ok,
             "clients_failed": len(r.failures),
             "seconds": round(r.seconds, 3),
@@ -508,6 +508,12 @@ def _train_one(args: argparse.Namespace, plan: _Plan, run: _Run, write_row: Call
         print(f"{run.label}: stopped after round {result.state.round}: {result.stopped}")
     saved = save_weights(result.weights, args.out / f"weights-{run.backend}-{args.algorithm}")
     print(f"final weights: {saved}")
+
+
+def _accuracy(metrics: Mapping[str, Any]) -> Any:
+    """The accuracy column: the standard ``accuracy``, or a next-token model's ``token_accuracy`` (its examples are
+    sequences, so the standard one does not apply); None for a model with neither."""
+    return metrics.get("accuracy", metrics.get("token_accuracy"))
 
 
 def _train(args: argparse.Namespace, plan: _Plan) -> int:

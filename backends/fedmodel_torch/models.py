@@ -1,7 +1,9 @@
 """Built-in models, the same across backends: MLPs, a small CNN with BatchNorm, LEAF's FEMNIST CNN, a CIFAR CNN,
-and LEAF's Shakespeare and Sent140 LSTMs.
+LEAF's Shakespeare and Sent140 LSTMs, and TFF's per-step next-character and next-word LSTMs.
 
-All return logits, use the mean softmax cross-entropy and report :data:`fedmodel.metrics.STANDARD_METRICS`.
+All return logits, use the mean softmax cross-entropy and report :data:`fedmodel.metrics.STANDARD_METRICS`; the
+per-step models (``char_rnn_seq``, ``word_rnn_seq``) use :func:`sequence_cross_entropy` and report
+:func:`token_accuracy` instead of ``accuracy``.
 Every model whose variables all have canonical names (``mlp``, ``frozen_mlp``, ``cnn_bn``, ``cnn28``,
 ``cnn32``) starts from :func:`fedmodel.backend_kit.initialize`'s weights: the same seed gives the same
 canonical weights in every backend. Construction leaves torch's global random state untouched.
@@ -14,14 +16,29 @@ canonical weights in every backend. Construction leaves torch's global random st
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from fedmodel.backend_kit import TensorSpec, classification_spec, initialize
+from fedmodel.backend_kit import Metric, TensorSpec, classification_spec, initialize
+from fedmodel.metrics import ratio
 from fedmodel_torch.model import TorchModel, from_module
 
-__all__ = ["char_rnn", "cnn28", "cnn32", "cnn_bn", "frozen_mlp", "input_spec", "mlp", "word_rnn"]
+__all__ = [
+    "char_rnn",
+    "char_rnn_seq",
+    "cnn28",
+    "cnn32",
+    "cnn_bn",
+    "frozen_mlp",
+    "input_spec",
+    "mlp",
+    "sequence_cross_entropy",
+    "token_accuracy",
+    "word_rnn",
+    "word_rnn_seq",
+]
 
 
 input_spec = classification_spec
@@ -244,3 +261,133 @@ def word_rnn(
     initialization seeded by ``seed``, as :func:`char_rnn` does: its initial weights differ across backends.
     """
     return _last_step_lstm(25, vocab_size, num_classes, embedding, hidden, layers, seed)
+
+
+def sequence_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The softmax cross-entropy of ``(batch, length, classes)`` logits against ``(batch, length)`` next-token
+    labels, summed over the tokens that are not padding (``y != 0``) and divided by ``batch * length``.
+
+    That is Keras's ``SparseCategoricalCrossentropy`` with the padding mask as ``sample_weight`` (its
+    ``sum_over_batch_size`` reduction), as TFF's next-token baselines train, and it is a mean over examples
+    (each sequence's summed token loss over ``length``), as the model contract requires of a loss: a mean over
+    the non-padding tokens of the whole batch would not be. Every real token weighs the same within a batch.
+    The mean loss per real token is ``loss * length / tokens``, with ``tokens`` the count of
+    :func:`token_accuracy`.
+
+    >>> float(sequence_cross_entropy(torch.zeros(1, 4, 4), torch.tensor([[2, 1, 0, 0]])))  # ln 4 on 2 of 4
+    0.6931471824645996
+    """
+    per_token = nn.functional.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="none")
+    return (per_token * (y.flatten() != 0).to(per_token.dtype)).mean()
+
+
+def token_accuracy() -> Metric:
+    """``token_accuracy``: the share of non-padding tokens (``y != 0``) whose label is the argmax of the logits.
+
+    State ``(Σ correct tokens, Σ tokens)`` in float64, finalized as their ratio (NaN without tokens). A
+    ``sample_weight`` weighs each sequence's tokens.
+
+    >>> m = token_accuracy()
+    >>> [float(s) for s in m.update(m.init(), torch.tensor([[1, 2, 0]]), torch.eye(3)[[1, 0, 0]][None])]
+    [1.0, 2.0]
+    """
+
+    def init() -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+
+    def update(
+        state: tuple[torch.Tensor, torch.Tensor], y_true: torch.Tensor, y_pred: torch.Tensor, sample_weight: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        correct, count = state
+        tokens = (y_true != 0).to(torch.float64)
+        hits = (y_pred.argmax(-1) == y_true).to(torch.float64) * tokens
+        if sample_weight is not None:
+            weight = torch.as_tensor(sample_weight, dtype=torch.float64, device=tokens.device).reshape(-1, 1)
+            tokens, hits = tokens * weight, hits * weight
+        return correct + hits.sum().to(correct.device), count + tokens.sum().to(count.device)
+
+    return Metric("token_accuracy", init, update, ratio)
+
+
+class _PerStepLSTM(nn.Module):
+    """TFF's next-token models (``char_rnn_seq``, ``word_rnn_seq``): embedding, stacked LSTM, an optional linear
+    projection, dense logits at every step."""
+
+    def __init__(
+        self, vocab_size: int, num_classes: int, embedding: int, hidden: int, layers: int, projection: int | None
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding)
+        self.lstm = nn.LSTM(embedding, hidden, num_layers=layers, batch_first=True)
+        self.projection = None if projection is None else nn.Linear(hidden, projection)
+        self.head = nn.Linear(hidden if projection is None else projection, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, length, num_classes)`` for id sequences ``(batch, length)``."""
+        states, _ = self.lstm(self.embedding(x))
+        if self.projection is not None:
+            states = self.projection(states)
+        return self.head(states)  # type: ignore[no-any-return]
+
+
+def _per_step_lstm(
+    name: str,
+    length: int,
+    vocab_size: int,
+    num_classes: int,
+    embedding: int,
+    hidden: int,
+    layers: int,
+    projection: int | None,
+    seed: int,
+) -> TorchModel:
+    """:class:`_PerStepLSTM` over ``x, y: (None, length)`` ids, torch's own initialization seeded by ``seed``."""
+    if layers < 1:
+        raise ValueError(f"{name} needs at least one LSTM layer, got layers={layers}")
+    module = _seeded(seed, lambda: _PerStepLSTM(vocab_size, num_classes, embedding, hidden, layers, projection))
+    spec = (
+        TensorSpec((None, length), "int64", "x", minimum=0, maximum=vocab_size - 1),
+        TensorSpec((None, length), "int64", "y", minimum=0, maximum=num_classes - 1),
+    )
+    return from_module(module, sequence_cross_entropy, spec, metrics=[token_accuracy()], accuracy=False)
+
+
+def char_rnn_seq(
+    vocab_size: int = 90,
+    num_classes: int = 90,
+    embedding: int = 8,
+    hidden: int = 256,
+    layers: int = 2,
+    seed: int = 0,
+) -> TorchModel:
+    """TFF's Shakespeare next-character model: ``x, y: (None, 80)`` int64 ids, ``y`` the character after each of
+    ``x``'s, 0 pads; ``embedding -> stacked LSTM (layers x hidden) -> dense`` at every step.
+
+    The sizes of Reddi et al., "Adaptive Federated Optimization" (2021) and TFF's simulation baselines: an
+    8-wide character embedding, two LSTM layers of 256 units, 90 ids (86 characters, pad, out of vocabulary,
+    beginning and end of snippet). Trained on :func:`sequence_cross_entropy`; reports :func:`token_accuracy`
+    (the standard ``accuracy`` counts examples, and an example here is a sequence). Starts from torch's own
+    initialization seeded by ``seed``: its initial weights differ across backends.
+    """
+    return _per_step_lstm("char_rnn_seq", 80, vocab_size, num_classes, embedding, hidden, layers, None, seed)
+
+
+def word_rnn_seq(
+    vocab_size: int = 10_004,
+    num_classes: int = 10_004,
+    embedding: int = 96,
+    hidden: int = 670,
+    layers: int = 1,
+    projection: int | None = 96,
+    seed: int = 0,
+) -> TorchModel:
+    """TFF's StackOverflow next-word model: ``x, y: (None, 20)`` int64 word ids, ``y`` the word after each of
+    ``x``'s, 0 pads; ``embedding -> LSTM (layers x hidden) -> linear projection -> dense`` at every step.
+
+    The sizes of Reddi et al., "Adaptive Federated Optimization" (2021) and TFF's simulation baselines: a
+    96-wide embedding, one LSTM of 670 units, a 96-wide projection without activation (a low-rank factor of the
+    output layer: ``projection=None`` drops it), 10,004 ids (10,000 words, pad, out of vocabulary, beginning and
+    end of sentence). Trained on :func:`sequence_cross_entropy`; reports :func:`token_accuracy`. Starts from
+    torch's own initialization seeded by ``seed``.
+    """
+    return _per_step_lstm("word_rnn_seq", 20, vocab_size, num_classes, embedding, hidden, layers, projection, seed)

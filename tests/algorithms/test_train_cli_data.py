@@ -135,6 +135,35 @@ def _cifar100_h5(folder: Path) -> Path:
     return write_tff(folder / "fed_cifar100_train.h5", clients([4, 4]))
 
 
+def _shakespeare_h5(folder: Path) -> Path:
+    """TFF's Shakespeare train and test files: two speaking parts each, snippets of bytes (one 80-id window
+    per snippet under 79 characters)."""
+    import h5py
+
+    def part(*lines: str) -> dict[str, np.ndarray]:
+        return {"snippets": np.array(lines, dtype=h5py.string_dtype(encoding="utf-8"))}
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tff(folder / "shakespeare_test.h5", {"A_ROMEO": part("O Romeo."), "B_JULIET": part("Ay me!")})
+    train = {"A_ROMEO": part("But soft, what light", "It is the east."), "B_JULIET": part("Wherefore art thou")}
+    return write_tff(folder / "shakespeare_train.h5", train)
+
+
+def _stackoverflow_h5(folder: Path) -> Path:
+    """TFF's StackOverflow train and test files (two users each) and the word counts beside them (a vocabulary of
+    five words: ids 1..5, oov 6, bos 7, eos 8)."""
+    import h5py
+
+    def user(*sentences: str) -> dict[str, np.ndarray]:
+        return {"tokens": np.array(sentences, dtype=h5py.string_dtype(encoding="utf-8"))}
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "stackoverflow.word_count").write_text("the 90\nto 80\na 70\nlist 60\nhow 50\n")
+    write_tff(folder / "stackoverflow_test.h5", {"1": user("how to sort"), "2": user("the list")})
+    train = {"1": user("how to sort a list", "a list to sort"), "2": user("the list the list", "to the")}
+    return write_tff(folder / "stackoverflow_train.h5", train)
+
+
 # -- digits and synthetic on the reference backend --------------------------------------------------------------
 
 
@@ -496,6 +525,11 @@ REAL_DATA: dict[str, tuple[Any, Any]] = {
     "shakespeare": (_leaf_source(_shakespeare_leaf), lambda m: m.char_rnn(vocab_size=80, num_classes=80)),
     "sent140": (_leaf_source(_sent140_words, "sent140_input=words"), lambda m: m.word_rnn(vocab_size=8)),
     "cifar100": (lambda root: ["--data", f"tff-h5:{_cifar100_h5(root)}"], lambda m: m.cnn32(num_classes=100)),
+    "shakespeare-tff": (lambda root: ["--data", f"tff-h5:{_shakespeare_h5(root)}"], lambda m: m.char_rnn_seq()),
+    "stackoverflow": (
+        lambda root: ["--data", f"tff-h5:{_stackoverflow_h5(root)}"],
+        lambda m: m.word_rnn_seq(vocab_size=9, num_classes=9),
+    ),
 }
 
 
@@ -503,7 +537,9 @@ REAL_DATA: dict[str, tuple[Any, Any]] = {
 @pytest.mark.parametrize("task", sorted(REAL_DATA))
 def test_file_data_trains_the_real_backends_model_of_its_kind(tmp_path: Path, backend: str, task: str) -> None:
     """FEMNIST picks each backend's ``cnn28``, Shakespeare its ``char_rnn``, Sent140's word ids its ``word_rnn``,
-    TFF's CIFAR-100 its ``cnn32``: one round, a finite test loss, final weights of that model's names and shapes."""
+    TFF's CIFAR-100 its ``cnn32``, TFF's Shakespeare and StackOverflow the next-token ``char_rnn_seq`` and
+    ``word_rnn_seq`` (their accuracy column is the token accuracy): one round, a finite test loss, final weights of
+    that model's names and shapes."""
     package = pytest.importorskip(f"fedmodel_{backend}")
     write, build = REAL_DATA[task]
     data = write(tmp_path / task)
