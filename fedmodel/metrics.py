@@ -12,6 +12,7 @@ so the server's accuracy over many clients is exact.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -87,20 +88,38 @@ def _add_report(state: dict[str, Any], report: Report, scale: float | None = Non
     """
     updates: dict[str, Any] = {}
     for name, value in report.items():
-        wide = _tree.map_structure(_wide, value)
+        wide = _map(_wide, value)
         if scale is not None:
-            wide = _tree.map_structure(lambda a: a * scale, wide)
+            wide = _map(lambda a: a * scale, wide)
         if name not in state:
-            updates[name] = _tree.map_structure(_checked_sum(name), wide)
+            updates[name] = _map(_checked_sum(name), wide)
             continue
         try:
-            updates[name] = _tree.map_structure(_checked_sum(name), state[name], wide)
+            updates[name] = _map(_checked_sum(name), state[name], wide)
         except AggregationError:  # a ValueError too: already says what is wrong
             raise
         except (ValueError, TypeError) as exc:
             raise AggregationError(f"metric {name!r} has another structure than earlier reports: {exc}") from exc
     state.update(updates)  # every sum checked: commit
     return state
+
+
+_ARRAYS = (np.ndarray, np.generic)
+
+
+def _map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
+    """:func:`fedmodel._tree.map_structure`, without optree's cost for the usual shapes of a metric: an array, or a
+    plain tuple of arrays (a ``(total, count)`` pair). The same calls as optree's: an array of ``tree`` is a leaf
+    that gets the whole corresponding part of ``rest``; anything else goes through optree."""
+    if isinstance(tree, _ARRAYS):
+        return fn(tree, *rest)
+    if (
+        type(tree) is tuple
+        and all(isinstance(leaf, _ARRAYS) for leaf in tree)
+        and all(type(other) is tuple and len(other) == len(tree) for other in rest)
+    ):
+        return tuple(map(fn, tree, *rest))
+    return _tree.map_structure(fn, tree, *rest)
 
 
 def _checked_sum(name: str) -> Callable[..., np.ndarray]:
@@ -111,7 +130,7 @@ def _checked_sum(name: str) -> Callable[..., np.ndarray]:
             out = values[0]
         else:
             acc, new = values
-            if not isinstance(new, (np.ndarray, np.generic)):  # a leaf before, a container now
+            if not isinstance(new, _ARRAYS):  # a leaf before, a container now
                 raise AggregationError(f"metric {name!r} has another structure than earlier reports")
             if acc.shape != new.shape:
                 raise AggregationError(f"metric {name!r}: shape {new.shape} cannot be added to {acc.shape}")
@@ -119,6 +138,12 @@ def _checked_sum(name: str) -> Callable[..., np.ndarray]:
                 pairs = zip(acc.ravel().tolist(), new.ravel().tolist(), strict=True)
                 if any(not -_INT64_MAX <= a + b <= _INT64_MAX for a, b in pairs):  # exact: Python integers
                     raise AggregationError(f"metric {name!r}: the int64 sum would overflow")
+                return acc + new  # type: ignore[no-any-return]
+            if acc.shape == () and acc.dtype == np.float64 and new.dtype == np.float64:  # the usual: Python's sum
+                total = float(acc) + float(new)  # the same IEEE sum, without numpy's overflow warning
+                if not math.isfinite(total):
+                    raise AggregationError(f"metric {name!r}: the sum is not finite ({total})")
+                return np.float64(total)  # type: ignore[return-value]
             with np.errstate(over="ignore", invalid="ignore"):
                 out = acc + new
         if out.dtype.kind in "fc" and not np.isfinite(out).all():

@@ -374,6 +374,21 @@ def update_problem(
     return None
 
 
+def _report_number(path: str, arr: np.ndarray, integer: bool, max_count: int) -> np.ndarray:
+    """:func:`_report_leaf` of one number of a numpy integer or float dtype (the usual leaf), with Python's scalar
+    checks instead of numpy's reductions; the same answers and messages."""
+    number = arr.item()
+    if not integer:  # a sum or a mean: finite
+        if not math.isfinite(number):
+            raise AggregationError(f"report {path!r}: non-finite value(s) {arr.tolist()}")
+        return np.array(number, np.float64)
+    if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
+        raise AggregationError(f"report {path!r}: expected integer counts, got {arr.tolist()}")
+    if not 0 <= number <= max_count:
+        raise AggregationError(f"report {path!r}: counts must be integers in [0, {max_count}], got {arr.tolist()}")
+    return np.array(int(number), np.int64)
+
+
 def _report_leaf(path: str, value: Any, shape: tuple[int, ...], integer: bool, max_count: int) -> np.ndarray:
     """One leaf of a report as int64 (counts) or float64, after every check."""
     if type(value) is np.ndarray or isinstance(value, np.generic):
@@ -392,6 +407,8 @@ def _report_leaf(path: str, value: Any, shape: tuple[int, ...], integer: bool, m
     kind = arr.dtype.kind
     if kind not in "iuf" and arr.dtype.name not in _ML_FLOATS:
         raise AggregationError(f"report {path!r}: expected numbers, got dtype {arr.dtype}")
+    if shape == () and kind in "iuf":
+        return _report_number(path, arr, integer, max_count)
     if not arr.size:
         return arr.astype(np.int64 if integer else np.float64)
     if not integer:  # a sum or a mean: finite

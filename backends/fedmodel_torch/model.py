@@ -7,7 +7,7 @@ Also the moves between numpy and torch that the wrapper and the backend share: b
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, final
 
 import numpy as np
@@ -130,6 +130,34 @@ def _hits(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (predicted == y).sum()
 
 
+class _Slot(NamedTuple):
+    """Where a module's variable lives: its full name, the submodule that owns it and its attribute there."""
+
+    name: str
+    owner: torch.nn.Module
+    key: str
+
+
+def _slots(module: torch.nn.Module, named: Iterable[tuple[str, Any]]) -> tuple[_Slot, ...]:
+    """The slot of each named tensor of ``module`` (``named_parameters()`` or ``named_buffers()``), in that order."""
+    out = []
+    for name, _ in named:
+        prefix, _, key = name.rpartition(".")
+        out.append(_Slot(name, module.get_submodule(prefix), key))
+    return tuple(out)
+
+
+def _read(slots: Sequence[_Slot]) -> list[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` of each slot, read from its owner now (a parameter or buffer set to None is skipped, as
+    ``named_parameters()`` skips it)."""
+    out = []
+    for slot in slots:
+        tensor = getattr(slot.owner, slot.key)
+        if tensor is not None:
+            out.append((slot.name, tensor))
+    return out
+
+
 class RestorePoint(NamedTuple):
     """What a call that raises must put back (:meth:`TorchModel.roll_back`)."""
 
@@ -203,38 +231,50 @@ class TorchModel:
             names.extend(f"metrics/{metric.name}/{i}" for i in range(len(state)))
             sizes.append(len(state))
         self._metric_sizes = tuple(sizes)
-        # read once: the contract fixes a model's variables at construction (conformance: created_in_init),
-        # and module.to() moves parameters in place
-        self._first_parameter = next(module.parameters(), None)
-        self._persistent_names = (
-            frozenset(n for n, _ in module.named_buffers()) & module.state_dict(keep_vars=True).keys()
-        )
+        # where each variable lives, found once: the contract fixes a model's variables at construction
+        # (conformance: created_in_init); each access reads the tensor from its owner, so it follows module.to()
+        # (which replaces buffers) without walking the module tree on every call
+        persistent = module.state_dict(keep_vars=True).keys()
+        self._parameter_slots = _slots(module, module.named_parameters())
+        self._buffer_slots = _slots(module, module.named_buffers())
+        self._persistent_slots = tuple(s for s in self._buffer_slots if s.name in persistent)
         device = module_device(module)
         self._initial = tuple(t.to(device) for t in initial)
         self._local = tuple(t.clone() for t in self._initial)
         self._local_names = tuple(names)
 
     # -- variables --------------------------------------------------------------------------------
-    def _persistent_buffers(self) -> list[tuple[str, torch.Tensor]]:
-        return [(n, b) for n, b in self.module.named_buffers() if n in self._persistent_names]
-
     def named_variables(self) -> tuple[list[tuple[str, torch.Tensor]], ...]:
         """``(name, tensor)`` pairs of the trainable, non-trainable and local variables, in contract order."""
-        params: list[tuple[str, torch.Tensor]] = list(self.module.named_parameters())
+        params = _read(self._parameter_slots)
         trainable = [(n, p) for n, p in params if p.requires_grad]
         frozen = [(n, p) for n, p in params if not p.requires_grad]
-        return trainable, frozen + self._persistent_buffers(), list(zip(self._local_names, self._local, strict=True))
+        buffers = _read(self._persistent_slots)
+        return trainable, frozen + buffers, list(zip(self._local_names, self._local, strict=True))
 
     @property
     def trainable_variables(self) -> list[torch.Tensor]:
         """The parameters with ``requires_grad``, in ``named_parameters()`` order."""
-        return [p for p in self.module.parameters() if p.requires_grad]
+        return [p for _, p in _read(self._parameter_slots) if p.requires_grad]
 
     @property
     def non_trainable_variables(self) -> list[torch.Tensor]:
         """Frozen parameters, then persistent buffers (``named_buffers()`` order)."""
-        frozen = [p for p in self.module.parameters() if not p.requires_grad]
-        return frozen + [b for _, b in self._persistent_buffers()]
+        frozen = [p for _, p in _read(self._parameter_slots) if not p.requires_grad]
+        return frozen + [b for _, b in _read(self._persistent_slots)]
+
+    def variable_names(self, variables: Sequence[torch.Tensor]) -> list[str]:
+        """The module's name of each variable (``metrics/...`` for local ones); ValueError for a tensor that is
+        none of the model's variables."""
+        # an identity lookup that lives for this call only (tensors compare by value, not identity)
+        named = itertools.chain(
+            _read(self._parameter_slots), _read(self._buffer_slots), zip(self._local_names, self._local, strict=True)
+        )
+        by_id: Mapping[int, str] = {id(t): n for n, t in named}
+        try:
+            return [by_id[id(v)] for v in variables]
+        except KeyError:
+            raise ValueError("a variable does not belong to this model") from None
 
     @property
     def local_variables(self) -> list[torch.Tensor]:
@@ -249,9 +289,11 @@ class TorchModel:
     @property
     def device(self) -> torch.device:
         """The module's device (where batches are moved): that of its first parameter (or buffer)."""
-        if self._first_parameter is not None:
-            return self._first_parameter.device
-        return module_device(self.module)
+        for slot in self._parameter_slots or self._buffer_slots:
+            tensor = getattr(slot.owner, slot.key)
+            if tensor is not None:
+                return tensor.device  # type: ignore[no-any-return]
+        return torch.device("cpu")
 
     # -- the contract -----------------------------------------------------------------------------
     def forward_pass(self, batch_input: Any, training: bool = True) -> BatchOutput[Any]:
@@ -323,7 +365,7 @@ class TorchModel:
         itself, before the loss exists, so a copy taken before the call is the only way to leave them
         unchanged by a call that fails (none in eval mode, none for a module without buffers).
         """
-        buffers = [(b, b.clone()) for b in self.module.buffers()] if training else []
+        buffers = [(b, b.clone()) for _, b in _read(self._buffer_slots)] if training else []
         return RestorePoint(_enter_mode(self.module, training), buffers)
 
     @staticmethod
@@ -429,15 +471,5 @@ def from_module(
 
 
 def variable_names(model: TorchModel, variables: Sequence[torch.Tensor]) -> list[str]:
-    """The module's name of each variable (``metrics/...`` for local ones)."""
-    # an identity lookup that lives for this call only (tensors compare by value, not identity); a buffer's
-    # name does not depend on its persistence, so no state_dict is needed here
-    module = model.module
-    named = itertools.chain(
-        module.named_parameters(), module.named_buffers(), zip(model._local_names, model._local, strict=True)
-    )
-    by_id: Mapping[int, str] = {id(t): n for n, t in named}
-    try:
-        return [by_id[id(v)] for v in variables]
-    except KeyError:
-        raise ValueError("a variable does not belong to this model") from None
+    """The module's name of each variable (``metrics/...`` for local ones): :meth:`TorchModel.variable_names`."""
+    return model.variable_names(variables)

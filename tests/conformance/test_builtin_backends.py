@@ -103,7 +103,12 @@ KINDS: dict[tuple[str, str], tuple[str, Callable[[Any], Any], dict[str, Any]]] =
 # word_rnn is char_rnn's code over another input length, word_rnn_seq char_rnn_seq's with a projection: the full
 # suite runs them on torch (seconds); on TensorFlow and JAX they would add minutes of CPU to CI for no clause the
 # char_rnn models do not already prove there
-_SHARED_CODE = {("tensorflow", "word_rnn"), ("jax", "word_rnn"), ("tensorflow", "word_rnn_seq"), ("jax", "word_rnn_seq")}
+_SHARED_CODE = {
+    ("tensorflow", "word_rnn"),
+    ("jax", "word_rnn"),
+    ("tensorflow", "word_rnn_seq"),
+    ("jax", "word_rnn_seq"),
+}
 for _backend in ("torch", "tensorflow", "jax"):
     for _kind, (_build, _batch) in DATA_SET_KINDS.items():
         if (_backend, _kind) in _SHARED_CODE:
