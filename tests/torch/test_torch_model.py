@@ -114,6 +114,30 @@ def test_variable_lists_are_the_same_objects_in_the_same_order_on_every_access()
     assert len(ids) == len(set(ids))
 
 
+def test_variables_follow_module_to_which_replaces_buffers_and_may_replace_parameters() -> None:
+    """The variables are found once, at wrapping, but read from their owners on every access: after
+    ``module.to(dtype)`` (new buffer tensors; new parameter objects when torch is told to overwrite them) the
+    model's variables are the module's current tensors, under the same names, and a frozen parameter moves to
+    the non-trainable group as ``requires_grad`` says."""
+    model = models.cnn_bn(channels=(2, 2))
+    module = model.module
+    names = fedmodel.get_weights(model).names
+    module.to(torch.float64)
+    assert model.non_trainable_variables[0] is module.get_buffer("bn1.running_mean")
+    assert {a.dtype for a in fedmodel.get_weights(model).arrays} >= {np.dtype(np.float64)}
+    previous = torch.__future__.get_overwrite_module_params_on_conversion()
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        module.to(torch.float32)
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(previous)
+    assert [id(v) for v in model.trainable_variables] == [id(p) for p in module.parameters()]
+    assert fedmodel.get_weights(model).names == names and model.device == torch.device("cpu")
+    first = next(module.parameters())
+    first.requires_grad_(False)
+    assert model.non_trainable_variables[0] is first and all(v is not first for v in model.trainable_variables)
+
+
 def test_two_models_from_one_factory_share_no_variable_but_start_equal() -> None:
     a, b = models.mlp(seed=3), models.mlp(seed=3)
     ids_a = {id(v) for v in a.trainable_variables + a.local_variables}
