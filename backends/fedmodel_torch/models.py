@@ -271,8 +271,8 @@ def sequence_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     ``sum_over_batch_size`` reduction), as TFF's next-token baselines train, and it is a mean over examples
     (each sequence's summed token loss over ``length``), as the model contract requires of a loss: a mean over
     the non-padding tokens of the whole batch would not be. Every real token weighs the same within a batch.
-    The mean loss per real token is ``loss * length / tokens``, with ``tokens`` the count of
-    :func:`token_accuracy`.
+    Over a client's data, the mean loss per real token is ``loss * length * num_examples / tokens``, with
+    ``tokens`` the count of :func:`token_accuracy`.
 
     >>> float(sequence_cross_entropy(torch.zeros(1, 4, 4), torch.tensor([[2, 1, 0, 0]])))  # ln 4 on 2 of 4
     0.6931471824645996
