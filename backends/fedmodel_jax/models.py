@@ -1,10 +1,13 @@
 """Built-in models, the same across backends: ``mlp``, ``frozen_mlp`` (plain JAX), ``bn_mlp``, ``cnn_bn``,
-``cnn28``, ``cnn32``, ``char_rnn`` and ``word_rnn`` (Flax).
+``cnn28``, ``cnn32``, ``char_rnn``, ``word_rnn``, ``char_rnn_seq`` and ``word_rnn_seq`` (Flax).
 
 Plain-JAX params are a tuple of :class:`Dense` layers, so trainable variables come layer by layer,
 kernel ``(in, out)`` then bias: ``params/0/kernel``, ``params/0/bias``, ``params/1/kernel``...
 Outputs are logits, the loss is the mean sparse softmax cross-entropy, the metrics ``STANDARD_METRICS``.
-Every model whose variables all have canonical names (all but ``char_rnn`` and ``word_rnn``) starts from
+The next-token models ``char_rnn_seq`` and ``word_rnn_seq`` instead output logits at every step, are trained
+on :func:`sequence_cross_entropy` (the mean over non-padding tokens) and report :func:`token_accuracy` in
+place of ``accuracy``.
+Every model whose variables all have canonical names (all but the LSTM models) starts from
 :func:`fedmodel.backend_kit.initialize`'s weights: the same seed gives the same canonical weights in every
 backend.
 """
@@ -20,13 +23,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedmodel.backend_kit import TensorSpec, classification_spec, initialize
+from fedmodel.backend_kit import Metric, TensorSpec, classification_spec, initialize
+from fedmodel.metrics import ratio
 from fedmodel_jax.model import JaxModel, from_flax, from_functions
 
 __all__ = [
     "Dense",
     "bn_mlp",
     "char_rnn",
+    "char_rnn_seq",
     "cnn28",
     "cnn32",
     "cnn_bn",
@@ -34,7 +39,10 @@ __all__ = [
     "frozen_mlp",
     "mlp",
     "mlp_apply",
+    "sequence_cross_entropy",
+    "token_accuracy",
     "word_rnn",
+    "word_rnn_seq",
 ]
 
 
@@ -49,6 +57,58 @@ def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
     """Mean sparse softmax cross-entropy of integer labels."""
     loss: jax.Array = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss
+
+
+def sequence_cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """The mean softmax cross-entropy over the non-padding tokens of a batch of sequences.
+
+    ``logits`` ``(batch, length, classes)``, ``y`` int ids ``(batch, length)``, 0 the padding. With ``ce[b, t]``
+    the cross-entropy of ``logits[b, t]`` against ``y[b, t]`` and ``mask = y != 0``, the loss is
+    ``sum(ce * mask) / max(sum(mask), 1)``: 0 for a batch of padding alone.
+
+    >>> round(float(sequence_cross_entropy(jnp.array([[[0.0, 0.0], [5.0, 0.0]]]), jnp.array([[1, 0]]))), 6)  # ln 2
+    0.693147
+    """
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    mask = (y != 0).astype(ce.dtype)
+    loss: jax.Array = jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    return loss
+
+
+def _token_accuracy_init() -> tuple[jax.Array, jax.Array]:
+    return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+
+
+def _token_accuracy_update(
+    state: tuple[Any, ...], y_true: Any, y_pred: Any, sample_weight: Any = None
+) -> tuple[jax.Array, jax.Array]:
+    tokens = y_true != 0
+    hits = tokens & (jnp.argmax(y_pred, axis=-1) == y_true)
+    correct = jnp.sum(hits, axis=-1, dtype=jnp.float32)  # per sequence
+    counted = jnp.sum(tokens, axis=-1, dtype=jnp.float32)
+    if sample_weight is not None:  # one weight per sequence
+        weight = jnp.broadcast_to(jnp.asarray(sample_weight, jnp.float32).reshape(-1), correct.shape)
+        correct, counted = correct * weight, counted * weight
+    total, count = state
+    return total + jnp.sum(correct), count + jnp.sum(counted)
+
+
+def token_accuracy() -> Metric:
+    """The ``"token_accuracy"`` metric of the next-token models: state ``(Σ correct tokens, Σ tokens)`` over the
+    non-padding tokens (``y_true != 0``), finalized by :func:`fedmodel.metrics.ratio`.
+
+    The sums are ``float32``, as :func:`fedmodel_jax.metrics.mean_metric`'s (JAX has no float64 while x64 is
+    off): exact counts up to 2**24 tokens per client. A token is correct when the argmax of its logits is its
+    label. ``update(state, y_true, y_pred, sample_weight=None)``: ``sample_weight`` holds one weight per
+    sequence, multiplying that sequence's correct and token counts. Every call returns an equal metric (equal
+    models share compiled code).
+
+    >>> m = token_accuracy()
+    >>> logits = jnp.array([[[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]])
+    >>> [float(s) for s in m.update(m.init(), jnp.array([[1, 1, 0]]), logits)]
+    [1.0, 2.0]
+    """
+    return Metric("token_accuracy", _token_accuracy_init, _token_accuracy_update, ratio)
 
 
 def mlp_apply(params: Sequence[Dense], state: Any, x: jax.Array, training: bool, rng: jax.Array) -> tuple[Any, Any]:
@@ -178,20 +238,42 @@ def cnn32(num_classes: int = 100, channels: tuple[int, int] = (32, 64), hidden: 
     return _initialized(from_flax(module, cross_entropy, spec, seed=seed), seed)
 
 
-def _last_step_lstm(
-    name: str, length: int, vocab_size: int, num_classes: int, embedding: int, hidden: int, layers: int, seed: int
+def _lstm_stack(
+    name: str,
+    length: int,
+    vocab_size: int,
+    num_classes: int,
+    embedding: int,
+    hidden: int,
+    layers: int,
+    seed: int,
+    *,
+    per_step: bool = False,
+    projection: int | None = None,
 ) -> JaxModel:
-    """``Embed -> layers x LSTM -> Dense`` on the last step over ``x (None, length)`` ids, Flax's seeded init."""
+    """``Embed -> layers x LSTM [-> Dense(projection)] -> Dense`` over ``x (None, length)`` ids, Flax's seeded init.
+
+    ``per_step=False``: the logits of the last step, labels ``(None,)``, the mean cross-entropy and the standard
+    accuracy (``char_rnn``, ``word_rnn``). ``per_step=True``: logits at every step, labels ``(None, length)``,
+    :func:`sequence_cross_entropy` and :func:`token_accuracy` (``char_rnn_seq``, ``word_rnn_seq``).
+    """
     if layers < 1:
         raise ValueError(f"{name} needs at least one LSTM layer, got layers={layers}")
-    module = _last_step_lstm_class()(
-        vocab_size=vocab_size, num_classes=num_classes, embedding=embedding, hidden=hidden, layers=layers
+    module = _lstm_stack_class()(
+        vocab_size=vocab_size,
+        num_classes=num_classes,
+        embedding=embedding,
+        hidden=hidden,
+        layers=layers,
+        per_step=per_step,
+        projection=projection,
     )
-    spec = (
-        TensorSpec((None, length), "int64", "x", minimum=0, maximum=vocab_size - 1),
-        TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
-    )
-    return from_flax(module, cross_entropy, spec, seed=seed)
+    x = TensorSpec((None, length), "int64", "x", minimum=0, maximum=vocab_size - 1)
+    if not per_step:
+        y = TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1)
+        return from_flax(module, cross_entropy, (x, y), seed=seed)
+    y = TensorSpec((None, length), "int64", "y", minimum=0, maximum=num_classes - 1)
+    return from_flax(module, sequence_cross_entropy, (x, y), metrics=[token_accuracy()], accuracy=False, seed=seed)
 
 
 def char_rnn(
@@ -204,7 +286,7 @@ def char_rnn(
     canonical names (the canonical layout has no recurrent entries: they keep their Flax names, e.g.
     ``params/OptimizedLSTMCell_0/hi/kernel``), so this model keeps Flax's native initialization, seeded.
     """
-    return _last_step_lstm("char_rnn", 80, vocab_size, num_classes, embedding, hidden, layers, seed)
+    return _lstm_stack("char_rnn", 80, vocab_size, num_classes, embedding, hidden, layers, seed)
 
 
 def word_rnn(
@@ -226,7 +308,61 @@ def word_rnn(
     unknown-word id; ``fedmodel train`` passes the data's own. Keeps Flax's native initialization, seeded, as
     :func:`char_rnn` does (the LSTM gates have no canonical names).
     """
-    return _last_step_lstm("word_rnn", 25, vocab_size, num_classes, embedding, hidden, layers, seed)
+    return _lstm_stack("word_rnn", 25, vocab_size, num_classes, embedding, hidden, layers, seed)
+
+
+def char_rnn_seq(
+    vocab_size: int = 90, num_classes: int = 90, embedding: int = 8, hidden: int = 256, layers: int = 2, seed: int = 0
+) -> JaxModel:
+    """TensorFlow Federated's Shakespeare next-character model, predicting at every step: ``x (None, 80)`` int64
+    character ids in ``[0, vocab_size)``, ``y (None, 80)`` int64, ``x`` shifted by one; id 0 pads both at the end
+    of a window.
+
+    ``Embed -> layers x LSTM (flax OptimizedLSTMCell, every step) -> Dense`` at every step: logits ``(None, 80,
+    num_classes)``. The sizes are TFF's simulation baseline (``simulation/baselines/shakespeare/
+    char_prediction_models.py``) as in Reddi et al., "Adaptive Federated Optimization" (2021): an 8-wide
+    embedding, two LSTM layers of 256 units, 80-character windows; ``vocab_size`` 90 is TFF's 86 characters plus
+    4 special ids (padding, out-of-vocabulary, beginning and end). Trained on :func:`sequence_cross_entropy`;
+    reports :func:`token_accuracy` and no ``accuracy`` (an example is a sequence). TFF's embedding masks id 0;
+    here padding only follows the text, so the outputs at non-padding steps are the same without a mask, and
+    the loss ignores the rest. Keeps Flax's native initialization, seeded, as :func:`char_rnn` does.
+    """
+    return _lstm_stack("char_rnn_seq", 80, vocab_size, num_classes, embedding, hidden, layers, seed, per_step=True)
+
+
+def word_rnn_seq(
+    vocab_size: int = 10_004,
+    num_classes: int = 10_004,
+    embedding: int = 96,
+    hidden: int = 670,
+    layers: int = 1,
+    projection: int | None = 96,
+    seed: int = 0,
+) -> JaxModel:
+    """TensorFlow Federated's StackOverflow next-word model: ``x (None, 20)`` int64 word ids in ``[0,
+    vocab_size)``, ``y (None, 20)`` int64, ``x`` shifted by one; id 0 pads both at the end of a window.
+
+    ``Embed -> layers x LSTM (flax OptimizedLSTMCell, every step) -> Dense(projection)`` (no activation, named
+    ``Dense_0``) ``-> Dense(num_classes)`` at every step: logits ``(None, 20, num_classes)``;
+    ``projection=None`` drops the projection layer. The sizes are TFF's simulation baseline
+    (``simulation/baselines/stackoverflow/word_prediction_models.py``) as in Reddi et al., "Adaptive Federated
+    Optimization" (2021): a 96-wide embedding, one LSTM layer of 670 units, a 96-wide projection, 20-word
+    windows; ``vocab_size`` 10,004 is the 10,000 most frequent words plus 4 special ids (padding,
+    out-of-vocabulary, beginning and end). Trained on :func:`sequence_cross_entropy`; reports
+    :func:`token_accuracy` and no ``accuracy``. Keeps Flax's native initialization, seeded.
+    """
+    return _lstm_stack(
+        "word_rnn_seq",
+        20,
+        vocab_size,
+        num_classes,
+        embedding,
+        hidden,
+        layers,
+        seed,
+        per_step=True,
+        projection=projection,
+    )
 
 
 @functools.cache
@@ -299,23 +435,29 @@ def _two_block_cnn_class() -> Any:
 
 
 @functools.cache
-def _last_step_lstm_class() -> Any:
-    """The linen module class of :func:`char_rnn` and :func:`word_rnn`, defined once (equal modules share
-    compiled code)."""
+def _lstm_stack_class() -> Any:
+    """The linen module class of :func:`char_rnn`, :func:`word_rnn` (last step) and :func:`char_rnn_seq`,
+    :func:`word_rnn_seq` (every step), defined once (equal modules share compiled code)."""
     import flax.linen as nn
 
-    class LastStepLSTM(nn.Module):
+    class LSTMStack(nn.Module):
         vocab_size: int
         num_classes: int
         embedding: int
         hidden: int
         layers: int
+        per_step: bool = False  # logits at every step, else at the last one
+        projection: int | None = None  # a Dense of this width without activation before the logits
 
         @nn.compact
         def __call__(self, x: jax.Array, training: bool) -> jax.Array:
             h = nn.Embed(self.vocab_size, self.embedding)(x)
             for _ in range(self.layers):
                 h = nn.RNN(nn.OptimizedLSTMCell(self.hidden))(h)
-            return nn.Dense(self.num_classes)(h[:, -1])
+            if not self.per_step:
+                h = h[:, -1]
+            if self.projection is not None:
+                h = nn.Dense(self.projection)(h)
+            return nn.Dense(self.num_classes)(h)
 
-    return LastStepLSTM
+    return LSTMStack

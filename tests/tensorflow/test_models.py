@@ -1,5 +1,5 @@
 """Built-in models: canonical initial weights (backend_kit.initialize), the LEAF models cnn28, char_rnn and
-word_rnn, and the CIFAR CNN cnn32."""
+word_rnn, the CIFAR CNN cnn32, and TFF's next-token models char_rnn_seq and word_rnn_seq."""
 
 from __future__ import annotations
 
@@ -104,3 +104,123 @@ def test_word_rnn_has_leafs_sent140_sizes() -> None:
     assert shapes[0] == (10_001, 100) and (100, 4 * 100) in shapes and shapes[-2:] == [(100, 2), (2,)]
     x = np.random.default_rng(0).integers(0, 10_001, (2, 25))
     assert tuple(model.predict_on_batch(x).shape) == (2, 2)
+
+
+# -- the next-token models of TFF's Shakespeare and StackOverflow tasks (Reddi et al. 2021) ------------------
+
+
+def next_token_batch(size: int, length: int, vocab: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ids in ``1..vocab - 1`` padded with 0 after a random length (at least half), ``y`` is ``x``
+    shifted by one, as fedmodel.data serves TFF's Shakespeare and StackOverflow."""
+    ids = rng.integers(1, vocab, (size, length + 1))
+    kept = rng.integers(length // 2, length + 1, size)
+    ids[np.arange(length + 1)[None, :] >= kept[:, None]] = 0
+    return ids[:, :-1].astype(np.int64), ids[:, 1:].astype(np.int64)
+
+
+def masked_cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    """sum(ce * mask) / max(sum(mask), 1) in float64, ``mask = y != 0``."""
+    logits = np.asarray(logits, np.float64)
+    top = logits.max(axis=-1, keepdims=True)
+    log_z = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
+    ce = log_z - np.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
+    mask = y != 0
+    return float((ce * mask).sum() / max(mask.sum(), 1))
+
+
+def token_counts(logits: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+    """(correct non-padding tokens, non-padding tokens)."""
+    mask = y != 0
+    return int(((np.argmax(logits, axis=-1) == y) & mask).sum()), int(mask.sum())
+
+
+def small_char_rnn_seq(**kwargs: Any) -> Any:
+    return fmtf.models.char_rnn_seq(**{"vocab_size": 12, "num_classes": 12, "embedding": 4, "hidden": 8, **kwargs})
+
+
+def test_char_rnn_seq_predicts_every_step_with_per_token_labels() -> None:
+    model = small_char_rnn_seq(layers=2)
+    assert model.input_spec == (
+        fedmodel.TensorSpec((None, 80), "int64", "x", minimum=0, maximum=11),
+        fedmodel.TensorSpec((None, 80), "int64", "y", minimum=0, maximum=11),
+    )
+    assert [m.name for m in model.metrics] == ["token_accuracy"]
+    names = fedmodel.get_weights(model).names
+    assert names[0] == "embedding/embeddings" and sum("recurrent_kernel" in n for n in names) == 2
+    assert list(names[-2:]) == ["dense/kernel", "dense/bias"]  # no projection
+    x, _ = next_token_batch(4, 80, 12, np.random.default_rng(0))
+    assert tuple(model.predict_on_batch(x).shape) == (4, 80, 12)
+    same = small_char_rnn_seq(layers=2)
+    for a, b in zip(fedmodel.get_weights(model).arrays, fedmodel.get_weights(same).arrays, strict=True):
+        np.testing.assert_array_equal(a, b)  # seeded native initializers
+    with pytest.raises(ValueError, match="char_rnn_seq needs at least one LSTM layer"):
+        small_char_rnn_seq(layers=0)
+    with pytest.raises(ValueError, match="word_rnn_seq needs at least one LSTM layer"):
+        fmtf.models.word_rnn_seq(vocab_size=12, num_classes=12, embedding=4, hidden=8, projection=4, layers=0)
+
+
+def test_char_rnn_seq_loss_is_the_mean_over_non_padding_tokens_and_reports_token_accuracy() -> None:
+    model = small_char_rnn_seq(layers=1)
+    x, y = next_token_batch(4, 80, 12, np.random.default_rng(1))
+    assert 0 < (y == 0).sum() < y.size  # some padding, not all
+    logits = np.asarray(model.predict_on_batch(x))
+    out = model.forward_pass((x, y), training=False)
+    assert float(out.loss) == pytest.approx(masked_cross_entropy(logits, y), rel=1e-5)
+    np.testing.assert_array_equal(np.asarray(out.predictions), logits)
+    report = model.report_local_outputs()
+    assert "accuracy" not in report and int(report["num_examples"]) == 4
+    correct, tokens = token_counts(logits, y)
+    assert 0 < correct < tokens  # the check below can tell a wrong count
+    assert [float(v) for v in report["token_accuracy"]] == [correct, tokens]
+    assert all(np.asarray(v).dtype == np.float64 for v in report["token_accuracy"])
+    final = model.federated_output_computation([report])
+    assert final["token_accuracy"] == pytest.approx(correct / tokens)
+    # padding alone: loss 0, nothing counted, an undefined (NaN) accuracy
+    model.reset_metrics()
+    out = model.forward_pass((x, np.zeros_like(y)), training=False)
+    assert float(out.loss) == 0.0
+    report = model.report_local_outputs()
+    assert [float(v) for v in report["token_accuracy"]] == [0.0, 0.0]
+    assert np.isnan(model.federated_output_computation([report])["token_accuracy"])
+
+
+def test_token_accuracy_weighs_each_sequence_by_its_sample_weight() -> None:
+    metric = fmtf.models.token_accuracy()
+    y = np.array([[1, 2, 0], [3, 0, 0]], np.int64)
+    logits = np.zeros((2, 3, 4), np.float32)
+    logits[0, 0, 1] = logits[0, 1, 3] = logits[1, 0, 3] = 1.0  # correct: (0, 0) and (1, 0); (0, 1) wrong
+    state = metric.update(metric.init(), tf.constant(y), tf.constant(logits))
+    assert [float(s) for s in state] == [2.0, 3.0]
+    state = metric.update(metric.init(), tf.constant(y), tf.constant(logits), sample_weight=tf.constant([2.0, 0.5]))
+    assert [float(s) for s in state] == [2.0 * 1 + 0.5 * 1, 2.0 * 2 + 0.5 * 1]
+
+
+def test_char_rnn_seq_one_training_step_lowers_the_loss() -> None:
+    model = small_char_rnn_seq(layers=1)
+    batch = next_token_batch(4, 80, 12, np.random.default_rng(2))
+    before = float(model.forward_pass(batch, training=False).loss)
+    opt = fmtf.BACKEND.make_optimizer(model, fedmodel.Adam(0.01))
+    fmtf.BACKEND.train_step(model, batch, opt)
+    assert float(model.forward_pass(batch, training=False).loss) < before
+
+
+def test_word_rnn_seq_has_tffs_stackoverflow_sizes() -> None:
+    model = fmtf.models.word_rnn_seq()
+    assert model.input_spec == (
+        fedmodel.TensorSpec((None, 20), "int64", "x", minimum=0, maximum=10_003),
+        fedmodel.TensorSpec((None, 20), "int64", "y", minimum=0, maximum=10_003),
+    )
+    weights = fedmodel.get_weights(model)
+    assert [(n, tuple(a.shape)) for n, a in zip(weights.names, weights.arrays, strict=True)] == [
+        ("embedding/embeddings", (10_004, 96)),
+        ("lstm/lstm_cell/kernel", (96, 4 * 670)),
+        ("lstm/lstm_cell/recurrent_kernel", (670, 4 * 670)),
+        ("lstm/lstm_cell/bias", (4 * 670,)),
+        ("dense/kernel", (670, 96)),  # the projection, no activation
+        ("dense/bias", (96,)),
+        ("dense_1/kernel", (96, 10_004)),
+        ("dense_1/bias", (10_004,)),
+    ]
+    no_projection = fmtf.models.word_rnn_seq(vocab_size=12, num_classes=12, embedding=4, hidden=8, projection=None)
+    assert [tuple(v.shape) for v in no_projection.trainable_variables][-2:] == [(8, 12), (12,)]
+    assert tuple(no_projection.predict_on_batch(np.ones((2, 20), np.int64)).shape) == (2, 20, 12)
