@@ -60,18 +60,23 @@ def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def sequence_cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
-    """The mean softmax cross-entropy over the non-padding tokens of a batch of sequences.
+    """The softmax cross-entropy of a batch of sequences summed over its non-padding tokens and divided by
+    ``batch * length``.
 
     ``logits`` ``(batch, length, classes)``, ``y`` int ids ``(batch, length)``, 0 the padding. With ``ce[b, t]``
     the cross-entropy of ``logits[b, t]`` against ``y[b, t]`` and ``mask = y != 0``, the loss is
-    ``sum(ce * mask) / max(sum(mask), 1)``: 0 for a batch of padding alone.
+    ``mean(ce * mask)``.
 
-    >>> round(float(sequence_cross_entropy(jnp.array([[[0.0, 0.0], [5.0, 0.0]]]), jnp.array([[1, 0]]))), 6)  # ln 2
-    0.693147
+    That is Keras's ``SparseCategoricalCrossentropy`` with the padding mask as ``sample_weight`` (its
+    ``sum_over_batch_size`` reduction), as TFF's next-token baselines train, and a mean over examples (each
+    sequence's summed token loss over ``length``), as the model contract requires of a loss: a mean over the
+    batch's non-padding tokens would not be one. 0 for a batch of padding alone.
+
+    >>> round(float(sequence_cross_entropy(jnp.array([[[0.0, 0.0], [5.0, 0.0]]]), jnp.array([[1, 0]]))), 6)  # ln 2 / 2
+    0.346574
     """
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    mask = (y != 0).astype(ce.dtype)
-    loss: jax.Array = jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    loss: jax.Array = jnp.mean(ce * (y != 0).astype(ce.dtype))
     return loss
 
 

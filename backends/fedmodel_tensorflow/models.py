@@ -42,20 +42,25 @@ def _loss() -> keras.losses.Loss:
 
 
 def sequence_cross_entropy(y_true: Any, y_pred: Any) -> tf.Tensor:
-    """The mean softmax cross-entropy over the non-padding tokens of a batch of sequences (Keras's argument order).
+    """The softmax cross-entropy of a batch of sequences summed over its non-padding tokens and divided by
+    ``batch * length`` (Keras's argument order).
 
     ``y_true`` holds int ids ``(batch, length)``, 0 the padding; ``y_pred`` the logits ``(batch, length,
     classes)``. With ``ce[b, t]`` the cross-entropy of ``y_pred[b, t]`` against ``y_true[b, t]`` and ``mask =
-    y_true != 0``, the loss is ``sum(ce * mask) / max(sum(mask), 1)``: 0 for a batch of padding alone.
+    y_true != 0``, the loss is ``mean(ce * mask)``.
+
+    That is Keras's ``SparseCategoricalCrossentropy`` with the padding mask as ``sample_weight`` (its
+    ``sum_over_batch_size`` reduction), as TFF's next-token baselines train, and a mean over examples (each
+    sequence's summed token loss over ``length``), as the model contract requires of a loss: a mean over the
+    batch's non-padding tokens would not be one. 0 for a batch of padding alone.
 
     >>> round(float(sequence_cross_entropy(tf.constant([[1, 0]]), tf.constant([[[0.0, 0.0], [5.0, 0.0]]]))), 6)
-    0.693147
+    0.346574
     """
     labels = tf.cast(y_true, tf.int64)
     logits = tf.convert_to_tensor(y_pred)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    mask = tf.cast(tf.not_equal(labels, 0), ce.dtype)
-    return tf.reduce_sum(ce * mask) / tf.maximum(tf.reduce_sum(mask), tf.ones((), ce.dtype))
+    return tf.reduce_mean(ce * tf.cast(tf.not_equal(labels, 0), ce.dtype))
 
 
 def _token_accuracy_init() -> tuple[tf.Tensor, tf.Tensor]:

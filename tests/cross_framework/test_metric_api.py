@@ -50,3 +50,45 @@ def test_sum_metric_sums_per_batch_values_and_refuses_a_sample_weight(backend: s
     assert float(np.asarray(value)) == 3.5
     with pytest.raises(ValueError, match="sample_weight"):
         total.update(total.init(), array(Y_TRUE), array(Y_PRED), sample_weight=array(WEIGHT))
+
+
+# next-token batches: 2 sequences of 4 steps over 3 classes; the second sequence ends in 2 padding steps
+SEQ_Y = np.array([[1, 2, 1, 2], [2, 1, 0, 0]], np.int64)
+SEQ_LOGITS = np.array(
+    [
+        [[0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 3.0], [1.0, 1.0, 1.0]],
+        [[0.0, 0.0, 0.0], [0.0, 5.0, 0.0], [9.0, 0.0, 0.0], [0.0, 0.0, 9.0]],
+    ],
+    np.float32,
+)
+
+
+def _sequence_loss_by_hand() -> float:
+    """Σ cross-entropy over the 6 real tokens / (2 * 4), in float64."""
+    logits = SEQ_LOGITS.astype(np.float64)
+    log_z = np.log(np.exp(logits).sum(-1))
+    ce = log_z - np.take_along_axis(logits, SEQ_Y[..., None], -1)[..., 0]
+    return float((ce * (SEQ_Y != 0)).sum() / SEQ_Y.size)
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow", "jax"])
+def test_next_token_loss_and_token_accuracy_are_the_same_in_every_backend(backend: str) -> None:
+    """``models.sequence_cross_entropy`` (Keras's masked mean: real tokens summed, over batch * length) and
+    ``models.token_accuracy`` (correct real tokens, real tokens; a weight per sequence) of the next-token models."""
+    models = pytest.importorskip(f"fedmodel_{backend}").models
+    _, _, _, array = _framework(backend)
+    logits, y = array(SEQ_LOGITS), array(SEQ_Y)
+    loss = (
+        models.sequence_cross_entropy(y, logits)
+        if backend == "tensorflow"
+        else models.sequence_cross_entropy(logits, y)
+    )
+    assert float(np.asarray(loss)) == pytest.approx(_sequence_loss_by_hand(), rel=1e-6)
+    metric = models.token_accuracy()
+    assert metric.name == "token_accuracy"
+    # argmax per step: [1, 2, 2, 0] against [1, 2, 1, 2] -> 2 of 4; [0, 1, -, -] against [2, 1] -> 1 of 2
+    state = metric.update(metric.init(), y, logits)
+    assert [float(np.asarray(s)) for s in state] == [3.0, 6.0]
+    state = metric.update(state, y, logits, sample_weight=array(np.array([2.0, 0.5], np.float32)))
+    assert [float(np.asarray(s)) for s in state] == [3.0 + 4.5, 6.0 + 9.0]
+    assert metric.finalize(tuple(np.asarray(s) for s in state)) == pytest.approx(7.5 / 15.0)

@@ -119,13 +119,13 @@ def next_token_batch(size: int, length: int, vocab: int, rng: np.random.Generato
 
 
 def masked_cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
-    """sum(ce * mask) / max(sum(mask), 1) in float64, ``mask = y != 0``."""
+    """sum(ce * mask) / (batch * length) in float64, ``mask = y != 0`` (Keras's masked ``sum_over_batch_size``)."""
     logits = np.asarray(logits, np.float64)
     top = logits.max(axis=-1, keepdims=True)
     log_z = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
     ce = log_z - np.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
     mask = y != 0
-    return float((ce * mask).sum() / max(mask.sum(), 1))
+    return float((ce * mask).sum() / y.size)
 
 
 def token_counts(logits: np.ndarray, y: np.ndarray) -> tuple[int, int]:
