@@ -503,6 +503,74 @@ def test_metric_sums_of_complex_mixed_and_edge_integers() -> None:
         SumThenFinalize()([{"s": 1.0}, {"s": (1.0, 2.0)}])
 
 
+def test_metric_sums_of_arrays_and_nested_metrics_take_the_general_path() -> None:
+    """Plain numbers and (total, count) pairs have a fast path; arrays, nested structures and overflowing vectors
+    must still be summed and refused exactly as before, without a numpy warning."""
+    import warnings
+
+    from fedmodel.metrics import SumThenFinalize
+
+    reports = [
+        {"cm": np.array([1, 2], np.int64), "v": np.array([0.5, 1.0]), "nest": {"a": (1.0, 2)}, "p": (1.0, 2)},
+        {
+            "cm": np.array([3, 4], np.int32),
+            "v": np.array([0.25, 2.0], np.float32),
+            "nest": {"a": (2.0, 3)},
+            "p": (1.5, 1),
+        },
+    ]
+    total = SumThenFinalize()(reports)
+    assert total["cm"].tolist() == [4, 6] and total["v"].tolist() == [0.75, 3.0]
+    assert total["nest"] == {"a": (3.0, 5)} and total["p"] == (2.5, 3)
+    top = np.iinfo(np.int64).max
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow is an AggregationError, never a RuntimeWarning
+        with pytest.raises(AggregationError, match=r"^metric 'cm': the int64 sum would overflow$"):
+            SumThenFinalize()([{"cm": np.array([1, top])}, {"cm": np.array([1, 1])}])
+        with pytest.raises(AggregationError, match=r"^metric 'v': the sum is not finite \(\[inf, 2\.0\]\)$"):
+            SumThenFinalize()([{"v": np.array([1e308, 1.0])}, {"v": np.array([1e308, 1.0])}])
+        with pytest.raises(AggregationError, match=r"^metric 'z': the sum is not finite"):
+            SumThenFinalize()([{"z": np.complex128(1e308)}, {"z": np.complex128(1e308)}])
+    with pytest.raises(AggregationError, match=r"^metric 'p' has another structure than earlier reports"):
+        SumThenFinalize()([{"p": (1.0, 2)}, {"p": (1.0, 2, 3)}])
+    state = SumThenFinalize().accumulate({}, {"p": (1.0, 2)})
+    with pytest.raises(AggregationError):
+        SumThenFinalize().accumulate(state, {"p": (1.0, (2, 3))})
+    assert state["p"][0] == 1.0 and state["p"][1] == 2  # all or nothing
+
+
+VECTORS = {"counts": np.zeros(3, np.int64), "sums": np.zeros(2)}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"counts": np.array([1.5, 0.0, 2.0])}, r"report 'counts': expected integer counts, got \[1\.5, 0\.0, 2\.0\]"),
+        (
+            {"counts": np.array([1, -1, 2])},
+            r"report 'counts': counts must be integers in \[0, 9007199254740992\], got \[1, -1, 2\]",
+        ),
+        ({"sums": np.array([np.nan, 1.0])}, r"report 'sums': non-finite value\(s\) \[nan, 1\.0\]"),
+        ({"sums": np.array([np.inf, 1.0], np.float32)}, r"report 'sums': non-finite value\(s\) \[inf, 1\.0\]"),
+    ],
+)
+def test_check_report_of_array_leaves_names_the_path_and_the_values(change: dict[str, Any], reason: str) -> None:
+    from fedmodel.validation import check_report
+
+    with pytest.raises(AggregationError, match=f"^c: {reason}$"):
+        check_report({"counts": np.array([1, 0, 2]), "sums": np.zeros(2), **change}, VECTORS, client="c")
+
+
+def test_check_report_of_array_leaves_returns_int64_counts_and_float64_sums() -> None:
+    from fedmodel.validation import check_report
+
+    out = check_report({"counts": np.array([1.0, 0.0, 2.0]), "sums": np.array([1, 2])}, VECTORS)
+    assert out["counts"].dtype == np.int64 and out["counts"].tolist() == [1, 0, 2]
+    assert out["sums"].dtype == np.float64 and out["sums"].tolist() == [1.0, 2.0]
+    out = check_report({"counts": np.array([0, 0, 3], np.uint8), "sums": np.array([0.5, -1.0], np.float16)}, VECTORS)
+    assert out["counts"].tolist() == [0, 0, 3] and out["sums"].tolist() == [0.5, -1.0]
+
+
 def test_nonfinite_count_counts_every_nan_and_inf_across_blocks() -> None:
     from fedmodel.validation import nonfinite_count
 
