@@ -533,6 +533,8 @@ def test_metric_sums_of_arrays_and_nested_metrics_take_the_general_path() -> Non
             SumThenFinalize()([{"z": np.complex128(1e308)}, {"z": np.complex128(1e308)}])
     with pytest.raises(AggregationError, match=r"^metric 'p' has another structure than earlier reports"):
         SumThenFinalize()([{"p": (1.0, 2)}, {"p": (1.0, 2, 3)}])
+    with pytest.raises(AggregationError, match=r"^metric 'p' has another structure than earlier reports"):
+        SumThenFinalize()([{"p": (1.0, 2)}, {"p": [1.0, 2]}])  # a list where the pair was a tuple
     state = SumThenFinalize().accumulate({}, {"p": (1.0, 2)})
     with pytest.raises(AggregationError):
         SumThenFinalize().accumulate(state, {"p": (1.0, (2, 3))})
@@ -569,6 +571,10 @@ def test_check_report_of_array_leaves_returns_int64_counts_and_float64_sums() ->
     assert out["sums"].dtype == np.float64 and out["sums"].tolist() == [1.0, 2.0]
     out = check_report({"counts": np.array([0, 0, 3], np.uint8), "sums": np.array([0.5, -1.0], np.float16)}, VECTORS)
     assert out["counts"].tolist() == [0, 0, 3] and out["sums"].tolist() == [0.5, -1.0]
+    out = check_report({"counts": np.array([5, 0, 5]), "sums": np.zeros(2)}, VECTORS, max_count=5)  # the cap itself
+    assert out["counts"].tolist() == [5, 0, 5]
+    number = check_report({**GOOD, "loss": (np.int64(2), 4)}, REPORT)["loss"][0]  # an integer sum: float64
+    assert number.dtype == np.float64 and number == 2.0
 
 
 def test_nonfinite_count_counts_every_nan_and_inf_across_blocks() -> None:
