@@ -195,32 +195,63 @@ def cnn32(num_classes: int = 100, channels: tuple[int, int] = (32, 64), hidden: 
     return _canonical(lambda: _TwoBlockCNN(32, 3, 3, num_classes, channels, hidden), spec, seed)
 
 
-class _LastStepLSTM(nn.Module):
-    """LEAF's text classifiers (``char_rnn``, ``word_rnn``): embedding, stacked LSTM, dense logits from the last
-    step."""
+class _LSTMStack(nn.Module):
+    """The text models: embedding, stacked LSTM, an optional linear projection, dense logits from the last step
+    (``char_rnn``, ``word_rnn``: LEAF's classifiers) or at every step (``char_rnn_seq``, ``word_rnn_seq``: TFF's
+    next-token models)."""
 
-    def __init__(self, vocab_size: int, num_classes: int, embedding: int, hidden: int, layers: int) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        embedding: int,
+        hidden: int,
+        layers: int,
+        per_step: bool,
+        projection: int | None,
+    ) -> None:
         super().__init__()
+        self.per_step = per_step
         self.embedding = nn.Embedding(vocab_size, embedding)
         self.lstm = nn.LSTM(embedding, hidden, num_layers=layers, batch_first=True)
-        self.head = nn.Linear(hidden, num_classes)
+        self.projection = None if projection is None else nn.Linear(hidden, projection)
+        self.head = nn.Linear(hidden if projection is None else projection, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for id sequences ``(batch, length)``, from the LSTM's output at the last step."""
+        """Logits for id sequences ``(batch, length)``: ``(batch, num_classes)`` from the last step, or
+        ``(batch, length, num_classes)`` at every step."""
         states, _ = self.lstm(self.embedding(x))
-        return self.head(states[:, -1])  # type: ignore[no-any-return]
+        if not self.per_step:
+            states = states[:, -1]
+        if self.projection is not None:
+            states = self.projection(states)
+        return self.head(states)  # type: ignore[no-any-return]
 
 
-def _last_step_lstm(
-    length: int, vocab_size: int, num_classes: int, embedding: int, hidden: int, layers: int, seed: int
+def _lstm_stack(
+    name: str,
+    length: int,
+    vocab_size: int,
+    num_classes: int,
+    embedding: int,
+    hidden: int,
+    layers: int,
+    seed: int,
+    *,
+    per_step: bool = False,
+    projection: int | None = None,
 ) -> TorchModel:
-    """:class:`_LastStepLSTM` over ``x: (None, length)`` ids, with torch's own initialization seeded by ``seed``."""
-    module = _seeded(seed, lambda: _LastStepLSTM(vocab_size, num_classes, embedding, hidden, layers))
-    spec = (
-        TensorSpec((None, length), "int64", "x", minimum=0, maximum=vocab_size - 1),
-        TensorSpec((None,), "int64", "y", minimum=0, maximum=num_classes - 1),
-    )
-    return from_module(module, nn.functional.cross_entropy, spec)
+    """:class:`_LSTMStack` over ``x: (None, length)`` ids, torch's own initialization seeded by ``seed``: labels
+    ``(None,)`` and the standard loss and metrics, or per step ``(None, length)`` with
+    :func:`sequence_cross_entropy` and :func:`token_accuracy`."""
+    if layers < 1:
+        raise ValueError(f"{name} needs at least one LSTM layer, got layers={layers}")
+    module = _seeded(seed, lambda: _LSTMStack(vocab_size, num_classes, embedding, hidden, layers, per_step, projection))
+    x = TensorSpec((None, length), "int64", "x", minimum=0, maximum=vocab_size - 1)
+    y = TensorSpec((None, length) if per_step else (None,), "int64", "y", minimum=0, maximum=num_classes - 1)
+    if not per_step:
+        return from_module(module, nn.functional.cross_entropy, (x, y))
+    return from_module(module, sequence_cross_entropy, (x, y), metrics=[token_accuracy()], accuracy=False)
 
 
 def char_rnn(
@@ -238,7 +269,7 @@ def char_rnn(
     entries, so :func:`fedmodel.backend_kit.initialize` does not apply): its initial weights differ across
     backends.
     """
-    return _last_step_lstm(80, vocab_size, num_classes, embedding, hidden, layers, seed)
+    return _lstm_stack("char_rnn", 80, vocab_size, num_classes, embedding, hidden, layers, seed)
 
 
 def word_rnn(
@@ -260,7 +291,7 @@ def word_rnn(
     plus the unknown-word id; ``fedmodel train`` passes the data's own. Starts from torch's own
     initialization seeded by ``seed``, as :func:`char_rnn` does: its initial weights differ across backends.
     """
-    return _last_step_lstm(25, vocab_size, num_classes, embedding, hidden, layers, seed)
+    return _lstm_stack("word_rnn", 25, vocab_size, num_classes, embedding, hidden, layers, seed)
 
 
 def sequence_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -309,49 +340,6 @@ def token_accuracy() -> Metric:
     return Metric("token_accuracy", init, update, ratio)
 
 
-class _PerStepLSTM(nn.Module):
-    """TFF's next-token models (``char_rnn_seq``, ``word_rnn_seq``): embedding, stacked LSTM, an optional linear
-    projection, dense logits at every step."""
-
-    def __init__(
-        self, vocab_size: int, num_classes: int, embedding: int, hidden: int, layers: int, projection: int | None
-    ) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embedding)
-        self.lstm = nn.LSTM(embedding, hidden, num_layers=layers, batch_first=True)
-        self.projection = None if projection is None else nn.Linear(hidden, projection)
-        self.head = nn.Linear(hidden if projection is None else projection, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(batch, length, num_classes)`` for id sequences ``(batch, length)``."""
-        states, _ = self.lstm(self.embedding(x))
-        if self.projection is not None:
-            states = self.projection(states)
-        return self.head(states)  # type: ignore[no-any-return]
-
-
-def _per_step_lstm(
-    name: str,
-    length: int,
-    vocab_size: int,
-    num_classes: int,
-    embedding: int,
-    hidden: int,
-    layers: int,
-    projection: int | None,
-    seed: int,
-) -> TorchModel:
-    """:class:`_PerStepLSTM` over ``x, y: (None, length)`` ids, torch's own initialization seeded by ``seed``."""
-    if layers < 1:
-        raise ValueError(f"{name} needs at least one LSTM layer, got layers={layers}")
-    module = _seeded(seed, lambda: _PerStepLSTM(vocab_size, num_classes, embedding, hidden, layers, projection))
-    spec = (
-        TensorSpec((None, length), "int64", "x", minimum=0, maximum=vocab_size - 1),
-        TensorSpec((None, length), "int64", "y", minimum=0, maximum=num_classes - 1),
-    )
-    return from_module(module, sequence_cross_entropy, spec, metrics=[token_accuracy()], accuracy=False)
-
-
 def char_rnn_seq(
     vocab_size: int = 90,
     num_classes: int = 90,
@@ -369,7 +357,7 @@ def char_rnn_seq(
     (the standard ``accuracy`` counts examples, and an example here is a sequence). Starts from torch's own
     initialization seeded by ``seed``: its initial weights differ across backends.
     """
-    return _per_step_lstm("char_rnn_seq", 80, vocab_size, num_classes, embedding, hidden, layers, None, seed)
+    return _lstm_stack("char_rnn_seq", 80, vocab_size, num_classes, embedding, hidden, layers, seed, per_step=True)
 
 
 def word_rnn_seq(
@@ -390,4 +378,5 @@ def word_rnn_seq(
     end of sentence). Trained on :func:`sequence_cross_entropy`; reports :func:`token_accuracy`. Starts from
     torch's own initialization seeded by ``seed``.
     """
-    return _per_step_lstm("word_rnn_seq", 20, vocab_size, num_classes, embedding, hidden, layers, projection, seed)
+    sizes = (vocab_size, num_classes, embedding, hidden, layers)
+    return _lstm_stack("word_rnn_seq", 20, *sizes, seed, per_step=True, projection=projection)

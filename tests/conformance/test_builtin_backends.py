@@ -14,6 +14,7 @@ import pytest
 from fedmodel_conformance import Case, ConformanceTests, run_checks
 
 import fedmodel
+from tests._next_token import next_token_batch
 
 BATCH_NORM = {"training_changes_non_trainable": True, "stochastic_training": True, "min_training_batch_size": 2}
 
@@ -44,15 +45,8 @@ def id_sequences(length: int, vocab_size: int, num_classes: int) -> Callable[[in
 
 
 def next_token_sequences(length: int, vocab_size: int) -> Callable[[int, np.random.Generator], Any]:
-    """A maker of TFF-style next-token batches: ``length`` ids in ``1..vocab_size - 1``, ``y`` the next id at every
-    step, padded with 0 from a random point on in both (the way a snippet's last window ends)."""
-
-    def make(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        ids = rng.integers(1, vocab_size, (size, length + 1)).astype(np.int64)
-        ids[np.arange(length + 1) >= rng.integers(length // 2, length + 2, (size, 1))] = 0
-        return ids[:, :-1], ids[:, 1:]
-
-    return make
+    """A maker of TFF-style next-token batches (:func:`tests._next_token.next_token_batch`)."""
+    return lambda size, rng: next_token_batch(size, length, vocab_size, rng)
 
 
 shakespeare_like = id_sequences(80, 80, 80)

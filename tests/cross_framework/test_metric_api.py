@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fedmodel.backend_kit import Metric
+from tests._next_token import masked_cross_entropy
 
 Y_TRUE = np.array([0.0, 1.0, 2.0, 3.0], np.float32)
 Y_PRED = np.array([0.5, 1.0, 1.0, 5.0], np.float32)
@@ -63,14 +64,6 @@ SEQ_LOGITS = np.array(
 )
 
 
-def _sequence_loss_by_hand() -> float:
-    """Σ cross-entropy over the 6 real tokens / (2 * 4), in float64."""
-    logits = SEQ_LOGITS.astype(np.float64)
-    log_z = np.log(np.exp(logits).sum(-1))
-    ce = log_z - np.take_along_axis(logits, SEQ_Y[..., None], -1)[..., 0]
-    return float((ce * (SEQ_Y != 0)).sum() / SEQ_Y.size)
-
-
 @pytest.mark.parametrize("backend", ["torch", "tensorflow", "jax"])
 def test_next_token_loss_and_token_accuracy_are_the_same_in_every_backend(backend: str) -> None:
     """``models.sequence_cross_entropy`` (Keras's masked mean: real tokens summed, over batch * length) and
@@ -83,7 +76,7 @@ def test_next_token_loss_and_token_accuracy_are_the_same_in_every_backend(backen
         if backend == "tensorflow"
         else models.sequence_cross_entropy(logits, y)
     )
-    assert float(np.asarray(loss)) == pytest.approx(_sequence_loss_by_hand(), rel=1e-6)
+    assert float(np.asarray(loss)) == pytest.approx(masked_cross_entropy(SEQ_LOGITS, SEQ_Y), rel=1e-6)
     metric = models.token_accuracy()
     assert metric.name == "token_accuracy"
     # argmax per step: [1, 2, 2, 0] against [1, 2, 1, 2] -> 2 of 4; [0, 1, -, -] against [2, 1] -> 1 of 2

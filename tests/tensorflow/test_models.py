@@ -12,6 +12,7 @@ import pytest
 import fedmodel
 from fedmodel import backend_kit
 from fedmodel.layout import canonical
+from tests._next_token import masked_cross_entropy, next_token_batch, token_counts
 
 tf = pytest.importorskip("tensorflow")
 fmtf = pytest.importorskip("fedmodel_tensorflow")
@@ -107,31 +108,6 @@ def test_word_rnn_has_leafs_sent140_sizes() -> None:
 
 
 # -- the next-token models of TFF's Shakespeare and StackOverflow tasks (Reddi et al. 2021) ------------------
-
-
-def next_token_batch(size: int, length: int, vocab: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of ids in ``1..vocab - 1`` padded with 0 after a random length (at least half), ``y`` is ``x``
-    shifted by one, as fedmodel.data serves TFF's Shakespeare and StackOverflow."""
-    ids = rng.integers(1, vocab, (size, length + 1))
-    kept = rng.integers(length // 2, length + 1, size)
-    ids[np.arange(length + 1)[None, :] >= kept[:, None]] = 0
-    return ids[:, :-1].astype(np.int64), ids[:, 1:].astype(np.int64)
-
-
-def masked_cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
-    """sum(ce * mask) / (batch * length) in float64, ``mask = y != 0`` (Keras's masked ``sum_over_batch_size``)."""
-    logits = np.asarray(logits, np.float64)
-    top = logits.max(axis=-1, keepdims=True)
-    log_z = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
-    ce = log_z - np.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
-    mask = y != 0
-    return float((ce * mask).sum() / y.size)
-
-
-def token_counts(logits: np.ndarray, y: np.ndarray) -> tuple[int, int]:
-    """(correct non-padding tokens, non-padding tokens)."""
-    mask = y != 0
-    return int(((np.argmax(logits, axis=-1) == y) & mask).sum()), int(mask.sum())
 
 
 def small_char_rnn_seq(**kwargs: Any) -> Any:
