@@ -12,17 +12,28 @@ FedAvg's server step) for information.
 
 Peak extra memory is measured with ``tracemalloc`` (numpy reports its buffers to it): the largest
 allocation above the inputs during one aggregation, in units of one model's float32 size.
+
+Threads: the harness gives every framework one thread, BLAS included, and OpenBLAS fixes its thread count
+when it loads. A server runs with its BLAS on every core, and fedmodel's validation (``asum``) and
+accumulation (``axpy``) are BLAS calls while ``np.add`` is not, so the rows with bars are measured in a child
+process (``python -m benchmarks.aggregation SIZE``) whose BLAS has every core; a last row repeats the
+``np.add`` comparison in this process, on one BLAS thread, for information.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from benchmarks._harness import Result, Sizes, UnavailableError, measure
+from benchmarks._harness import SIZES, Result, Sizes, UnavailableError, measure
 from fedmodel import ModelWeights
 from fedmodel.aggregation import WeightedMean
 from fedmodel.algorithms import fedavg
@@ -30,7 +41,16 @@ from fedmodel.client import ClientResult
 from fedmodel.server import ServerRound
 from fedmodel.validation import nonfinite_count
 
-__all__ = ["BAR", "BAR_NP_ADD", "client_updates", "peak_extra_bytes", "run", "validate_and_aggregate"]
+__all__ = [
+    "BAR",
+    "BAR_NP_ADD",
+    "client_updates",
+    "every_core",
+    "measure_rows",
+    "peak_extra_bytes",
+    "run",
+    "validate_and_aggregate",
+]
 
 BAR = 1.0
 BAR_NP_ADD = 1.5
@@ -105,17 +125,51 @@ def _flower() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any
 
 
 def run(sizes: Sizes, backends: tuple[str, ...] = ()) -> Iterator[Result | tuple[str, str]]:
-    """Rows for time vs Flower's ``aggregate`` and ``aggregate_arrayrecords``, and for peak memory."""
+    """The rows of :func:`measure_rows` with BLAS on every core (a child process), then the ``np.add`` row on one
+    BLAS thread (this process, as the harness set it)."""
     try:
-        aggregate, aggregate_arrayrecords, records = _flower()
+        _flower()
     except UnavailableError as exc:
         yield "flower", str(exc)
         return
+    yield from every_core(sizes)
+    updates = client_updates(sizes.agg_clients, sizes.agg_params)
+    timing = measure(
+        {"fedmodel": lambda: validate_and_aggregate(updates), "np.add": lambda: plain_add(updates)}, sizes.repeat
+    )
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "the default")
+    what = f"{_what(updates)}, BLAS threads: {threads}"
+    yield timing.result("validation + aggregation vs one np.add pass", "numpy", "fedmodel", "np.add", None, what)
+
+
+def every_core(sizes: Sizes) -> list[Result]:
+    """:func:`measure_rows` in a child process whose BLAS (OpenBLAS, numpy's and scipy's) uses every core."""
+    cores = str(os.cpu_count() or 1)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": cores, "OMP_NUM_THREADS": cores}
+    child = subprocess.run(
+        [sys.executable, "-m", "benchmarks.aggregation", sizes.name],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode:
+        raise RuntimeError(f"the aggregation benchmark's child process failed:\n{child.stderr}")
+    return [Result(**row) for row in json.loads(child.stdout)]
+
+
+def _what(updates: list[tuple[ModelWeights, int]]) -> str:
+    params = sum(a.size for a in updates[0][0].arrays)
+    return f"K={len(updates)}, {params / 1e6:.1f}M params"
+
+
+def measure_rows(sizes: Sizes) -> Iterator[Result]:
+    """Rows for time vs ``np.add``, Flower's ``aggregate`` and ``aggregate_arrayrecords``, and peak memory."""
+    aggregate, aggregate_arrayrecords, records = _flower()
     updates = client_updates(sizes.agg_clients, sizes.agg_params)
     ndarrays = [(list(w.arrays), k) for w, k in updates]
     recs = records(updates)
     model_bytes = sum(a.nbytes for a in updates[0][0].arrays)
-    params = sum(a.size for a in updates[0][0].arrays)
 
     def ours() -> ModelWeights:
         return validate_and_aggregate(updates)
@@ -144,7 +198,7 @@ def run(sizes: Sizes, backends: tuple[str, ...] = ()) -> Iterator[Result | tuple
         {"fedmodel": ours, "np.add": add, "aggregate": legacy, "arrayrecords": records_1_42, "round": server_round},
         sizes.repeat,
     )
-    what = f"K={sizes.agg_clients}, {params / 1e6:.1f}M params"
+    what = f"{_what(updates)}, BLAS threads: {os.environ.get('OPENBLAS_NUM_THREADS', 'the default')}"
     yield timing.result("validation + aggregation vs one np.add pass", "numpy", "fedmodel", "np.add", BAR_NP_ADD, what)
     yield timing.result("validation + aggregation vs flwr aggregate", "numpy", "fedmodel", "aggregate", BAR, what)
     note = what + " (Flower's time includes decoding its Array bytes)"
@@ -162,3 +216,7 @@ def run(sizes: Sizes, backends: tuple[str, ...] = ()) -> Iterator[Result | tuple
         f"peak extra memory in model sizes ({model_bytes / 2**20:.0f} MiB), fedmodel vs flwr aggregate, {what}",
         unit="models",
     )
+
+
+if __name__ == "__main__":  # the child of every_core: rows as JSON on stdout
+    print(json.dumps([dataclasses.asdict(row) for row in measure_rows(SIZES[sys.argv[1]])]))

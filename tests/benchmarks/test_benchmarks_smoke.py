@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import io
 import math
+import os
 import time
 
 import numpy as np
@@ -75,8 +76,10 @@ def test_aggregation_benchmark_gives_time_and_memory_rows() -> None:
         "validation + aggregation vs flwr aggregate_arrayrecords",
         "ServerRound (FedAvg step included) vs one np.add pass",
         "validation + aggregation peak extra memory",
+        "validation + aggregation vs one np.add pass",
     ]
-    assert rows[0].bar == 1.5 and rows[4].unit == "models"
+    assert rows[0].bar == 1.5 and rows[4].unit == "models" and rows[5].bar is None
+    assert rows[0].note.endswith(f"BLAS threads: {os.cpu_count()}")  # the bar's rows: BLAS on every core
     for row in rows:
         _well_formed(row)
 
@@ -136,7 +139,7 @@ def test_command_prints_machine_info_and_the_table() -> None:
     text = out.getvalue()
     assert "- cpus: " in text and "- numpy: " in text
     assert "| benchmark | backend | fedmodel | baseline | ratio | bar | verdict | note |" in text
-    assert "5 rows, " in text  # the aggregation benchmark's five rows
+    assert "6 rows, " in text  # the aggregation benchmark's six rows
 
 
 def test_memory_benchmark_gives_one_row_per_larger_number_of_clients() -> None:

@@ -146,18 +146,21 @@ def test_check_client_update_labels_its_errors_and_applies_its_weight_cap() -> N
     with pytest.raises(AggregationError, match=r"^client: the weight 5 is above the cap of 4 examples$"):
         check_client_update(SERVER, _vec(1.0, 2.0), 5, max_weight=4)
     plain = check_client_update(SERVER, _vec(1.0, 2.0), max_weight=1.0)  # the default weight is 1
-    assert plain.trainable[0].tolist() == [1.0, 2.0] and plain.max_abs == (pytest.approx(math.sqrt(5.0)),)
+    assert plain.trainable[0].tolist() == [1.0, 2.0] and plain.max_abs == (3.0,)
     assert update_problem(SERVER, _vec(1.0, 2.0), -1) == "client: the weight must be finite and >= 0, got -1.0"
 
 
 def test_max_abs_bounds_every_value_without_warning_on_overflow() -> None:
     from fedmodel.validation import max_abs
 
-    # the sum of squares overflows float32 and float64: the exact path, no RuntimeWarning (an error here)
-    assert max_abs(np.array([1e30, -3e30], np.float32)) == float(np.float32(3e30))
-    assert max_abs(np.array([1e200, -3e200])) == 3e200
-    assert max_abs(np.array([3.0, -4.0])) == 5.0  # the L2 norm bounds the largest value
-    assert max_abs(np.array([1e-30, -2e-30], np.float32)) == float(np.float32(2e-30))  # tiny squares: exact
+    # the sum of |value| overflows float32 and float64: the exact path, no RuntimeWarning (an error here)
+    assert max_abs(np.array([3e38, -3e38], np.float32)) == float(np.float32(3e38))
+    assert max_abs(np.array([1e308, -1.7e308])) == 1.7e308
+    assert max_abs(np.array([3.0, -4.0])) == 7.0  # the sum of |value| bounds the largest value
+    assert max_abs(np.array([1e-30, -2e-30], np.float32)) == float(np.float32(1e-30) + np.float32(2e-30))
+    # a sum below the smallest normal number (a kernel that flushes subnormals would give 0): the exact path
+    assert max_abs(np.array([1e-45, -1e-45], np.float32)) == float(np.float32(1e-45))
+    assert max_abs(np.array([5e-324, 5e-324])) == 5e-324
     assert max_abs(np.array([3, -7], np.int8)) == 7.0
     assert max_abs(np.array([True, False])) == 1.0 and max_abs(np.zeros((0, 3))) == 0.0
     assert math.isnan(max_abs(np.array([1.0, np.inf], np.float32)))
@@ -770,7 +773,7 @@ def test_validated_weights_carry_the_templates_names() -> None:
     update = ModelWeights((np.ones(2, np.float32),), (np.ones((), np.int64),))  # positional
     checked = validate_update(server, update)
     assert checked.trainable_names == ("w",) and checked.non_trainable_names == ("steps",)
-    assert checked.max_abs == (math.sqrt(2.0), 1.0) and checked.arrays[0] is update.arrays[0]
+    assert checked.max_abs == (2.0, 1.0) and checked.arrays[0] is update.arrays[0]
 
 
 def test_a_value_exactly_at_the_value_limit_is_accepted() -> None:
@@ -778,7 +781,7 @@ def test_a_value_exactly_at_the_value_limit_is_accepted() -> None:
 
     limits = ReplyLimits(max_value=2.0)
     assert validate_update(SERVER, _vec(2.0, 0.0), limits=limits).max_abs == (2.0,)
-    assert validate_update(SERVER, _vec(2.0, -1.0), limits=limits).max_abs == (2.0,)  # L2 norm above: exact path
+    assert validate_update(SERVER, _vec(2.0, -1.0), limits=limits).max_abs == (2.0,)  # the sum above: exact path
     with pytest.raises(AggregationError, match=r"^client: 'w' holds values up to 2 in magnitude, above the limit 2$"):
         validate_update(SERVER, _vec(2.0000002, 0.0), limits=limits)
 
@@ -801,7 +804,7 @@ def test_the_default_value_limit_of_a_float64_variable_is_float64s() -> None:
         (np.array([[-7, 3], [2, 5]], np.int16), 7.0),
         (np.array([5, -128], np.int8), 128.0),  # |-128| is not an int8: numpy's abs would wrap to -128
         (np.array([[False, True]]), 1.0),
-        (np.array([[3.0, -4.0]], np.float32), 5.0),  # the L2 norm bounds every value
+        (np.array([[3.0, -4.0]], np.float32), 7.0),  # the sum of |value| bounds every value
         (np.array([[0.5, -2.0], [1.0, 0.25]], np.float16), 2.0),  # float16 takes the exact path
     ],
 )
@@ -926,3 +929,61 @@ def test_a_float32_mean_next_to_the_largest_value_stays_finite() -> None:
         mean = WeightedMean().aggregate(updates).arrays[0]
         assert mean.dtype == np.float32
         np.testing.assert_array_equal(mean, np.array([sign * largest, 0, 0], np.float32))
+
+
+def test_max_abs_of_float32_and_float64_is_a_sum_that_no_value_exceeds_and_any_nonfinite_value_spoils() -> None:
+    from fedmodel.validation import max_abs
+
+    rng = np.random.default_rng(20)
+    for dtype in (np.float32, np.float64):
+        for size in (1, 5, 17, 1000, 70_001, 400_003):  # scalar tails, vector bodies, shares of BLAS threads
+            x = rng.standard_normal(size).astype(dtype) * 10.0 ** rng.integers(-30, 30)
+            bound = max_abs(x)
+            assert float(np.max(np.abs(x))) <= bound <= float(np.sum(np.abs(x), dtype=np.float64)) * (1 + 1e-5)
+            for where in {0, size // 3, size // 2, size - 1}:
+                for bad in (np.nan, np.inf, -np.inf):
+                    y = x.copy()
+                    y[where] = bad
+                    assert math.isnan(max_abs(y)), (dtype, size, where, bad)
+
+
+def test_the_blas_asum_under_max_abs_propagates_nan_and_inf_here() -> None:
+    """Fails when the BLAS under scipy changes to a kernel that skips a NaN or inf: validation falls back to
+    the exact (slower) path then, and the aggregation benchmark's figures are no longer this BLAS's."""
+    from fedmodel import validation
+
+    for dtype in (np.float32, np.float64):
+        assert validation._blas_asum(np.dtype(dtype)) is not None
+
+
+def test_an_asum_that_skips_nan_is_refused_and_the_exact_path_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scipy.linalg import blas
+
+    from fedmodel import validation
+
+    def skips_nan(x: np.ndarray) -> float:
+        return float(np.nansum(np.abs(x)))
+
+    def skips_inf_in_long_arrays(x: np.ndarray) -> float:
+        body = np.abs(x[: max(1, x.size // 2)])
+        return float(body.sum()) if x.size > 100 else float(np.abs(x).sum())
+
+    def skips_the_last_value(x: np.ndarray) -> float:
+        return float(np.abs(x[:-1]).sum()) if x.size > 1 else float(np.abs(x).sum())
+
+    for wrong in (skips_nan, skips_inf_in_long_arrays, skips_the_last_value):
+        assert not validation._propagates_nonfinite(wrong, np.dtype(np.float32)), wrong.__name__
+    assert validation._propagates_nonfinite(blas.sasum, np.dtype(np.float32))
+    monkeypatch.setattr(validation, "_ASUM", {np.dtype(np.float32): None})
+    assert validation.max_abs(np.array([3.0, -4.0], np.float32)) == 4.0  # the exact largest value
+    assert math.isnan(validation.max_abs(np.array([3.0, np.nan], np.float32)))
+
+
+def test_max_abs_sums_a_long_array_in_chunks_blas_can_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedmodel import validation
+
+    monkeypatch.setattr(validation, "_BLAS_CHUNK", 3)
+    assert validation.max_abs(np.array([1.0, -2.0, 3.0, -4.0, 5.0, 100.0, 7.0])) == 122.0
+    x = np.ones(8, np.float32)
+    x[7] = np.nan  # in the last chunk only
+    assert math.isnan(validation.max_abs(x))
