@@ -971,10 +971,32 @@ def test_an_asum_that_skips_nan_is_refused_and_the_exact_path_is_taken(monkeypat
     def skips_the_last_value(x: np.ndarray) -> float:
         return float(np.abs(x[:-1]).sum()) if x.size > 1 else float(np.abs(x).sum())
 
-    for wrong in (skips_nan, skips_inf_in_long_arrays, skips_the_last_value):
+    def skips_inf(x: np.ndarray) -> float:
+        return float(np.where(np.isinf(x), 0.0, np.abs(x)).sum())
+
+    def skips_the_last_value_of_long_arrays(x: np.ndarray) -> float:
+        return float(np.abs(x[:-1]).sum()) if x.size > 100 else float(np.abs(x).sum())
+
+    def skips_one_threads_share(x: np.ndarray) -> float:  # the second quarter of a long array
+        n = x.size
+        return float(np.abs(x[: n // 4]).sum() + np.abs(x[n // 2 :]).sum()) if n > 100 else float(np.abs(x).sum())
+
+    wrongs = (
+        skips_nan,
+        skips_inf,
+        skips_inf_in_long_arrays,
+        skips_the_last_value,
+        skips_the_last_value_of_long_arrays,
+        skips_one_threads_share,
+    )
+    for wrong in wrongs:
         assert not validation._propagates_nonfinite(wrong, np.dtype(np.float32)), wrong.__name__
     assert validation._propagates_nonfinite(blas.sasum, np.dtype(np.float32))
-    monkeypatch.setattr(validation, "_ASUM", {np.dtype(np.float32): None})
+    assert validation._propagates_nonfinite(blas.dasum, np.dtype(np.float64))
+    monkeypatch.setattr(validation, "_ASUM", {})  # the probe runs again, on a BLAS that skips NaN
+    monkeypatch.setattr(blas, "sasum", skips_nan)
+    assert validation._blas_asum(np.dtype(np.float32)) is None
+    assert validation._blas_asum(np.dtype(np.float64)) is blas.dasum
     assert validation.max_abs(np.array([3.0, -4.0], np.float32)) == 4.0  # the exact largest value
     assert math.isnan(validation.max_abs(np.array([3.0, np.nan], np.float32)))
 
