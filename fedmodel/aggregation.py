@@ -34,7 +34,7 @@ import numpy as np
 
 from fedmodel._errors import AggregationError
 from fedmodel._weights import ModelWeights
-from fedmodel.validation import _names, is_float, validate_weight, validated_for
+from fedmodel.validation import _BLAS_CHUNK, _names, is_float, validate_weight, validated_for
 
 __all__ = [
     "Accumulator",
@@ -114,7 +114,6 @@ def integer_result(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
 
 
 _BLOCK = 1 << 16  # elements per block of a converting add: the converted block stays in cache
-_BLAS_CHUNK = 1 << 28
 _HEADROOM = 10  # the running bound stays 2**10 below the accumulator's largest value
 
 

@@ -67,6 +67,7 @@ _ML_FLOATS = frozenset(
     {"bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz", "float8_e5m2", "float8_e5m2fnuz"}
 )
 _BLOCK = 1 << 16  # elements per block of the finiteness check: its boolean scratch stays in cache
+_BLAS_CHUNK = 1 << 28  # elements per BLAS call: BLAS counts elements in 32-bit integers
 
 
 def is_float(array: Any) -> bool:
@@ -119,7 +120,6 @@ def _max_abs(array: np.ndarray) -> float:
     return _generic_max_abs(flat)
 
 
-_BLAS_CHUNK = 1 << 28
 _ASUM: dict[np.dtype[Any], Any] = {}
 
 
