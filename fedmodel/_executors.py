@@ -6,16 +6,20 @@ a :class:`Pool`. :func:`ordered_replies` feeds a pool a round's tasks and yields
 the order of the tasks (the order the in-process runner uses), so the runner hands them to its one
 :class:`fedmodel.server.ServerRound` exactly as it does in process, and the weights are bit-identical.
 
-Each worker has up to :data:`DEPTH` tasks queued, so it never waits for the runner between clients. At
-most ``ahead`` tasks are out of order at once (queued, running, or finished and waiting for an earlier
-client), so the runner holds a bounded number of results whatever the number of clients. A client that
-overruns ``timeout`` has its worker stopped and replaced; a dead worker is replaced by its pool; both clients
-are reported as :class:`~fedmodel._worker.Failed` with the reason, the tasks that were queued behind them
-are given again, and the round goes on.
+Tasks go to a worker in chunks of up to ``chunk`` clients (:func:`chunk_size`: several when the clients
+are many and the model small, so that a worker answers them in one message and the runner wakes once per
+chunk rather than once per client), and each worker has up to :data:`DEPTH` chunks queued, so it never
+waits for the runner between clients. At most ``ahead`` tasks are out of order at once (queued, running,
+or finished and waiting for an earlier client), so the runner holds a bounded number of results whatever
+the number of clients. A client that overruns ``timeout`` (counted from when it starts) has its worker
+stopped and replaced; a dead worker is replaced by its pool; both clients are reported as
+:class:`~fedmodel._worker.Failed` with the reason, the other tasks the worker held (queued behind it, or
+run before it with their results unsent) are given again, and the round goes on.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
@@ -26,11 +30,24 @@ from fedmodel._weights import ModelWeights
 from fedmodel._worker import Failed, Finished, Setup, Task, pack_setup
 from fedmodel.client import ClientResult
 
-__all__ = ["AHEAD_PER_WORKER", "DEPTH", "EXECUTORS", "Pool", "check_options", "open_pool", "ordered_replies"]
+__all__ = [
+    "AHEAD_PER_WORKER",
+    "CHUNK_BYTES",
+    "DEPTH",
+    "EXECUTORS",
+    "MAX_CHUNK",
+    "Pool",
+    "check_options",
+    "chunk_size",
+    "open_pool",
+    "ordered_replies",
+]
 
 EXECUTORS = ("processes", "ray")
-DEPTH = 2  # tasks queued on a worker: it starts the next one without waiting for the runner to read a result
-AHEAD_PER_WORKER = 4  # clients submitted per worker past the first one not yet handed back
+DEPTH = 2  # chunks queued on a worker: it starts the next one without waiting for the runner to read a result
+AHEAD_PER_WORKER = 4  # chunks submitted per worker past the first client not yet handed back
+MAX_CHUNK = 8  # clients per chunk at most: past that the runner's wake-ups are already few
+CHUNK_BYTES = 16 << 20  # a chunk's results (one model each) held at once stay under this
 
 
 class Pool(Protocol):
@@ -45,15 +62,21 @@ class Pool(Protocol):
         """The global weights of the tasks submitted from now on (sent once per worker and round)."""
         ...
 
-    def submit(self, slot: int, task: Task) -> None:
-        """Queue ``task`` on worker ``slot``."""
+    def submit(self, slot: int, tasks: Sequence[Task]) -> None:
+        """Queue a chunk of ``tasks`` on worker ``slot`` (run in order after its earlier ones)."""
+        ...
+
+    def running(self, slot: int) -> tuple[int, float] | None:
+        """Which of worker ``slot``'s unanswered tasks runs now (its index among them, oldest 0) and since when
+        (``time.monotonic()``); ``None`` when none does or the pool cannot tell (the caller then counts a
+        task's time from when it saw the task reach the head of the queue)."""
         ...
 
     def wait(self, timeout: float | None) -> list[Finished]:
         """Tasks that ended within ``timeout`` seconds (``[]`` if none: e.g. only a worker became ready).
 
         A worker that died is reported for the task it was running (``restarted=True``: the tasks queued
-        behind it are gone) and replaced.
+        behind it are gone; ``lost``: how many before it lost their unsent results) and replaced.
 
         Raises:
             WorkerError: a worker could not be set up.
@@ -106,9 +129,22 @@ def open_pool(workers: int, executor: str, setup: Setup, threads_per_worker: int
     return ProcessPool(workers, pack_setup(setup), threads_per_worker)
 
 
+def chunk_size(clients: int, workers: int, model_bytes: int) -> int:
+    """Clients per chunk: enough that each worker gets about :data:`DEPTH` x 2 chunks of the round, at most
+    :data:`MAX_CHUNK`, and at most :data:`CHUNK_BYTES` of results (one model each) per chunk; at least 1.
+
+    A chunk is answered in one message, so the runner wakes once per chunk: with many clients of a small model
+    (a millisecond each) the wake-ups and hand-offs cost the runner as much CPU as a client; with a large
+    model a client takes long enough that one per message costs nothing, and its results are large.
+    """
+    share = math.ceil(clients / max(1, workers * DEPTH * 2))
+    return max(1, min(MAX_CHUNK, share, CHUNK_BYTES // max(1, model_bytes)))
+
+
 @dataclass
 class _Queued:
-    """A task given to a worker: its position among the round's clients, and its deadline once it runs."""
+    """A task given to a worker: its position among the round's clients, and when it is due if it reached the
+    head of its worker's queue (the deadline when the pool cannot tell when it started)."""
 
     position: int
     deadline: float = float("inf")
@@ -116,6 +152,31 @@ class _Queued:
 
 def _timed_out(timeout: float | None) -> Failed:
     return Failed(f"no result within client_timeout={timeout}s; its worker was stopped and replaced")
+
+
+class _Slot:
+    """What the runner has given one worker: its tasks in order (the oldest runs first) and the size of each
+    chunk still unanswered, oldest first."""
+
+    __slots__ = ("chunks", "tasks")
+
+    def __init__(self) -> None:
+        self.tasks: deque[_Queued] = deque()
+        self.chunks: deque[int] = deque()
+
+    def pop(self) -> _Queued:
+        """The oldest task, now answered (or lost)."""
+        self.chunks[0] -= 1
+        if not self.chunks[0]:
+            self.chunks.popleft()
+        return self.tasks.popleft()
+
+    def clear(self) -> list[int]:
+        """Forget every task (its worker was replaced); their positions."""
+        positions = [q.position for q in self.tasks]
+        self.tasks.clear()
+        self.chunks.clear()
+        return positions
 
 
 def ordered_replies(
@@ -126,19 +187,21 @@ def ordered_replies(
     *,
     timeout: float | None,
     ahead: int,
+    chunk: int = 1,
 ) -> Generator[tuple[int, ClientResult | Failed], None, None]:
     """Run ``task(client)`` for each of ``clients`` from ``weights`` on ``pool``; yield ``(client, result or
     failure)`` in the order of ``clients``.
 
-    Each worker gets up to :data:`DEPTH` tasks at once; a task's ``timeout`` runs from when it reaches the
-    head of its worker's queue. ``ahead`` bounds how far submission runs past the first client not yet
-    yielded. Tasks lost behind a dead or stopped worker are given again. If the caller stops early, the
-    workers still holding tasks are replaced (their late results must not reach a later round).
+    Tasks go in chunks of up to ``chunk``, each worker holding up to :data:`DEPTH` chunks; a task's
+    ``timeout`` runs from when it starts (as the pool reports it, else from when it reached the head of its
+    worker's queue). ``ahead`` bounds how far submission runs past the first client not yet yielded. Tasks
+    lost with a dead or stopped worker are given again. If the caller stops early, the workers still holding
+    tasks are replaced (their late results must not reach a later round).
     """
     pool.broadcast(weights)
     done: dict[int, ClientResult | Failed] = {}
-    queues: dict[int, deque[_Queued]] = {}  # each worker's tasks, the running one first
-    retry: list[int] = []  # positions whose task was lost behind a dead or stopped worker, to give again
+    slots: dict[int, _Slot] = {}
+    retry: list[int] = []  # positions whose task was lost with a dead or stopped worker, to give again
     submitted = handed = 0
 
     def next_position() -> int | None:
@@ -150,42 +213,66 @@ def ordered_replies(
             return submitted - 1
         return None
 
-    def start_head(queue: deque[_Queued]) -> None:
-        if queue and timeout is not None:
-            queue[0].deadline = time.monotonic() + timeout
+    def start_head(slot: _Slot) -> None:
+        if slot.tasks and timeout is not None:
+            slot.tasks[0].deadline = time.monotonic() + timeout
+
+    def due(number: int, slot: _Slot) -> tuple[int, float]:
+        """The index of the task of worker ``number`` that runs now, and when it overruns."""
+        if timeout is None:
+            return 0, float("inf")
+        running = pool.running(number)
+        if running is not None and 0 <= running[0] < len(slot.tasks):
+            return running[0], running[1] + timeout
+        return 0, slot.tasks[0].deadline
+
+    def give_again(positions: list[int]) -> None:
+        nonlocal retry
+        retry = sorted(retry + positions)
 
     try:
         while handed < len(clients):
-            for depth in range(1, DEPTH + 1):  # one task to every worker before a second to any
-                for slot in pool.ready():
-                    queue = queues.setdefault(slot, deque())
-                    if len(queue) < depth and (position := next_position()) is not None:
-                        pool.submit(slot, task(clients[position]))
-                        queue.append(_Queued(position))
-                        if len(queue) == 1:
-                            start_head(queue)
+            for depth in range(1, DEPTH + 1):  # one chunk to every worker before a second to any
+                for number in pool.ready():
+                    slot = slots.setdefault(number, _Slot())
+                    if len(slot.chunks) >= depth:
+                        continue
+                    positions: list[int] = []
+                    while len(positions) < chunk and (position := next_position()) is not None:
+                        positions.append(position)
+                    if positions:
+                        pool.submit(number, [task(clients[p]) for p in positions])
+                        fresh = not slot.tasks
+                        slot.tasks.extend(_Queued(p) for p in positions)
+                        slot.chunks.append(len(positions))
+                        if fresh:
+                            start_head(slot)
             if handed in done:
                 while handed in done:
                     yield clients[handed], done.pop(handed)
                     handed += 1
                 continue
-            first = min((q[0].deadline for q in queues.values() if q), default=float("inf"))
+            busy = {number: due(number, slot) for number, slot in slots.items() if slot.tasks}
+            first = min((deadline for _, deadline in busy.values()), default=float("inf"))
             wait = None if first == float("inf") else max(0.0, first - time.monotonic())
             for finished in pool.wait(wait):
-                queue = queues[finished.slot]
-                done[queue.popleft().position] = finished.reply
+                slot = slots[finished.slot]
+                give_again([slot.pop().position for _ in range(finished.lost)])
+                done[slot.pop().position] = finished.reply
                 if finished.restarted:
-                    retry = sorted(retry + [q.position for q in queue])
-                    queue.clear()
-                start_head(queue)
+                    give_again(slot.clear())
+                start_head(slot)
             now = time.monotonic()
-            for slot, queue in queues.items():
-                if queue and now >= queue[0].deadline:
-                    pool.replace(slot)
-                    done[queue.popleft().position] = _timed_out(timeout)
-                    retry = sorted(retry + [q.position for q in queue])
-                    queue.clear()
+            for number, slot in slots.items():
+                if not slot.tasks:
+                    continue
+                index, deadline = due(number, slot)
+                if now >= deadline:
+                    pool.replace(number)
+                    late = slot.tasks[index].position
+                    done[late] = _timed_out(timeout)
+                    give_again([p for p in slot.clear() if p != late])
     finally:
-        for slot, queue in queues.items():
-            if queue:
-                pool.replace(slot)
+        for number, slot in slots.items():
+            if slot.tasks:
+                pool.replace(number)

@@ -3,10 +3,17 @@
 Each worker is a process started with the ``spawn`` method (a fresh interpreter: no forked framework
 threads, the same on Linux, macOS and Windows) and talks to the runner over one pipe. It receives its
 :class:`~fedmodel._worker.Setup` once (cloudpickled bytes), answers ``ready``, then for each round the
-global weights once and for each client a :class:`~fedmodel._worker.Task` (up to two queued, so that it
-never waits for the runner between clients); it answers each task, in order, with a
-:class:`~fedmodel.client.ClientResult` or a :class:`~fedmodel._worker.Failed` reason. Everything that
-crosses the pipe is pickled: it comes from the user's own processes, never from another party.
+global weights once and then chunks of :class:`~fedmodel._worker.Task` s (up to two queued, so that it
+never waits for the runner between clients); it answers each chunk in one message, a
+:class:`~fedmodel.client.ClientResult` or a :class:`~fedmodel._worker.Failed` reason per task, in order.
+Everything that crosses the pipe is pickled: it comes from the user's own processes, never from another
+party.
+
+Each worker also writes its progress to a few numbers in shared memory, which cost the runner no wake-up:
+how many tasks it has started and finished, and when the latest started (``time.monotonic()``, one clock
+for every process of the machine). From them the runner knows which task of a chunk runs now, for its
+timeout, and which one was running when a worker died, so that the death is blamed on that client alone
+and the tasks whose results died with it are given again.
 
 A worker that dies (its sentinel fires, or its pipe closes) is reported for its client and replaced by a
 fresh one; :meth:`ProcessPool.replace` stops a worker whose client overran its time (``kill``) and
@@ -18,6 +25,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
+from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -33,6 +42,7 @@ from fedmodel._worker import (
     setup_failure,
     unpack_setup,
 )
+from fedmodel.client import ClientResult
 
 __all__ = ["ProcessPool", "limit_threads"]
 
@@ -61,9 +71,69 @@ def limit_threads(threads: int | None, workers: int) -> None:
     os.environ.update(values)
 
 
-def serve(conn: Connection, packed: bytes, threads: int | None = None, workers: int = 1) -> None:
-    """A worker process's whole life: cap its threads, set up, say ``ready``, then answer tasks until the pipe
-    closes."""
+class Progress:
+    """A worker's progress in shared memory: tasks started, tasks finished, when the latest started.
+
+    Only the worker writes it, the runner reads it; no lock (a worker killed while holding one would hang the
+    runner). A start is written as ``-started`` first, then its time, then ``started``: a reading that sees a
+    negative count, or a count that changed while it read, reads again, so it never pairs one task's count
+    with another's time; a worker that died in the middle of a write leaves ``-started``, read as that task
+    started just now.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, context: Any) -> None:
+        self._values: Any = context.RawArray("d", 3)  # started, finished, start time of the latest started
+
+    def start(self, started: int) -> None:
+        """In the worker: task number ``started`` (counting from 1) starts now."""
+        values = self._values
+        values[0] = -float(started)
+        values[2] = time.monotonic()
+        values[0] = float(started)
+
+    def finish(self, finished: int) -> None:
+        """In the worker: ``finished`` tasks have ended."""
+        self._values[1] = float(finished)
+
+    def read(self) -> tuple[int, int, float]:
+        """``(started, finished, start time of the latest started)``, one consistent reading."""
+        values = self._values
+        for _ in range(1000):  # a write in progress takes a few hundred nanoseconds
+            started, finished, since = values[0], values[1], values[2]
+            if started >= 0 and values[0] == started:
+                return int(started), int(finished), since
+        return int(abs(values[0])), int(values[1]), time.monotonic()
+
+
+def _send_replies(conn: Connection, replies: list[ClientResult | Failed]) -> None:
+    """Send a chunk's replies in one message (pickled before any byte is written: a failure leaves the pipe
+    untouched); a reply that cannot be pickled (a lock, a local class) is sent as why instead: that client
+    fails, not the worker."""
+    try:
+        conn.send(("replies", replies))
+    except OSError:  # the runner is gone
+        raise
+    except Exception:
+        conn.send(("replies", [_sendable(reply) for reply in replies]))
+
+
+def _sendable(reply: ClientResult | Failed) -> ClientResult | Failed:
+    from multiprocessing.reduction import ForkingPickler  # what Connection.send pickles with
+
+    try:
+        ForkingPickler.dumps(reply)
+    except Exception as exc:
+        return Failed(f"its result cannot be sent back from its worker process: {describe(exc)}")
+    return reply
+
+
+def serve(
+    conn: Connection, packed: bytes, threads: int | None = None, workers: int = 1, progress: Progress | None = None
+) -> None:
+    """A worker process's whole life: cap its threads, set up, say ``ready``, then answer chunks of tasks until
+    the pipe closes, writing its ``progress`` as it goes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle; it stops the workers
     limit_threads(threads, workers)  # before the setup is unpacked: that imports the framework
     try:
@@ -73,6 +143,7 @@ def serve(conn: Connection, packed: bytes, threads: int | None = None, workers: 
         return
     conn.send(("ready", None))
     weights: ModelWeights | None = None
+    started = 0
     while True:
         try:
             message = conn.recv()
@@ -81,15 +152,20 @@ def serve(conn: Connection, packed: bytes, threads: int | None = None, workers: 
         if isinstance(message, ModelWeights):
             weights = read_only(message)
             continue
-        if not isinstance(message, Task) or weights is None:
-            raise RuntimeError(f"a worker expected a task after the round's weights, got {type(message).__name__}")
-        reply = worker.run(weights, message)
+        if not isinstance(message, list) or not all(isinstance(t, Task) for t in message) or weights is None:
+            raise RuntimeError(f"a worker expected tasks after the round's weights, got {type(message).__name__}")
+        replies: list[ClientResult | Failed] = []
+        for task in message:
+            started += 1
+            if progress is not None:
+                progress.start(started)
+            replies.append(worker.run(weights, task))
+            if progress is not None:
+                progress.finish(started)
         try:
-            conn.send(("reply", reply))  # pickles first: a failure leaves the pipe untouched
+            _send_replies(conn, replies)
         except OSError:  # the runner is gone
             return
-        except Exception as exc:  # e.g. a lock or a local class in the result: the client fails, not the worker
-            conn.send(("reply", Failed(f"its result cannot be sent back from its worker process: {describe(exc)}")))
 
 
 class _Worker:
@@ -97,11 +173,15 @@ class _Worker:
 
     def __init__(self, context: Any, packed: bytes, name: str, threads: int | None, workers: int) -> None:
         self.conn, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=serve, args=(child, packed, threads, workers), name=name, daemon=True)
+        self.progress = Progress(context)
+        self.process = context.Process(
+            target=serve, args=(child, packed, threads, workers, self.progress), name=name, daemon=True
+        )
         self.process.start()
         child.close()
         self.ready = False
-        self.outstanding = 0  # tasks sent and not answered: the first runs, the others wait in the pipe
+        self.outstanding = 0  # tasks sent and not answered: the first runs, the others wait
+        self.answered = 0  # tasks answered since it started (its progress counts from its start too)
         self.weights_token: object = None
 
     def stop(self, *, kill: bool) -> None:
@@ -146,8 +226,9 @@ class ProcessPool:
         self._weights = weights
         self._token = object()
 
-    def submit(self, slot: int, task: Task) -> None:
-        """Queue ``task`` on worker ``slot`` (it runs after the worker's earlier tasks).
+    def submit(self, slot: int, tasks: Sequence[Task]) -> None:
+        """Queue a chunk of ``tasks`` on worker ``slot`` (they run after the worker's earlier tasks, and are
+        answered in one message).
 
         The round's weights go first when the worker has not had them; that happens only when it has no
         task (a new round, or a fresh worker), so it is reading its pipe and a large message cannot block.
@@ -157,10 +238,19 @@ class ProcessPool:
             if worker.weights_token is not self._token:
                 worker.conn.send(self._weights)
                 worker.weights_token = self._token
-            worker.conn.send(task)
+            worker.conn.send(list(tasks))
         except OSError:  # it died since it last answered: wait() sees its sentinel and reports the task
             pass
-        worker.outstanding += 1
+        worker.outstanding += len(tasks)
+
+    def running(self, slot: int) -> tuple[int, float] | None:
+        """The index among worker ``slot``'s unanswered tasks of the one it runs now, and since when; ``None``
+        between tasks."""
+        worker = self._workers[slot]
+        started, finished, since = worker.progress.read()
+        if started > finished and started > worker.answered:
+            return started - 1 - worker.answered, since
+        return None
 
     def wait(self, timeout: float | None) -> list[Finished]:
         """Tasks that ended within ``timeout`` seconds (results, failures, dead workers); ``[]`` if none did.
@@ -191,8 +281,9 @@ class ProcessPool:
                 if tag == "ready":
                     w.ready = True
                 else:
-                    w.outstanding -= 1
-                    out.append(Finished(slot, value))
+                    w.outstanding -= len(value)
+                    w.answered += len(value)
+                    out.extend(Finished(slot, reply) for reply in value)
         except (EOFError, OSError):
             pass
         if w.process.is_alive():
@@ -201,9 +292,11 @@ class ProcessPool:
         code = w.process.exitcode
         if not w.ready:
             raise WorkerError(f"a worker process died before it was set up (exit code {code})")
-        if w.outstanding:
+        if w.outstanding:  # blamed on the task it started last; those it ran before that lost their results
+            started = w.progress.read()[0]
+            lost = min(max(0, started - 1 - w.answered), w.outstanding - 1)
             reason = f"its worker process died (exit code {code}) while running it; a fresh worker replaces it"
-            out.append(Finished(slot, Failed(reason), restarted=True))
+            out.append(Finished(slot, Failed(reason), restarted=True, lost=lost))
         self._replace(slot, kill=False)
         return out
 

@@ -12,6 +12,7 @@ replaced; :meth:`RayPool.replace` kills one whose client overran its time.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from fedmodel._weights import ModelWeights
@@ -85,9 +86,16 @@ class RayPool:
         """The round's global weights, put in Ray's object store once."""
         self._weights = self._ray.put(weights)
 
-    def submit(self, slot: int, task: Task) -> None:
-        """Queue ``task`` on actor ``slot`` (an actor runs its calls one at a time, in order)."""
-        self._tasks[slot].append(self._actors[slot].run.remote(self._weights, task))
+    def submit(self, slot: int, tasks: Sequence[Task]) -> None:
+        """Queue ``tasks`` on actor ``slot``, one call each (an actor runs its calls one at a time, in order;
+        Ray hands each result over on its own)."""
+        for task in tasks:
+            self._tasks[slot].append(self._actors[slot].run.remote(self._weights, task))
+
+    def running(self, slot: int) -> tuple[int, float] | None:
+        """``None``: Ray does not say when an actor's call starts (the runner counts from when it saw the
+        call reach the head of the actor's queue)."""
+        return None
 
     def wait(self, timeout: float | None) -> list[Finished]:
         """Tasks that ended within ``timeout`` seconds (results, failures, dead actors); ``[]`` if none did.

@@ -65,12 +65,15 @@ class Finished:
     """A worker's oldest task ended: the worker's slot and the client's result, or why there is none.
 
     ``restarted``: the worker died running it and a fresh one took its slot; the tasks queued behind it
-    never ran and must be given again.
+    never ran and must be given again. ``lost``: how many of the worker's oldest tasks, before this one,
+    ran but had their results die with the worker (a worker answers a chunk of tasks in one message);
+    they must be given again too.
     """
 
     slot: int
     reply: ClientResult | Failed
     restarted: bool = False
+    lost: int = 0
 
 
 @dataclass(frozen=True)

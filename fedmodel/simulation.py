@@ -257,10 +257,12 @@ class _Runner:
             if self.pool is None:
                 setup = Setup(self.factories, self.algorithm, clients)
                 self.pool = _executors.open_pool(config.workers, config.executor, setup, config.threads_per_worker)
-            ahead = _executors.AHEAD_PER_WORKER * config.workers
+            model_bytes = sum(int(a.nbytes) for a in state.weights.arrays)
+            chunk = _executors.chunk_size(len(ids), config.workers, model_bytes)
+            ahead = _executors.AHEAD_PER_WORKER * config.workers * chunk
             with contextlib.closing(
                 _executors.ordered_replies(
-                    self.pool, state.weights, ids, task, timeout=config.client_timeout, ahead=ahead
+                    self.pool, state.weights, ids, task, timeout=config.client_timeout, ahead=ahead, chunk=chunk
                 )
             ) as replies:
                 yield from replies

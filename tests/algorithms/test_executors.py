@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
 from fedmodel import ModelWeights
-from fedmodel._executors import ordered_replies
+from fedmodel._executors import chunk_size, ordered_replies
 from fedmodel._worker import Failed, Finished, Task
 from fedmodel.client import ClientResult
 
@@ -39,6 +40,7 @@ class ScriptedPool:
         self.slots: list[int] = []
         self.replaced: list[int] = []
         self.weights: list[ModelWeights] = []
+        self.chunks: list[list[int]] = []
 
     def ready(self) -> list[int]:
         return list(range(self.size))
@@ -46,10 +48,15 @@ class ScriptedPool:
     def broadcast(self, weights: ModelWeights) -> None:
         self.weights.append(weights)
 
-    def submit(self, slot: int, task: Task) -> None:
-        self.queues[slot].append(task)
-        self.started.append(task.client)
-        self.slots.append(slot)
+    def submit(self, slot: int, tasks: Sequence[Task]) -> None:
+        self.chunks.append([t.client for t in tasks])
+        for task in tasks:
+            self.queues[slot].append(task)
+            self.started.append(task.client)
+            self.slots.append(slot)
+
+    def running(self, slot: int) -> tuple[int, float] | None:
+        return None
 
     def wait(self, timeout: float | None) -> list[Finished]:
         heads = {s: q[0] for s, q in self.queues.items() if q and q[0].client not in self.hang}
@@ -93,9 +100,9 @@ def test_no_more_than_ahead_clients_run_past_the_first_unfinished_one() -> None:
     generator = ordered_replies(pool, WEIGHTS, list(range(20)), _task, timeout=None, ahead=5)
     original_submit = pool.submit
 
-    def submit(slot: int, task: Task) -> None:
+    def submit(slot: int, tasks: Sequence[Task]) -> None:
         nonlocal worst
-        original_submit(slot, task)
+        original_submit(slot, tasks)
         worst = max(worst, len(pool.started) - handed)
 
     pool.submit = submit  # type: ignore[method-assign]
@@ -140,3 +147,105 @@ def test_a_caller_that_stops_early_gets_the_busy_workers_replaced() -> None:
     busy = sorted(slot for slot, queue in pool.queues.items() if queue)
     generator.close()
     assert busy and sorted(pool.replaced) == busy  # no late result of this round can reach the next
+
+
+class ChunkedPool:
+    """``size`` fake workers that answer a whole chunk in one ``wait``, as worker processes do, and say which
+    task of a chunk runs now: a client in ``hang`` runs (from the first time it is asked about) and never ends;
+    a client in ``die`` kills its worker with the results of the chunk's earlier clients unsent."""
+
+    def __init__(self, size: int, *, hang: frozenset[int] = frozenset(), die: frozenset[int] = frozenset()) -> None:
+        self.size, self.hang, self.die = size, hang, die
+        self.queues: dict[int, deque[list[Task]]] = {slot: deque() for slot in range(size)}
+        self.chunks: list[list[int]] = []
+        self.started: list[int] = []
+        self.replaced: list[tuple[int, float]] = []
+        self.hung_since: dict[int, float] = {}
+
+    def ready(self) -> list[int]:
+        return list(range(self.size))
+
+    def broadcast(self, weights: ModelWeights) -> None:
+        pass
+
+    def submit(self, slot: int, tasks: Sequence[Task]) -> None:
+        self.queues[slot].append(list(tasks))
+        self.chunks.append([t.client for t in tasks])
+
+    def _hung(self, slot: int) -> int | None:
+        queue = self.queues[slot]
+        if queue:
+            for index, task in enumerate(queue[0]):
+                if task.client in self.hang:
+                    return index
+        return None
+
+    def running(self, slot: int) -> tuple[int, float] | None:
+        index = self._hung(slot)
+        if index is None:
+            return None
+        since = self.hung_since.setdefault(slot, time.monotonic())
+        return index, since
+
+    def wait(self, timeout: float | None) -> list[Finished]:
+        for slot, queue in self.queues.items():
+            if queue and self._hung(slot) is None:
+                chunk = queue.popleft()
+                out = []
+                for index, task in enumerate(chunk):
+                    self.started.append(task.client)
+                    if task.client in self.die:
+                        queue.clear()
+                        return [Finished(slot, Failed("died"), restarted=True, lost=index)]
+                    out.append(Finished(slot, ClientResult(WEIGHTS, 1, {"seed": task.seed})))
+                return out
+        assert timeout is not None, "waiting forever on a hung client"
+        time.sleep(timeout)
+        return []
+
+    def replace(self, slot: int) -> None:
+        queue = self.queues[slot]
+        self.started += [t.client for t in queue[0][: (self._hung(slot) or 0) + 1]] if queue else []
+        self.replaced.append((slot, time.monotonic()))
+        queue.clear()
+
+    def close(self) -> None:
+        pass
+
+
+def test_tasks_go_in_chunks_one_to_every_worker_first_and_come_back_in_client_order() -> None:
+    pool = ChunkedPool(2)
+    replies = list(ordered_replies(pool, WEIGHTS, list(range(14)), _task, timeout=None, ahead=12, chunk=3))
+    assert [c for c, _ in replies] == list(range(14))
+    assert [r.metrics["seed"] for _, r in replies] == [1000 + c for c in range(14)]  # type: ignore[union-attr]
+    assert pool.chunks[:4] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]  # two per worker, one each first
+    assert sorted(c for chunk in pool.chunks for c in chunk) == list(range(14))
+
+
+def test_a_worker_dying_inside_a_chunk_fails_only_the_client_it_ran_and_gives_the_others_again() -> None:
+    pool = ChunkedPool(2, die=frozenset({4}))  # worker 1's first chunk is 3, 4, 5: 3 ran, its result died too
+    replies = dict(ordered_replies(pool, WEIGHTS, list(range(12)), _task, timeout=None, ahead=12, chunk=3))
+    assert replies[4] == Failed("died")
+    assert all(isinstance(replies[c], ClientResult) for c in range(12) if c != 4)
+    assert pool.started.count(3) == 2  # lost with the worker: run again
+    assert pool.started.count(4) == 1  # blamed, not run again
+    assert [c for c in range(12) if pool.started.count(c) != 1] == [3]  # 5 and 9-11 never ran before: once
+
+
+def test_a_hung_client_inside_a_chunk_times_out_counted_from_its_start_and_the_rest_is_given_again() -> None:
+    pool = ChunkedPool(2, hang=frozenset({7}))  # worker 0's second chunk is 6, 7, 8: 7 hangs after 6 ran
+    replies = dict(ordered_replies(pool, WEIGHTS, list(range(12)), _task, timeout=0.2, ahead=12, chunk=3))
+    assert isinstance(replies[7], Failed) and "client_timeout=0.2s" in replies[7].reason
+    assert all(isinstance(replies[c], ClientResult) for c in range(12) if c != 7)
+    assert pool.started.count(6) == 2 and pool.started.count(8) == 1  # 6's result was lost; 8 never ran
+    [(slot, when)] = pool.replaced
+    assert slot == 0 and when - pool.hung_since[0] >= 0.2  # not before its own time, whatever ran before it
+
+
+def test_chunks_grow_with_the_clients_per_worker_and_shrink_with_the_model() -> None:
+    small = 10 << 10  # the digits MLP: 10 KiB
+    assert chunk_size(100, 2, small) == 8  # capped at MAX_CHUNK
+    assert chunk_size(24, 2, small) == 3  # about four chunks per worker
+    assert chunk_size(8, 2, small) == 1 and chunk_size(1, 4, small) == 1
+    assert chunk_size(100, 2, 4 << 20) == 4  # 16 MiB of results per chunk at most
+    assert chunk_size(100, 2, 20 << 20) == 1  # a model over 16 MiB goes one client at a time

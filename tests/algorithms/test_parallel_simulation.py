@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from fedmodel import get_weights
+from fedmodel._executors import chunk_size
 from fedmodel.algorithms import fedadam, fedavg
 from fedmodel.data import ClientData, FederatedData, federated_digits, pool_clients
 from fedmodel.reference import SoftmaxRegression
@@ -235,3 +237,36 @@ def test_worker_processes_cap_their_math_threads(
     _run(factory, digits.clients, fedavg(), rounds=1, workers=2, threads_per_worker=threads)
     lines = log.read_text().splitlines()
     assert len(lines) >= 2 and set(lines) == {expected}  # every worker's every model
+
+
+CHUNKED_FAULTS = {3: "hang", 13: "exit", 18: "unpicklable", 20: "raise", 25: "nan"}
+
+
+def test_faults_inside_chunks_fail_only_their_client_and_the_chunks_other_clients_are_given_again() -> None:
+    """32 clients on one worker go in chunks of 8 (each answered in one message): client 3 hangs after 0-2 ran
+    (their results die with the stopped worker); then 0-2 and 4-8 go again as one chunk, and 9-16 as the next,
+    where 13 kills its worker after 9-12 ran. The run still equals the serial one. (One worker: with two,
+    which worker gets which chunk depends on which is set up first.)"""
+    data = federated_digits(num_clients=32, alpha=None, seed=2)
+    model_bytes = sum(a.nbytes for a in get_weights(_softmax()).arrays)
+    assert chunk_size(32, 1, model_bytes) == 8  # the premise: these faults fall inside chunks
+    clients = mark(data.clients, list(CHUNKED_FAULTS))
+    algorithm = fedavg(client_lr=0.5, batch_size=32)
+    broken = replace(algorithm, client_update=faulty(algorithm.client_update, CHUNKED_FAULTS))
+    parallel = _run(_softmax, clients, broken, data.test, rounds=2, workers=1, client_timeout=1.0)
+    in_process = {**CHUNKED_FAULTS, 3: "raise", 13: "raise", 18: "raise"}
+    serial = _run(
+        _softmax,
+        clients,
+        replace(algorithm, client_update=faulty(algorithm.client_update, in_process)),
+        data.test,
+        rounds=2,
+    )
+    assert _bits(parallel) == _bits(serial)
+    assert [r.train for r in parallel.rounds] == [r.train for r in serial.rounds]
+    for got in parallel.rounds:
+        reasons = {f.client_id: f.reason for f in got.failures}
+        assert sorted(reasons) == sorted(CHUNKED_FAULTS)
+        assert "client_timeout=1.0s" in reasons[3]
+        assert "its worker process died (exit code 3)" in reasons[13]
+        assert "cannot be sent back" in reasons[18]
