@@ -9,6 +9,11 @@ Rows: the median steady-state round (rounds after the first) of each fedmodel si
 0.10), the 2-worker round against the in-process one (paired runs; bar 0.6, near-linear on 2 cores), also
 with ten local steps per client (5 epochs of batch 8) where the client's work outweighs the hand-offs, the
 whole run including start-up, and for information fedmodel's round on 2 Ray actors (``executor="ray"``).
+
+The speed-up rows come with this machine's own ceiling, measured in the same pairs: the clients' updates
+alone (no runner, no server, no hand-off) split over two processes that start each round together, against
+the same updates one after another in one process. No engine's two workers beat it; on a machine whose two
+CPUs give less than twice one CPU's throughput (shared or hyper-threaded cores) it sits above 0.5.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import multiprocessing
 import os
 import statistics
 import time
@@ -93,16 +99,77 @@ def _steady(rounds: list[float]) -> float:
     return statistics.median(rounds[1:] or rounds)
 
 
-def _speedup(sizes: Sizes, **local: int) -> tuple[float, float, float]:
-    """``(in-process round, 2-worker round, median of the paired ratios)``, from ``sizes.round_pairs`` pairs."""
+def client_updates(
+    clients: range, num_clients: int, rounds: int, epochs: int, batch_size: int, start: Any
+) -> list[float]:
+    """Seconds of each of ``rounds`` rounds of the FedAvg client updates of ``clients`` alone, one after another
+    in this process (the same calls as a worker's, no runner or server); each round begins at ``start`` (a
+    barrier shared with the other half, or ``None``)."""
+    from fedmodel import backend_for, get_weights
+    from fedmodel.algorithms import fedavg
+    from fedmodel.server import client_seed
+
+    model = _flower_app.make_model()
+    backend = backend_for(model)
+    weights = get_weights(model)
+    data = _flower_app.client_partitions(num_clients)
+    algorithm = fedavg(epochs=epochs, batch_size=batch_size, client_lr=_flower_app.LEARNING_RATE)
+    times = []
+    for r in range(rounds):
+        if start is not None:
+            start.wait()
+        began = time.perf_counter()
+        for cid in clients:
+            algorithm.client_update(model, backend, weights, data[cid], client_seed(_flower_app.SEED, r, cid))
+        times.append(time.perf_counter() - began)
+    return times
+
+
+def _half(part: int, num_clients: int, rounds: int, epochs: int, batch_size: int, start: Any, out: Any) -> None:
+    half = range(part, num_clients, WORKERS)  # every other client, as the workers' chunks share them out
+    out.put((part, client_updates(half, num_clients, rounds, epochs, batch_size, start)))
+
+
+def ceiling(num_clients: int, rounds: int, *, epochs: int, batch_size: int) -> tuple[float, float]:
+    """``(the clients' updates in one process, the same split over 2 processes started together)``: steady
+    round seconds, the split's round ending when its slower half ends."""
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Barrier(WORKERS), context.Queue()
+    args = (num_clients, rounds, epochs, batch_size, start, out)
+    processes = [context.Process(target=_half, args=(part, *args)) for part in range(WORKERS)]
+    for process in processes:
+        process.start()
+    halves = dict(out.get(timeout=600) for _ in processes)  # a half that failed leaves its traceback on stderr
+    for process in processes:
+        process.join()
+    split = [max(times) for times in zip(*halves.values(), strict=True)]
+    whole = client_updates(range(num_clients), num_clients, rounds, epochs, batch_size, None)
+    return _steady(whole), _steady(split)
+
+
+def _speedup(sizes: Sizes, **local: int) -> tuple[float, float, float, tuple[float, float, float]]:
+    """``(in-process round, 2-worker round, median of the paired ratios, and the same for this machine's
+    ceiling: the clients' updates alone in one process, then split over two)``, from ``sizes.round_pairs``
+    pairs."""
     n, rounds = sizes.round_clients, _rounds(sizes)
+    epochs, batch_size = local.get("epochs", _flower_app.EPOCHS), local.get("batch_size", _flower_app.BATCH_SIZE)
     serial: list[float] = []
     parallel: list[float] = []
+    ceilings: list[tuple[float, float]] = []
     for _ in range(sizes.round_pairs):  # paired: a burst of load from elsewhere hits both sides of a pair
         serial.append(_steady(run_fedmodel(n, rounds, **local)[1]))
         parallel.append(_steady(run_fedmodel(n, rounds, workers=WORKERS, **local)[1]))
+        ceilings.append(ceiling(n, rounds, epochs=epochs, batch_size=batch_size))
     ratio = statistics.median(p / s for p, s in zip(parallel, serial, strict=True))
-    return statistics.median(serial), statistics.median(parallel), ratio
+    best = statistics.median(split / whole for whole, split in ceilings)
+    whole, split = (statistics.median(c[i] for c in ceilings) for i in (0, 1))
+    return statistics.median(serial), statistics.median(parallel), ratio, (whole, split, best)
+
+
+def _ceiling_row(measured: tuple[float, float, float], note: str) -> Result:
+    whole, split, ratio = measured
+    name = f"  this machine's ceiling: client updates alone, {WORKERS} processes vs 1"
+    return Result(name, "torch", split, whole, None, f"{note}; no runner, server or hand-off", paired_ratio=ratio)
 
 
 def run(sizes: Sizes, backends: tuple[str, ...] = ()) -> Iterator[Result | tuple[str, str]]:
@@ -118,13 +185,15 @@ def run(sizes: Sizes, backends: tuple[str, ...] = ()) -> Iterator[Result | tuple
     n, rounds = sizes.round_clients, _rounds(sizes)
     what = f"{n} clients, digits MLP"
     pairs = f"median of rounds 2-{rounds}, {sizes.round_pairs} paired runs"
-    in_process, on_workers, ratio = _speedup(sizes)
+    in_process, on_workers, ratio, light = _speedup(sizes)
     name = f"FedAvg round, {WORKERS} workers vs in process"
     note = f"{what}, 1 local epoch, {pairs}"
     yield Result(name, "torch", on_workers, in_process, BAR_SPEEDUP, note, paired_ratio=ratio)
-    heavy_serial, heavy_workers, heavy_ratio = _speedup(sizes, epochs=HEAVY_EPOCHS, batch_size=HEAVY_BATCH)
+    yield _ceiling_row(light, note)
+    heavy_serial, heavy_workers, heavy_ratio, heavy = _speedup(sizes, epochs=HEAVY_EPOCHS, batch_size=HEAVY_BATCH)
     note = f"{what}, {HEAVY_EPOCHS} local epochs of batch {HEAVY_BATCH}, {pairs}"
     yield Result(name, "torch", heavy_workers, heavy_serial, BAR_SPEEDUP, note, paired_ratio=heavy_ratio)
+    yield _ceiling_row(heavy, note)
     ours_total = run_fedmodel(n, rounds)[0]
     try:
         theirs_total, theirs_rounds = run_flower(n, rounds)

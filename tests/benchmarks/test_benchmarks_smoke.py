@@ -103,6 +103,13 @@ def test_fedmodel_side_of_the_round_benchmark_runs_every_round() -> None:
     assert len(rounds) == 2 and all(r > 0 for r in rounds) and total >= sum(rounds)
 
 
+def test_the_machines_ceiling_times_the_same_client_updates_in_one_and_in_two_processes() -> None:
+    whole, split = fedavg_round.ceiling(4, 2, epochs=1, batch_size=32)
+    assert whole > 0 and split > 0
+    one = fedavg_round.client_updates(range(4), 4, 1, 1, 32, None)
+    assert len(one) == 1 and one[0] > 0
+
+
 def test_flower_client_app_trains_like_fedmodels_client() -> None:
     """The Flower ClientApp of bench 4 returns the weights fedmodel's own client computes, bit for bit."""
     pytest.importorskip("flwr")
