@@ -107,21 +107,26 @@ def test_two_workers_train_a_torch_model_bit_for_bit(uneven: FederatedData) -> N
 FAULTS = {1: "raise", 2: "exit", 3: "hang", 4: "unpicklable", 5: "nan", 6: "write_server"}
 
 
-def test_failing_clients_and_dying_workers_are_dropped_replaced_and_the_run_goes_on(digits: FederatedData) -> None:
-    clients = mark(digits.clients, list(FAULTS))
+def _faulty_runs(
+    data: FederatedData, faults: dict[int, str], workers: int
+) -> tuple[SimulationResult, SimulationResult]:
+    """Two rounds with clients that misbehave as ``faults`` says (:func:`faulty`), on ``workers`` workers and in
+    process, where the faults that only a worker process can have (a death, a hang, a result that cannot be
+    pickled) simply raise."""
+    clients = mark(data.clients, list(faults))
     algorithm = fedavg(client_lr=0.5, batch_size=32)
-    broken = replace(algorithm, client_update=faulty(algorithm.client_update, FAULTS))
-    parallel = _run(_softmax, clients, broken, digits.test, rounds=2, workers=2, client_timeout=1.0)
-    # in process, the same clients, where those that cannot be run there simply raise
-    in_process = {**FAULTS, 2: "raise", 3: "raise", 4: "raise"}
-    serial = _run(
-        _softmax,
-        clients,
-        replace(algorithm, client_update=faulty(algorithm.client_update, in_process)),
-        digits.test,
-        rounds=2,
-    )
 
+    def broken(said: dict[int, str]) -> Any:
+        return replace(algorithm, client_update=faulty(algorithm.client_update, said))
+
+    parallel = _run(_softmax, clients, broken(faults), data.test, rounds=2, workers=workers, client_timeout=1.0)
+    only_in_workers = ("exit", "hang", "unpicklable")
+    in_process = {client: "raise" if fault in only_in_workers else fault for client, fault in faults.items()}
+    return parallel, _run(_softmax, clients, broken(in_process), data.test, rounds=2)
+
+
+def test_failing_clients_and_dying_workers_are_dropped_replaced_and_the_run_goes_on(digits: FederatedData) -> None:
+    parallel, serial = _faulty_runs(digits, FAULTS, workers=2)
     assert _bits(parallel) == _bits(serial)
     assert [r.train for r in parallel.rounds] == [r.train for r in serial.rounds]
     assert parallel.rounds[-1].test["accuracy"] > 0.3  # two healthy clients of eight, label-skewed: it learned
@@ -250,18 +255,7 @@ def test_faults_inside_chunks_fail_only_their_client_and_the_chunks_other_client
     data = federated_digits(num_clients=32, alpha=None, seed=2)
     model_bytes = sum(a.nbytes for a in get_weights(_softmax()).arrays)
     assert chunk_size(32, 1, model_bytes) == 8  # the premise: these faults fall inside chunks
-    clients = mark(data.clients, list(CHUNKED_FAULTS))
-    algorithm = fedavg(client_lr=0.5, batch_size=32)
-    broken = replace(algorithm, client_update=faulty(algorithm.client_update, CHUNKED_FAULTS))
-    parallel = _run(_softmax, clients, broken, data.test, rounds=2, workers=1, client_timeout=1.0)
-    in_process = {**CHUNKED_FAULTS, 3: "raise", 13: "raise", 18: "raise"}
-    serial = _run(
-        _softmax,
-        clients,
-        replace(algorithm, client_update=faulty(algorithm.client_update, in_process)),
-        data.test,
-        rounds=2,
-    )
+    parallel, serial = _faulty_runs(data, CHUNKED_FAULTS, workers=1)
     assert _bits(parallel) == _bits(serial)
     assert [r.train for r in parallel.rounds] == [r.train for r in serial.rounds]
     for got in parallel.rounds:
