@@ -5,8 +5,9 @@ Same model (fedmodel_torch's digits MLP 64-32-10), same data (scikit-learn's dig
 fedmodel: :func:`fedmodel.simulation.run_simulation` with :func:`fedmodel.algorithms.fedavg`, in process and
 with ``SimulationConfig(workers=2)``. Flower: ``flwr.simulation.run_simulation`` (Ray backend, one CPU per
 client actor, as many actors as CPUs) with Flower's own ``FedAvg`` strategy (see :mod:`benchmarks._flower_app`).
-Rows: the median steady-state round (rounds after the first) of fedmodel's 2 workers against Flower's, which
-runs one actor per CPU (bar: 0.10; the in-process round, on one CPU, for information), the 2-worker round
+Rows: the median steady-state round (rounds after the first) of fedmodel's 2 workers, in runs just before and
+just after Flower's, against Flower's, which runs one actor per CPU (bar: 0.10; the in-process round, on one
+CPU, for information), the 2-worker round
 against the in-process one (paired runs; bar 0.6, near-linear on 2 cores), also
 with ten local steps per client (5 epochs of batch 8) where the client's work outweighs the hand-offs, the
 whole run including start-up, and for information fedmodel's round on 2 Ray actors (``executor="ray"``).
@@ -196,18 +197,22 @@ def run(sizes: Sizes, backends: tuple[str, ...] = ()) -> Iterator[Result | tuple
     yield Result(name, "torch", heavy_workers, heavy_serial, BAR_SPEEDUP, note, paired_ratio=heavy_ratio)
     yield _ceiling_row(heavy, note)
     ours_total = run_fedmodel(n, rounds)[0]
-    try:
+    before = _steady(run_fedmodel(n, rounds, workers=WORKERS)[1])  # right before and after Flower's run: this
+    try:  # machine's speed drifts by tens of percent over minutes, so the ratio uses the runs next to Flower's
         theirs_total, theirs_rounds = run_flower(n, rounds)
     except UnavailableError as exc:
         yield "flower", str(exc)
         return
+    after = _steady(run_fedmodel(n, rounds, workers=WORKERS)[1])
     theirs = _steady(theirs_rounds)
-    note = f"{what}, 1 local epoch, {rounds} rounds, median of rounds 2+ (Flower: {os.cpu_count()} actors)"
+    beside = f"{what}, 1 local epoch, {rounds} rounds, median of rounds 2+ (Flower: {os.cpu_count()} actors)"
+    note = f"{beside}; fedmodel: the mean of a run just before and one just after Flower's"
     # the bar compares like with like: Flower's engine runs one actor per CPU, fedmodel one worker per CPU; the
     # in-process round (one CPU against Flower's two) is information
-    yield Result(f"FedAvg round, {WORKERS} workers (steady state)", "torch", on_workers, theirs, BAR, note)
-    yield Result("FedAvg round in process (steady state)", "torch", in_process, theirs, None, f"{note}; one CPU")
+    yield Result(f"FedAvg round, {WORKERS} workers (steady state)", "torch", (before + after) / 2, theirs, BAR, note)
+    note = f"{beside}; one CPU, measured with the speed-up rows"
+    yield Result("FedAvg round in process (steady state)", "torch", in_process, theirs, None, note)
     yield Result("FedAvg run incl. start-up", "torch", ours_total, theirs_total, None, f"{what}, {rounds} rounds")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # Ray's start-up logs
         on_ray = _steady(run_fedmodel(n, rounds, workers=WORKERS, executor="ray")[1])  # starts and stops a local Ray
-    yield Result(f"FedAvg round, {WORKERS} Ray actors (steady state)", "torch", on_ray, theirs, None, note)
+    yield Result(f"FedAvg round, {WORKERS} Ray actors (steady state)", "torch", on_ray, theirs, None, beside)
