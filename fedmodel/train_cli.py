@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import math
 import os
 import sys
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from fedmodel import _train_dp, algorithms
 from fedmodel._backend import backend_names, backend_package
 from fedmodel._errors import BackendError, DataError, FedModelError, SpecError
+from fedmodel._executors import EXECUTORS
 from fedmodel._run_outputs import OutputError, check_folder, earlier_rows, metrics_file
 from fedmodel._weights import ModelWeights
 
@@ -171,6 +173,7 @@ def _value(rule: str, convert: Callable[[str], Any], ok: Callable[[Any], bool]) 
 
 
 _COUNT = _value("an integer >= 1", int, lambda v: v >= 1)
+_WORKERS = _value("an integer >= 0", int, lambda v: v >= 0)
 _SEED = _value("an integer in [0, 2**63)", int, lambda v: 0 <= v < 2**63)
 _POSITIVE = _value("a finite number > 0", float, lambda v: math.isfinite(v) and v > 0)
 _NON_NEGATIVE = _value("a finite number >= 0", float, lambda v: math.isfinite(v) and v >= 0)
@@ -252,6 +255,20 @@ def _parser() -> argparse.ArgumentParser:
     add("--tau", type=_POSITIVE, default=1e-3, help="adaptivity of FedAdam, FedYogi and FedAdagrad")
     add("--test-fraction", type=_FRACTION, default=0.2, help="digits: share held out for evaluation")
     add("--client-timeout", type=_POSITIVE, default=None, help="seconds before a client is dropped; None: never")
+    add(
+        "--workers",
+        type=_WORKERS,
+        default=0,
+        help="run each round's clients in this many worker processes (one per CPU is the usual choice); the results "
+        "are bit for bit those of 0: one after another in this process",
+    )
+    add(
+        "--executor",
+        choices=EXECUTORS,
+        default="processes",
+        help="what the --workers are: processes on this machine, or Ray actors (a Ray cluster if one is initialized; "
+        "pip install 'fedmodel[ray]')",
+    )
     _train_dp.add_options(p, _POSITIVE, _NON_NEGATIVE, _FRACTION)
     add("--seed", type=_SEED, default=0, help="root of every random choice: split, sampling, initial weights")
     add("--out", type=Path, default=Path("fedmodel-run"), help="folder for metrics.csv, curves.png, weights")
@@ -323,6 +340,8 @@ def _config(args: argparse.Namespace, backend: str, dp: _train_dp.DPPlan | None)
         clients_per_round=args.clients_per_round,
         seed=args.seed,
         client_timeout=args.client_timeout,
+        workers=args.workers,
+        executor=args.executor,
         progress=not args.no_progress and sys.stderr.isatty(),
         checkpoint_path=checkpoint if args.checkpoint or args.resume else None,
         resume=args.resume,
@@ -409,6 +428,7 @@ def _prepare(args: argparse.Namespace) -> _Plan:
         dp = _train_dp.plan(args)
     except _train_dp.DPOptionError as exc:
         raise _UsageError(str(exc)) from None
+    _check_executor(args.workers, args.executor)
     backends = list(dict.fromkeys(args.backend))
     runs = []
     for backend in backends:
@@ -439,6 +459,16 @@ def _prepare(args: argparse.Namespace) -> _Plan:
     for run in runs:
         run.rows = [r for r in kept if r["run"] == run.label]
     return _Plan(data, algorithm, runs, kept, dp)
+
+
+def _check_executor(workers: int, executor: str) -> None:
+    """``--executor ray`` needs ``--workers N`` (the number of actors) and Ray installed."""
+    if executor != "ray":
+        return
+    if workers == 0:
+        raise _UsageError("--executor ray runs the clients in Ray actors: give their number with --workers N")
+    if importlib.util.find_spec("ray") is None:
+        raise _UsageError("--executor ray needs Ray: pip install 'fedmodel[ray]'")
 
 
 def _start(run: _Run, algorithm: algorithms.FederatedAlgorithm, num_clients: int) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedmodel import cli, get_weights, train_cli
+from fedmodel import _executors, cli, get_weights, train_cli
 from fedmodel.checkpoint import load_checkpoint
 from fedmodel.reference import SoftmaxRegression
 
@@ -79,6 +79,36 @@ def test_a_resumed_cli_run_continues_the_csv_and_ends_where_an_uninterrupted_one
     part = load_checkpoint(tmp_path / "part" / "weights-numpy-fedadam.safetensors", like=like).weights
     for a, b in zip(whole.arrays, part.arrays, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_workers_give_the_in_process_runs_metrics_and_weights_bit_for_bit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[tuple[Any, ...]] = []
+    open_pool = _executors.open_pool
+    monkeypatch.setattr(_executors, "open_pool", lambda *a, **k: opened.append(a[:2]) or open_pool(*a, **k))
+    common = ["--clients", "6", "--rounds", "2", "--local-epochs", "1", "--no-progress"]
+    assert train_cli.main([*common, "--out", str(tmp_path / "serial")]) == 0
+    assert opened == []
+    assert train_cli.main([*common, "--workers", "2", "--out", str(tmp_path / "workers")]) == 0
+    assert opened == [(2, "processes")]  # the run really went through two worker processes
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in _rows(tmp_path / "serial")]
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in _rows(tmp_path / "workers")] == strip
+    like = get_weights(SoftmaxRegression(64, 10))
+    serial = load_checkpoint(tmp_path / "serial" / "weights-numpy-fedavg.safetensors", like=like).weights
+    workers = load_checkpoint(tmp_path / "workers" / "weights-numpy-fedavg.safetensors", like=like).weights
+    assert [a.tobytes() for a in workers.arrays] == [a.tobytes() for a in serial.arrays]
+
+
+def test_executor_ray_without_ray_installed_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    find_spec = train_cli.importlib.util.find_spec
+    monkeypatch.setattr(train_cli.importlib.util, "find_spec", lambda name: None if name == "ray" else find_spec(name))
+    out = tmp_path / "out"
+    assert train_cli.main(["--workers", "2", "--executor", "ray", "--out", str(out), "--no-progress"]) == 2
+    assert "--executor ray needs Ray: pip install 'fedmodel[ray]'" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def _rows(out: Path) -> list[dict[str, str]]:
