@@ -252,8 +252,7 @@ def ordered_replies(
                     yield clients[handed], done.pop(handed)
                     handed += 1
                 continue
-            busy = {number: due(number, slot) for number, slot in slots.items() if slot.tasks}
-            first = min((deadline for _, deadline in busy.values()), default=float("inf"))
+            first = min((due(number, slot)[1] for number, slot in slots.items() if slot.tasks), default=float("inf"))
             wait = None if first == float("inf") else max(0.0, first - time.monotonic())
             for finished in pool.wait(wait):
                 slot = slots[finished.slot]

@@ -129,9 +129,7 @@ def _sendable(reply: ClientResult | Failed) -> ClientResult | Failed:
     return reply
 
 
-def serve(
-    conn: Connection, packed: bytes, threads: int | None = None, workers: int = 1, progress: Progress | None = None
-) -> None:
+def serve(conn: Connection, packed: bytes, threads: int | None, workers: int, progress: Progress) -> None:
     """A worker process's whole life: cap its threads, set up, say ``ready``, then answer chunks of tasks until
     the pipe closes, writing its ``progress`` as it goes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle; it stops the workers
@@ -157,11 +155,9 @@ def serve(
         replies: list[ClientResult | Failed] = []
         for task in message:
             started += 1
-            if progress is not None:
-                progress.start(started)
+            progress.start(started)
             replies.append(worker.run(weights, task))
-            if progress is not None:
-                progress.finish(started)
+            progress.finish(started)
         try:
             _send_replies(conn, replies)
         except OSError:  # the runner is gone
