@@ -41,6 +41,7 @@ __all__ = [
     "chunk_size",
     "open_pool",
     "ordered_replies",
+    "tapered",
 ]
 
 EXECUTORS = ("processes", "ray")
@@ -141,6 +142,20 @@ def chunk_size(clients: int, workers: int, model_bytes: int) -> int:
     return max(1, min(MAX_CHUNK, share, CHUNK_BYTES // max(1, model_bytes)))
 
 
+def tapered(chunk: int, remaining: int, workers: int) -> int:
+    """The size of the next chunk: ``chunk``, less as the round's end nears, so that the workers finish together.
+
+    Each worker's queue holds at most :data:`DEPTH` chunks, which no other worker can take over; a chunk is at most
+    the ``remaining`` clients (not yet given out) shared by the ``workers``' queues, so the work queued on a
+    worker when the last clients go out is a few clients, not :data:`DEPTH` full chunks (guided self-scheduling,
+    Polychronopoulos and Kuck 1987).
+
+    >>> [tapered(8, r, 2) for r in (100, 32, 24, 12, 5, 4, 1)]
+    [8, 8, 6, 3, 2, 1, 1]
+    """
+    return max(1, min(chunk, math.ceil(remaining / max(1, workers * DEPTH))))
+
+
 @dataclass
 class _Queued:
     """A task given to a worker: its position among the round's clients, and when it is due if it reached the
@@ -232,13 +247,15 @@ def ordered_replies(
 
     try:
         while handed < len(clients):
+            ready = pool.ready()
             for depth in range(1, DEPTH + 1):  # one chunk to every worker before a second to any
-                for number in pool.ready():
+                for number in ready:
                     slot = slots.setdefault(number, _Slot())
                     if len(slot.chunks) >= depth:
                         continue
+                    size = tapered(chunk, len(clients) - submitted + len(retry), len(ready))
                     positions: list[int] = []
-                    while len(positions) < chunk and (position := next_position()) is not None:
+                    while len(positions) < size and (position := next_position()) is not None:
                         positions.append(position)
                     if positions:
                         pool.submit(number, [task(clients[p]) for p in positions])

@@ -73,7 +73,7 @@ def _wide(value: Any) -> np.ndarray:
 
 def to_numpy_report(report: Report) -> dict[str, Any]:
     """A report with every leaf as a numpy array (framework tensors converted with ``np.asarray``)."""
-    return {name: _tree.map_structure(np.asarray, value) for name, value in report.items()}
+    return {name: _map(np.asarray, value) for name, value in report.items()}
 
 
 _INT64_MAX = np.iinfo(np.int64).max

@@ -7,7 +7,7 @@ Also the moves between numpy and torch that the wrapper and the backend share: b
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, NamedTuple, final
 
 import numpy as np
@@ -69,6 +69,8 @@ def to_device(value: Any, device: torch.device) -> Any:
 
     if isinstance(value, (np.ndarray, torch.Tensor)):  # one array: no tree to walk
         return leaf(value)
+    if type(value) is tuple and len(value) == 2 and all(isinstance(v, (np.ndarray, torch.Tensor)) for v in value):
+        return leaf(value[0]), leaf(value[1])  # the usual batch, (x, y): no tree to walk either
     return _tree.map_structure(leaf, value)
 
 
@@ -78,6 +80,12 @@ def to_numpy(tensor: torch.Tensor, *, copy: bool) -> np.ndarray:
     A tensor on an accelerator always comes back as a new host array (one transfer, no second copy).
     """
     tensor = tensor.detach()
+    try:  # the usual tensor: on the CPU, of a numpy dtype, no lazy conjugate or negation bit
+        arr = tensor.numpy()
+    except (TypeError, RuntimeError):  # bfloat16, an accelerator, a conjugate or negative view: below
+        pass
+    else:
+        return arr.copy() if copy else arr
     if tensor.dtype == torch.bfloat16:
         import ml_dtypes  # installed with JAX and TensorFlow; numpy's only bfloat16
 
@@ -242,6 +250,7 @@ class TorchModel:
         self._initial = tuple(t.to(device) for t in initial)
         self._local = tuple(t.clone() for t in self._initial)
         self._local_names = tuple(names)
+        self._by_id = self._identity_lookup()  # variable_names' lookup, rebuilt when a variable was replaced
 
     # -- variables --------------------------------------------------------------------------------
     def named_variables(self) -> tuple[list[tuple[str, torch.Tensor]], ...]:
@@ -266,15 +275,40 @@ class TorchModel:
     def variable_names(self, variables: Sequence[torch.Tensor]) -> list[str]:
         """The module's name of each variable (``metrics/...`` for local ones); ValueError for a tensor that is
         none of the model's variables."""
-        # an identity lookup that lives for this call only (tensors compare by value, not identity)
-        named = itertools.chain(
-            _read(self._parameter_slots), _read(self._buffer_slots), zip(self._local_names, self._local, strict=True)
-        )
-        by_id: Mapping[int, str] = {id(t): n for n, t in named}
-        try:
-            return [by_id[id(v)] for v in variables]
-        except KeyError:
-            raise ValueError("a variable does not belong to this model") from None
+        names = self._names_of(variables)
+        if names is None:  # a variable replaced since the lookup was built (module.to() replaces buffers)
+            self._by_id = self._identity_lookup()
+            names = self._names_of(variables)
+        if names is None:
+            raise ValueError("a variable does not belong to this model")
+        return names
+
+    def _names_of(self, variables: Sequence[torch.Tensor]) -> list[str] | None:
+        """Each variable's name from the identity lookup, each entry confirmed by reading its slot now (so neither
+        a replaced tensor nor a new object at a freed address is named); ``None`` at the first that fails."""
+        out = []
+        for v in variables:
+            entry = self._by_id.get(id(v))
+            if entry is None:
+                return None
+            name, where = entry
+            if (where if isinstance(where, torch.Tensor) else getattr(where.owner, where.key)) is not v:
+                return None
+            out.append(name)
+        return out
+
+    def _identity_lookup(self) -> dict[int, tuple[str, _Slot | torch.Tensor]]:
+        """``id(tensor)`` -> its name and where it is read: the slot of a parameter or buffer as the module holds
+        it now, the tensor itself for a local variable (the model's own, never replaced). Tensors compare by
+        value, so the lookup is by identity."""
+        by_id: dict[int, tuple[str, _Slot | torch.Tensor]] = {}
+        for slot in (*self._parameter_slots, *self._buffer_slots):
+            tensor = getattr(slot.owner, slot.key)
+            if tensor is not None:
+                by_id[id(tensor)] = (slot.name, slot)
+        for name, tensor in zip(self._local_names, self._local, strict=True):
+            by_id[id(tensor)] = (name, tensor)
+        return by_id
 
     @property
     def local_variables(self) -> list[torch.Tensor]:

@@ -3,6 +3,7 @@ results in client order, a bounded number of clients out of order, timeouts, a c
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedmodel import ModelWeights
-from fedmodel._executors import chunk_size, ordered_replies
+from fedmodel._executors import chunk_size, ordered_replies, tapered
 from fedmodel._worker import Failed, Finished, Task
 from fedmodel.client import ClientResult
 
@@ -215,11 +216,27 @@ class ChunkedPool:
 
 def test_tasks_go_in_chunks_one_to_every_worker_first_and_come_back_in_client_order() -> None:
     pool = ChunkedPool(2)
-    replies = list(ordered_replies(pool, WEIGHTS, list(range(14)), _task, timeout=None, ahead=12, chunk=3))
-    assert [c for c, _ in replies] == list(range(14))
-    assert [r.metrics["seed"] for _, r in replies] == [1000 + c for c in range(14)]  # type: ignore[union-attr]
+    replies = list(ordered_replies(pool, WEIGHTS, list(range(20)), _task, timeout=None, ahead=12, chunk=3))
+    assert [c for c, _ in replies] == list(range(20))
+    assert [r.metrics["seed"] for _, r in replies] == [1000 + c for c in range(20)]  # type: ignore[union-attr]
     assert pool.chunks[:4] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]  # two per worker, one each first
-    assert sorted(c for chunk in pool.chunks for c in chunk) == list(range(14))
+    assert sorted(c for chunk in pool.chunks for c in chunk) == list(range(20))
+
+
+def test_chunks_taper_as_the_round_ends_so_that_the_workers_finish_together() -> None:
+    pool = ChunkedPool(2)
+    list(ordered_replies(pool, WEIGHTS, list(range(100)), _task, timeout=None, ahead=64, chunk=8))
+    sizes = [len(chunk) for chunk in pool.chunks]
+    assert sizes[:9] == [8] * 9  # full chunks while many clients remain: few messages
+    assert sizes[-4:] == [1, 1, 1, 1]  # the last client of each queue goes alone
+    assert all(later <= earlier for earlier, later in itertools.pairwise(sizes))
+    assert len(sizes) <= 20 and sum(sizes) == 100
+
+
+def test_a_chunk_is_at_most_the_remaining_clients_shared_by_the_workers_queues() -> None:
+    assert [tapered(8, remaining, 2) for remaining in (100, 33, 32, 24, 12, 5, 4, 1, 0)] == [8, 8, 8, 6, 3, 2, 1, 1, 1]
+    assert tapered(8, 100, 4) == 8 and tapered(8, 20, 4) == 3 and tapered(8, 100, 20) == 3  # DEPTH (2) per worker
+    assert tapered(1, 100, 2) == 1
 
 
 def test_a_worker_dying_inside_a_chunk_fails_only_the_client_it_ran_and_gives_the_others_again() -> None:

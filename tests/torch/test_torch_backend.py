@@ -112,6 +112,21 @@ def test_bfloat16_variables_round_trip_through_ml_dtypes() -> None:
     assert fedmodel.get_weights(model).trainable[0].tobytes() == new.trainable[0].tobytes()
 
 
+def test_reads_resolve_lazy_conjugate_and_negative_views_and_copies_never_alias_the_tensor() -> None:
+    z = torch.tensor([1 + 2j, -3 - 4j], dtype=torch.complex64)
+    conj, neg = z.conj(), torch._neg_view(z)  # views with a bit set, which .numpy() refuses
+    assert conj.is_conj() and neg.is_neg()
+    for copy in (True, False):
+        got_conj, got_neg = BACKEND.read_variables([conj, neg], copy=copy)
+        np.testing.assert_array_equal(got_conj, np.array([1 - 2j, -3 + 4j], np.complex64))
+        np.testing.assert_array_equal(got_neg, np.array([-1 - 2j, 3 + 4j], np.complex64))
+    plain = torch.ones(3)
+    [copied] = BACKEND.read_variables([plain], copy=True)
+    [view] = BACKEND.read_variables([plain], copy=False)
+    assert not np.shares_memory(copied, plain.numpy()) and np.shares_memory(view, plain.numpy())
+    assert copied.flags.writeable and not view.flags.writeable
+
+
 # -- batches and training -------------------------------------------------------------------------
 def test_to_native_gives_tensors_on_the_models_device_sharing_memory_on_cpu(rng: np.random.Generator) -> None:
     x, y = digits_batch(rng)

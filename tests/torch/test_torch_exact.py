@@ -117,3 +117,76 @@ def test_fedprox_pulls_back_towards_the_weights_at_optimizer_creation() -> None:
     BACKEND.train_step(model, (x0, Y), optimizer)
     w1, _ = fedmodel.get_weights(model).trainable
     np.testing.assert_allclose(w1, np.full((3, 4), 2.0 - 0.5 * 2.0), rtol=0, atol=0)  # w - lr * mu * (w - w0)
+
+
+# -- the plain SGD step taken without torch.optim's per-call machinery ------------------------------
+def _sgd_pair(dtype: torch.dtype, **options: object) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    gen = torch.Generator().manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(shape, generator=gen, dtype=dtype)) for shape in ((7, 5), (5,), (3,))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    return ours, theirs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_the_plain_sgd_step_is_torchs_sgd_step_bit_for_bit(dtype: torch.dtype) -> None:
+    from fedmodel_torch.optimizers import plain_sgd_step
+
+    ours, theirs = _sgd_pair(dtype)
+    mine, native = torch.optim.SGD(ours, lr=0.37), torch.optim.SGD(theirs, lr=0.37)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(5):
+        for a, b in zip(ours[:2], theirs[:2], strict=True):  # the last parameter never has a gradient
+            grad = torch.randn(a.shape, generator=gen, dtype=dtype) * 10.0**step
+            a.grad, b.grad = grad.clone(), grad.clone()
+        assert plain_sgd_step(mine)
+        native.step()
+        for a, b in zip(ours, theirs, strict=True):
+            assert torch.equal(a.detach(), b.detach()), step
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), id="momentum"),
+        pytest.param(lambda ps: torch.optim.SGD(ps, lr=0.1, weight_decay=0.01), id="weight-decay"),
+        pytest.param(lambda ps: torch.optim.SGD(ps, lr=0.1, maximize=True), id="maximize"),
+        pytest.param(lambda ps: torch.optim.SGD(ps, lr=torch.tensor(0.1)), id="tensor-lr"),
+        pytest.param(lambda ps: torch.optim.SGD(ps, lr=0.1, foreach=True), id="foreach"),
+        pytest.param(lambda ps: torch.optim.SGD([{"params": ps[:1]}, {"params": ps[1:]}], lr=0.1), id="two-groups"),
+        pytest.param(lambda ps: torch.optim.Adam(ps, lr=0.1), id="adam"),
+    ],
+)
+def test_any_other_optimizer_is_left_to_its_own_step(make: object) -> None:
+    from fedmodel_torch.optimizers import plain_sgd_step
+
+    ours, _ = _sgd_pair(torch.float32)
+    for p in ours:
+        p.grad = torch.ones_like(p)
+    before = [p.detach().clone() for p in ours]
+    assert not plain_sgd_step(make(ours))  # type: ignore[operator]
+    assert all(torch.equal(p.detach(), b) for p, b in zip(ours, before, strict=True))
+
+
+def test_a_plain_sgd_with_a_hook_or_a_scheduler_takes_torchs_own_step_which_calls_them() -> None:
+    from fedmodel_torch.optimizers import ClientOptimizer
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    ours, _ = _sgd_pair(torch.float32)
+    for p in ours:
+        p.grad = torch.ones_like(p)
+    calls: list[str] = []
+    handle = register_optimizer_step_pre_hook(lambda *_: calls.append("global hook"))
+    try:
+        ClientOptimizer(torch.optim.SGD(ours, lr=0.1), ours).step()
+    finally:
+        handle.remove()
+    hooked = torch.optim.SGD(ours, lr=0.1)
+    hooked.register_step_post_hook(lambda *_: calls.append("instance hook"))
+    ClientOptimizer(hooked, ours).step()
+    assert calls == ["global hook", "instance hook"]
+    scheduled = torch.optim.SGD(ours, lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(scheduled, step_size=1, gamma=0.5)
+    ClientOptimizer(scheduled, ours).step()
+    assert scheduled._opt_called  # type: ignore[attr-defined]  # the scheduler saw its optimizer step
+    scheduler.step()
+    assert scheduled.param_groups[0]["lr"] == 0.05

@@ -87,6 +87,24 @@ def test_variables_are_grouped_by_requires_grad_and_buffers_with_the_modules_nam
     assert model.non_trainable_variables[0] is module[0].weight
 
 
+def test_names_follow_variables_replaced_after_wrapping_and_a_replaced_one_belongs_to_the_model_no_more() -> None:
+    model = models.cnn_bn()
+    backend = fedmodel.backend_for(model)
+    names = backend.variable_names(model, model.non_trainable_variables)  # the lookup is built and used
+    trainable = backend.variable_names(model, model.trainable_variables)
+    old_mean, old_weight = model.module.bn1.running_mean, model.module.head.weight
+    model.module.double()  # replaces every buffer; parameters keep their objects
+    model.module.head.weight = torch.nn.Parameter(old_weight.detach().double().clone())  # a parameter replaced
+    assert model.module.bn1.running_mean is not old_mean
+    for stale in (old_mean, old_weight):  # they were the model's variables, and are not any more
+        with pytest.raises(ValueError, match="does not belong"):
+            backend.variable_names(model, [stale])
+    assert backend.variable_names(model, model.non_trainable_variables) == names
+    assert backend.variable_names(model, model.trainable_variables) == trainable
+    with pytest.raises(ValueError, match="does not belong"):
+        backend.variable_names(model, [torch.zeros(3)])
+
+
 def test_batchnorm_statistics_are_non_trainable_and_non_persistent_buffers_are_not_weights() -> None:
     model = models.cnn_bn()
     names = fedmodel.get_weights(model).non_trainable_names
