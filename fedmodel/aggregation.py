@@ -119,9 +119,25 @@ _HEADROOM = 10  # the running bound stays 2**10 below the accumulator's largest 
 
 def _axpy(dtype: np.dtype[Any]) -> Any:
     """BLAS ``y += a x`` for float32 or float64 (one fused pass; numpy needs a multiply and an add)."""
-    from scipy.linalg import blas
+    axpy = _AXPY.get(dtype)
+    if axpy is None:
+        from scipy.linalg import blas
 
-    return blas.saxpy if dtype == np.float32 else blas.daxpy
+        axpy = _AXPY[dtype] = blas.saxpy if dtype == np.float32 else blas.daxpy
+    return axpy
+
+
+_AXPY: dict[np.dtype[Any], Any] = {}
+_LOG2_E = 1.0 / math.log(2.0)
+
+
+def _logaddexp2(a: float, b: float) -> float:
+    """``log2(2**a + 2**b)`` without overflow, as ``numpy.logaddexp2`` computes it, on Python floats (a numpy
+    ufunc call on two scalars costs more than the arithmetic)."""
+    if a == b:
+        return a + 1.0
+    high, low = (a, b) if a > b else (b, a)
+    return high + math.log1p(2.0 ** (low - high)) * _LOG2_E
 
 
 class ScaledSum:
@@ -157,7 +173,7 @@ class ScaledSum:
             self.exponent = math.frexp(weight)[1]
         log2_weight = math.log2(weight)
         log2_term = log2_weight + math.log2(bound)
-        self.log2_bound = float(np.logaddexp2(self.log2_bound, log2_term))
+        self.log2_bound = _logaddexp2(self.log2_bound, log2_term)
         excess = max(self.log2_bound, log2_weight) - self.exponent - self.limit
         if excess > 0:
             shift = math.ceil(excess)
@@ -168,6 +184,9 @@ class ScaledSum:
         axpy = _axpy(self.acc.dtype)
         if x.dtype == self.acc.dtype and x.flags.c_contiguous:
             source = x.reshape(-1)
+            if flat.size <= _BLAS_CHUNK:
+                _axpy_into(axpy, source, flat, coefficient)
+                return
             for start in range(0, flat.size, _BLAS_CHUNK):  # BLAS counts elements in 32-bit integers
                 _axpy_into(axpy, source[start : start + _BLAS_CHUNK], flat[start : start + _BLAS_CHUNK], coefficient)
             return

@@ -111,13 +111,20 @@ def _max_abs(array: np.ndarray) -> float:
         return float(flat.size and flat.any())
     if flat.dtype.kind in "iu":
         return max(abs(float(flat.min())), abs(float(flat.max())))
-    if flat.dtype in (np.float32, np.float64) and (asum := _blas_asum(flat.dtype)) is not None:
-        total = 0.0
-        for start in range(0, flat.size, _BLAS_CHUNK):  # BLAS counts elements in 32-bit integers
-            total += float(asum(flat[start : start + _BLAS_CHUNK]))
-        if math.isfinite(total) and total >= np.finfo(flat.dtype).tiny:
+    tiny = _TINY.get(flat.dtype)  # float32 or float64: the BLAS path
+    if tiny is not None and (asum := _blas_asum(flat.dtype)) is not None:
+        if flat.size <= _BLAS_CHUNK:
+            total = float(asum(flat))
+        else:
+            total = 0.0
+            for start in range(0, flat.size, _BLAS_CHUNK):  # BLAS counts elements in 32-bit integers
+                total += float(asum(flat[start : start + _BLAS_CHUNK]))
+        if math.isfinite(total) and total >= tiny:
             return total
     return _generic_max_abs(flat)
+
+
+_TINY = {np.dtype(t): float(np.finfo(t).tiny) for t in (np.float32, np.float64)}  # the smallest normal numbers
 
 
 _ASUM: dict[np.dtype[Any], Any] = {}
@@ -169,6 +176,10 @@ def nonfinite_count(array: np.ndarray) -> int:
     return bad
 
 
+_SQRT_MAX_FLOAT32 = math.sqrt(float(np.finfo(np.float32).max))
+_SQRT_MAX_FLOAT64 = math.sqrt(float(np.finfo(np.float64).max))
+
+
 @dataclass(frozen=True)
 class ReplyLimits:
     """What the server accepts from one client (besides matching the template exactly).
@@ -202,7 +213,7 @@ class ReplyLimits:
         """The largest ``|value|`` accepted in a float variable of ``dtype``."""
         if self.max_value is not None:
             return self.max_value
-        return math.sqrt(float(np.finfo(np.float64 if dtype == np.float64 else np.float32).max))
+        return _SQRT_MAX_FLOAT64 if dtype == np.float64 else _SQRT_MAX_FLOAT32
 
 
 def validate_weight(weight: Any, *, client: str = "client", max_weight: float = math.inf) -> float:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedmodel import AggregationError, CheckpointError, ModelWeights
 from fedmodel.aggregation import WeightedMean
@@ -1009,3 +1011,14 @@ def test_max_abs_sums_a_long_array_in_chunks_blas_can_count(monkeypatch: pytest.
     x = np.ones(8, np.float32)
     x[7] = np.nan  # in the last chunk only
     assert math.isnan(validation.max_abs(x))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.floats(-1100.0, 1100.0) | st.just(-math.inf),
+    st.floats(-1100.0, 1100.0) | st.just(-math.inf),
+)
+def test_the_running_bound_adds_powers_of_two_as_numpy_logaddexp2_does(a: float, b: float) -> None:
+    from fedmodel.aggregation import _logaddexp2
+
+    assert _logaddexp2(a, b) == float(np.logaddexp2(a, b)) == _logaddexp2(b, a)
