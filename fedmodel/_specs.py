@@ -154,7 +154,11 @@ class TensorSpec:
         arr = value if isinstance(value, np.ndarray) else np.asarray(value)
         if arr.size == 0:
             return None
-        low, high = arr.min(), arr.max()
+        if arr.size <= _FEW and arr.dtype.kind in "biu":  # a batch's labels: Python's min and max cost less than
+            values = arr.ravel().tolist()  # two numpy reductions, and compare exactly (no NaN among integers)
+            low, high = min(values), max(values)
+        else:
+            low, high = arr.min(), arr.max()
         if (self.minimum is not None and not low >= self.minimum) or (
             self.maximum is not None and not high <= self.maximum
         ):
@@ -180,6 +184,9 @@ class TensorSpec:
     def is_compatible_with(self, value: Any) -> bool:
         """True when ``value`` (an array of any framework) has a matching shape, dtype and values."""
         return self.mismatch(value) is None
+
+
+_FEW = 256  # up to this many integer values, bounds are checked on a Python list
 
 
 def _fmt_shape(shape: Sequence[int | None]) -> str:

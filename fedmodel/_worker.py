@@ -11,6 +11,7 @@ in-process runner would give.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from fedmodel._weights import ModelWeights
 from fedmodel.algorithms import FederatedAlgorithm
 from fedmodel.client import ClientResult
 from fedmodel.data import ClientData
+from fedmodel.optimizers import SGD
 
 __all__ = [
     "ClientWorker",
@@ -36,6 +38,7 @@ __all__ = [
     "describe",
     "pack_setup",
     "read_only",
+    "ready_model",
 ]
 
 
@@ -154,6 +157,22 @@ def setup_failure(exc: BaseException) -> str:
     return describe(exc) + "\n" + "".join(lines[-6:]).rstrip()
 
 
+def ready_model(factory: Callable[[], Any]) -> tuple[Any, Backend]:
+    """A model from ``factory`` and its backend, with one optimizer made for it and dropped.
+
+    Frameworks set themselves up on their first optimizer (torch imports its compiler then: over a second), and
+    that one-time cost must not fall on a client: under ``client_timeout`` it made the first client of every
+    fresh worker time out, and each timeout started another cold worker. Making an optimizer changes nothing
+    of the model (a client makes a fresh one anyway); a backend that refuses the neutral SGD here is left to
+    refuse it again, with its own message, to a client that asks for it.
+    """
+    model = factory()
+    backend = backend_for(model)
+    with contextlib.suppress(Exception):
+        backend.make_optimizer(model, SGD(0.1))
+    return model, backend
+
+
 class ClientWorker:
     """One worker's state: one model per kind (built once), the algorithm and the clients.
 
@@ -165,8 +184,7 @@ class ClientWorker:
         self.clients = setup.clients
         self.models: dict[str, tuple[Any, Backend]] = {}
         for kind, factory in setup.factories.items():
-            model = factory()
-            self.models[kind] = (model, backend_for(model))
+            self.models[kind] = ready_model(factory)
 
     def run(self, weights: ModelWeights, task: Task) -> ClientResult | Failed:
         """The client update of ``task`` from ``weights``, or why it failed (as the in-process runner says)."""

@@ -104,6 +104,18 @@ def test_two_workers_train_a_torch_model_bit_for_bit(uneven: FederatedData) -> N
     assert _rounds(parallel) == _rounds(serial)
 
 
+def test_a_fresh_torch_worker_is_warm_before_its_first_client_so_a_short_timeout_fails_nobody(
+    digits: FederatedData,
+) -> None:
+    """torch imports its compiler (over a second here) when a process makes its first optimizer: a worker that
+    left that to its first client lost every client to a 0.8 s timeout, each timeout starting a cold worker."""
+    torch_models = pytest.importorskip("fedmodel_torch").models
+    factory = functools.partial(torch_models.mlp, num_features=64, hidden=(16,), num_classes=10, seed=0)
+    result = _run(factory, digits.clients, fedavg(client_lr=0.1), rounds=2, workers=2, client_timeout=0.8)
+    assert [r.failures for r in result.rounds] == [(), ()]
+    assert [r.num_ok for r in result.rounds] == [NUM_CLIENTS, NUM_CLIENTS]
+
+
 FAULTS = {1: "raise", 2: "exit", 3: "hang", 4: "unpicklable", 5: "nan", 6: "write_server"}
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fedmodel
 from fedmodel import SpecError, TensorSpec, check_batch, check_spec, dtype_name, is_compatible, spec_like
@@ -196,3 +198,22 @@ def test_classification_labels_are_bounded_by_the_number_of_classes() -> None:
     assert fedmodel.classification_spec(4)[1].bounded is False
     with pytest.raises(ValueError, match="num_classes must be >= 1"):
         fedmodel.classification_spec(4, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["int8", "int64", "uint8", "uint64", "bool"]),
+    st.lists(st.integers(-(2**63), 2**64 - 1), min_size=1, max_size=40),
+    st.integers(-5, 5),
+    st.integers(-5, 300),
+)
+def test_bounds_of_a_few_integers_read_as_a_list_say_what_numpys_reductions_say(
+    dtype: str, values: list[int], low: int, high: int
+) -> None:
+    info = np.iinfo(dtype) if dtype != "bool" else None
+    clipped = [v % 2 for v in values] if info is None else [min(max(v, info.min), info.max) for v in values]
+    few = np.array(clipped, dtype)  # within the size read as a list
+    many = np.tile(few, 300 // len(few) + 1)  # past it: numpy's min and max, the same values
+    spec = TensorSpec((None,), dtype, minimum=min(low, high), maximum=max(low, high))
+    assert few.size <= 256 < many.size
+    assert spec.out_of_range(few) == spec.out_of_range(many)
