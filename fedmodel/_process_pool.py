@@ -2,7 +2,8 @@
 
 Each worker is a process started with the ``spawn`` method (a fresh interpreter: no forked framework
 threads, the same on Linux, macOS and Windows) and talks to the runner over one pipe. It receives its
-:class:`~fedmodel._worker.Setup` once (cloudpickled bytes), answers ``ready``, then for each round the
+:class:`~fedmodel._worker.Setup` once (cloudpickled bytes, over the pipe once every worker has started, so that
+they start up side by side), answers ``ready``, then for each round the
 global weights once and then chunks of :class:`~fedmodel._worker.Task` s (up to two queued, so that it
 never waits for the runner between clients); it answers each chunk in one message, a
 :class:`~fedmodel.client.ClientResult` or a :class:`~fedmodel._worker.Failed` reason per task, in order.
@@ -22,6 +23,7 @@ starts another. A worker whose setup fails raises :class:`~fedmodel._worker.Work
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -129,11 +131,15 @@ def _sendable(reply: ClientResult | Failed) -> ClientResult | Failed:
     return reply
 
 
-def serve(conn: Connection, packed: bytes, threads: int | None, workers: int, progress: Progress) -> None:
-    """A worker process's whole life: cap its threads, set up, say ``ready``, then answer chunks of tasks until
-    the pipe closes, writing its ``progress`` as it goes."""
+def serve(conn: Connection, threads: int | None, workers: int, progress: Progress) -> None:
+    """A worker process's whole life: cap its threads, read its setup from the pipe, set up, say ``ready``, then
+    answer chunks of tasks until the pipe closes, writing its ``progress`` as it goes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle; it stops the workers
     limit_threads(threads, workers)  # before the setup is unpacked: that imports the framework
+    try:
+        packed = conn.recv_bytes()
+    except (EOFError, OSError):  # the runner is gone
+        return
     try:
         worker = ClientWorker(unpack_setup(packed))
     except BaseException as exc:
@@ -167,11 +173,12 @@ def serve(conn: Connection, packed: bytes, threads: int | None, workers: int, pr
 class _Worker:
     """One slot's process and pipe, and what the runner knows of it."""
 
-    def __init__(self, context: Any, packed: bytes, name: str, threads: int | None, workers: int) -> None:
+    def __init__(self, context: Any, name: str, threads: int | None, workers: int) -> None:
+        """Start the process; it waits for its setup (:meth:`send_setup`)."""
         self.conn, child = context.Pipe(duplex=True)
         self.progress = Progress(context)
         self.process = context.Process(
-            target=serve, args=(child, packed, threads, workers, self.progress), name=name, daemon=True
+            target=serve, args=(child, threads, workers, self.progress), name=name, daemon=True
         )
         self.process.start()
         child.close()
@@ -179,6 +186,12 @@ class _Worker:
         self.outstanding = 0  # tasks sent and not answered: the first runs, the others wait
         self.answered = 0  # tasks answered since it started (its progress counts from its start too)
         self.weights_token: object = None
+
+    def send_setup(self, packed: bytes) -> None:
+        """Send the setup; returns once the worker has read it (a setup larger than the pipe's buffer waits for
+        the worker's interpreter to start, which is why a pool starts every process before sending any setup)."""
+        with contextlib.suppress(OSError):  # it died starting: wait() sees its sentinel and reports it
+            self.conn.send_bytes(packed)
 
     def stop(self, *, kill: bool) -> None:
         """Close the pipe (an idle worker exits) and make sure the process is gone."""
@@ -204,14 +217,20 @@ class ProcessPool:
         self._token: object = None
         self._workers: list[_Worker] = []
         try:
+            # every process first, then the setups: a process's setup (the clients' data, often more than a pipe's
+            # buffer) is read only once its interpreter has started, and waiting for that before starting the
+            # next process made the workers ready one after another (1.5 s apart here, the last of N after N times
+            # that), so that short runs ran on fewer workers than asked for
             for slot in range(size):
                 self._workers.append(self._start(slot))
+            for worker in self._workers:
+                worker.send_setup(packed)
         except BaseException:
             self.close()
             raise
 
     def _start(self, slot: int) -> _Worker:
-        return _Worker(self._context, self._packed, f"fedmodel-worker-{slot}", self._threads, self._size)
+        return _Worker(self._context, f"fedmodel-worker-{slot}", self._threads, self._size)
 
     def ready(self) -> list[int]:
         """The slots whose worker is set up."""
@@ -306,6 +325,7 @@ class ProcessPool:
             return
         self._workers[slot].stop(kill=kill)
         self._workers[slot] = self._start(slot)
+        self._workers[slot].send_setup(self._packed)
 
     def close(self) -> None:
         """Stop every worker: idle ones exit when their pipe closes; those with tasks are killed."""

@@ -276,3 +276,40 @@ def test_faults_inside_chunks_fail_only_their_client_and_the_chunks_other_client
         assert "client_timeout=1.0s" in reasons[3]
         assert "its worker process died (exit code 3)" in reasons[13]
         assert "cannot be sent back" in reasons[18]
+
+
+def test_a_pool_starts_every_worker_before_it_sends_any_setup_so_they_get_ready_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A setup larger than a pipe's buffer is read only once the worker's interpreter has started: sent right after
+    each start, it made worker k wait for worker k-1's start-up (1.5 s apart here), and short runs ran on one."""
+    import multiprocessing
+    import time
+
+    import numpy as np
+
+    from fedmodel import _process_pool
+    from fedmodel._worker import Setup, pack_setup
+
+    started_at_send: list[int] = []
+    send = _process_pool._Worker.send_setup
+
+    def recording(self: Any, packed: bytes) -> None:
+        started_at_send.append(len(multiprocessing.active_children()))
+        send(self, packed)
+
+    monkeypatch.setattr(_process_pool._Worker, "send_setup", recording)
+    rng = np.random.default_rng(0)
+    clients = [ClientData(rng.standard_normal((4096, 64)).astype(np.float32), np.zeros(4096, np.int64))]
+    packed = pack_setup(Setup({"model": _softmax}, fedavg(client_lr=0.1), clients))
+    assert len(packed) > 1 << 20  # far more than a pipe holds
+    before = len(multiprocessing.active_children())
+    pool = _process_pool.ProcessPool(2, packed, threads_per_worker=1)
+    try:
+        assert started_at_send == [before + 2, before + 2]
+        deadline = time.monotonic() + 120
+        while len(pool.ready()) < 2 and time.monotonic() < deadline:
+            pool.wait(1.0)
+        assert pool.ready() == [0, 1]
+    finally:
+        pool.close()
