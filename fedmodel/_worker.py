@@ -34,11 +34,11 @@ __all__ = [
     "Setup",
     "Task",
     "WorkerError",
+    "build_model",
     "check_picklable",
     "describe",
     "pack_setup",
     "read_only",
-    "ready_model",
 ]
 
 
@@ -157,8 +157,9 @@ def setup_failure(exc: BaseException) -> str:
     return describe(exc) + "\n" + "".join(lines[-6:]).rstrip()
 
 
-def ready_model(factory: Callable[[], Any]) -> tuple[Any, Backend]:
-    """A model from ``factory`` and its backend, with one optimizer made for it and dropped.
+def build_model(factory: Callable[[], Any], *, warm: bool = True) -> tuple[Any, Backend]:
+    """A model from ``factory`` and its backend; with ``warm`` (for a process that trains clients), one optimizer
+    made for it and dropped.
 
     Frameworks set themselves up on their first optimizer (torch imports its compiler then: over a second), and
     that one-time cost must not fall on a client: under ``client_timeout`` it made the first client of every
@@ -168,8 +169,9 @@ def ready_model(factory: Callable[[], Any]) -> tuple[Any, Backend]:
     """
     model = factory()
     backend = backend_for(model)
-    with contextlib.suppress(Exception):
-        backend.make_optimizer(model, SGD(0.1))
+    if warm:
+        with contextlib.suppress(Exception):
+            backend.make_optimizer(model, SGD(0.1))
     return model, backend
 
 
@@ -184,7 +186,7 @@ class ClientWorker:
         self.clients = setup.clients
         self.models: dict[str, tuple[Any, Backend]] = {}
         for kind, factory in setup.factories.items():
-            self.models[kind] = ready_model(factory)
+            self.models[kind] = build_model(factory)
 
     def run(self, weights: ModelWeights, task: Task) -> ClientResult | Failed:
         """The client update of ``task`` from ``weights``, or why it failed (as the in-process runner says)."""

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fedmodel import _executors
-from fedmodel._backend import Backend, backend_for
+from fedmodel._backend import Backend
 from fedmodel._resume import carry_metadata, load_state, save_state
 from fedmodel._weights import ModelWeights, get_weights
-from fedmodel._worker import Failed, Setup, Task, WorkerError, ready_model
+from fedmodel._worker import Failed, Setup, Task, WorkerError, build_model
 from fedmodel.algorithms import FederatedAlgorithm, ServerState
 from fedmodel.client import ClientResult
 from fedmodel.data import ClientData
@@ -234,12 +234,7 @@ class _Runner:
     def fresh_model(self, kind: str) -> None:
         """Forget ``kind``'s instance (an abandoned client thread may still use it) and make a new one (ready to
         train when clients train here; with workers it only evaluates and sets the report template)."""
-        factory = self.factories[kind]
-        if self.config.workers:
-            model = factory()
-            self.models[kind] = (model, backend_for(model))
-        else:
-            self.models[kind] = ready_model(factory)
+        self.models[kind] = build_model(self.factories[kind], warm=not self.config.workers)
 
     def __enter__(self) -> _Runner:
         return self

@@ -291,11 +291,13 @@ def test_a_pool_starts_every_worker_before_it_sends_any_setup_so_they_get_ready_
     from fedmodel import _process_pool
     from fedmodel._worker import Setup, pack_setup
 
-    started_at_send: list[int] = []
+    started_at_send: list[list[str]] = []  # the pool's processes alive at each send
     send = _process_pool._Worker.send_setup
 
     def recording(self: Any, packed: bytes) -> None:
-        started_at_send.append(len(multiprocessing.active_children()))
+        started_at_send.append(
+            sorted(p.name for p in multiprocessing.active_children() if p.name.startswith("fedmodel-"))
+        )
         send(self, packed)
 
     monkeypatch.setattr(_process_pool._Worker, "send_setup", recording)
@@ -303,10 +305,10 @@ def test_a_pool_starts_every_worker_before_it_sends_any_setup_so_they_get_ready_
     clients = [ClientData(rng.standard_normal((4096, 64)).astype(np.float32), np.zeros(4096, np.int64))]
     packed = pack_setup(Setup({"model": _softmax}, fedavg(client_lr=0.1), clients))
     assert len(packed) > 1 << 20  # far more than a pipe holds
-    before = len(multiprocessing.active_children())
     pool = _process_pool.ProcessPool(2, packed, threads_per_worker=1)
     try:
-        assert started_at_send == [before + 2, before + 2]
+        both = ["fedmodel-worker-0", "fedmodel-worker-1"]
+        assert started_at_send == [both, both]
         deadline = time.monotonic() + 120
         while len(pool.ready()) < 2 and time.monotonic() < deadline:
             pool.wait(1.0)
