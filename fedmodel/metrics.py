@@ -88,6 +88,10 @@ def _add_report(state: dict[str, Any], report: Report, scale: float | None = Non
     """
     updates: dict[str, Any] = {}
     for name, value in report.items():
+        leaves = _flat(value)
+        if leaves is not None and (name not in state or _flat(state[name]) is not None):
+            updates[name] = _add_leaves(name, state.get(name), value, leaves, scale)
+            continue
         wide = _map(_wide, value)
         if scale is not None:
             wide = _map(lambda a: a * scale, wide)
@@ -105,6 +109,33 @@ def _add_report(state: dict[str, Any], report: Report, scale: float | None = Non
 
 
 _ARRAYS = (np.ndarray, np.generic)
+
+
+def _flat(value: Any) -> list[Any] | None:
+    """The leaves of a metric of the usual shape, an array or a plain tuple of arrays; ``None`` for any other."""
+    if isinstance(value, _ARRAYS):
+        return [value]
+    if type(value) is tuple and all(isinstance(leaf, _ARRAYS) for leaf in value):
+        return list(value)
+    return None
+
+
+def _add_leaves(name: str, before: Any, value: Any, leaves: list[Any], scale: float | None) -> Any:
+    """:func:`_add_report`'s sum of one metric of the usual shape (see :func:`_flat`), leaf by leaf: the same
+    checks, sums and messages as the general path through optree, at a fraction of its cost (a server adds every
+    client's few metrics this way)."""
+    wide = [_wide(leaf) for leaf in leaves]
+    if scale is not None:
+        wide = [a * scale for a in wide]
+    if before is None:
+        sums = [_sum(name, a) for a in wide]
+    else:
+        if isinstance(before, _ARRAYS) != isinstance(value, _ARRAYS) or (
+            not isinstance(value, _ARRAYS) and len(before) != len(value)
+        ):
+            raise AggregationError(f"metric {name!r} has another structure than earlier reports")
+        sums = [_sum(name, acc, new) for acc, new in zip(_flat(before) or (), wide, strict=True)]
+    return sums[0] if isinstance(value, _ARRAYS) else tuple(sums)
 
 
 def _map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
@@ -126,31 +157,42 @@ def _checked_sum(name: str) -> Callable[..., np.ndarray]:
     """Leafwise: a new value alone, or the running sum plus a new value; shapes equal, nothing overflows."""
 
     def add(*values: np.ndarray) -> np.ndarray:
-        if len(values) == 1:
-            out = values[0]
-        else:
-            acc, new = values
-            if not isinstance(new, _ARRAYS):  # a leaf before, a container now
-                raise AggregationError(f"metric {name!r} has another structure than earlier reports")
-            if acc.shape != new.shape:
-                raise AggregationError(f"metric {name!r}: shape {new.shape} cannot be added to {acc.shape}")
-            if acc.dtype.kind == "i" and new.dtype.kind == "i":  # numpy's int64 sums wrap around silently
-                pairs = zip(acc.ravel().tolist(), new.ravel().tolist(), strict=True)
-                if any(not -_INT64_MAX <= a + b <= _INT64_MAX for a, b in pairs):  # exact: Python integers
-                    raise AggregationError(f"metric {name!r}: the int64 sum would overflow")
-                return acc + new  # type: ignore[no-any-return]
-            if acc.shape == () and acc.dtype == np.float64 and new.dtype == np.float64:  # the usual: Python's sum
-                total = float(acc) + float(new)  # the same IEEE sum, without numpy's overflow warning
-                if not math.isfinite(total):
-                    raise AggregationError(f"metric {name!r}: the sum is not finite ({total})")
-                return np.float64(total)  # type: ignore[return-value]
-            with np.errstate(over="ignore", invalid="ignore"):
-                out = acc + new
-        if out.dtype.kind in "fc" and not np.isfinite(out).all():
-            raise AggregationError(f"metric {name!r}: the sum is not finite ({out.tolist()})")
-        return out
+        return _sum(name, *values)
 
     return add
+
+
+def _sum(name: str, *values: Any) -> np.ndarray:
+    """Metric ``name``'s leaf: a new value alone (checked finite), or the running sum plus a new value; shapes
+    equal, nothing overflows."""
+    if len(values) == 1:
+        out = values[0]
+    else:
+        acc, new = values
+        if not isinstance(new, _ARRAYS):  # a leaf before, a container now
+            raise AggregationError(f"metric {name!r} has another structure than earlier reports")
+        if acc.shape != new.shape:
+            raise AggregationError(f"metric {name!r}: shape {new.shape} cannot be added to {acc.shape}")
+        if acc.dtype.kind == "i" and new.dtype.kind == "i":  # numpy's int64 sums wrap around silently
+            if acc.shape == ():  # the usual count: one exact Python sum
+                count = int(acc) + int(new)
+                if not -_INT64_MAX <= count <= _INT64_MAX:
+                    raise AggregationError(f"metric {name!r}: the int64 sum would overflow")
+                return np.int64(count)  # type: ignore[return-value]
+            pairs = zip(acc.ravel().tolist(), new.ravel().tolist(), strict=True)
+            if any(not -_INT64_MAX <= a + b <= _INT64_MAX for a, b in pairs):  # exact: Python integers
+                raise AggregationError(f"metric {name!r}: the int64 sum would overflow")
+            return acc + new  # type: ignore[no-any-return]
+        if acc.shape == () and acc.dtype == np.float64 and new.dtype == np.float64:  # the usual: Python's sum
+            total = float(acc) + float(new)  # the same IEEE sum, without numpy's overflow warning
+            if not math.isfinite(total):
+                raise AggregationError(f"metric {name!r}: the sum is not finite ({total})")
+            return np.float64(total)  # type: ignore[return-value]
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = acc + new
+    if out.dtype.kind in "fc" and not np.isfinite(out).all():
+        raise AggregationError(f"metric {name!r}: the sum is not finite ({out.tolist()})")
+    return out  # type: ignore[no-any-return]
 
 
 def _unwrap(x: Any) -> Any:

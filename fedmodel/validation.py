@@ -472,12 +472,27 @@ def _report_leaf(path: str, value: Any, shape: tuple[int, ...], integer: bool, m
     return arr.astype(np.int64)
 
 
+_ONE_ARRAY = -1  # a metric that is one array (a count, a sum), not a tuple of them
+
+
+def _usual_shape(value: Any) -> int | None:
+    """The structure of a metric of the usual shape: :data:`_ONE_ARRAY` for a numpy array (or scalar), the
+    length of a plain tuple of them (a ``(total, count)`` pair); ``None`` for anything else (optree reads it)."""
+    if isinstance(value, np.ndarray | np.generic):
+        return _ONE_ARRAY
+    if type(value) is tuple and all(isinstance(leaf, np.ndarray | np.generic) for leaf in value):
+        return len(value)
+    return None
+
+
 @dataclass(frozen=True)
 class ReportTemplate:
     """A template report (the server model's own, see :func:`fedmodel.server.report_template`) prepared once:
     per metric, its structure, and each leaf's path, shape and whether it is a count."""
 
-    metrics: tuple[tuple[str, Any, tuple[str, ...], tuple[tuple[int, ...], ...], tuple[bool, ...]], ...]
+    metrics: tuple[tuple[str, Any, tuple[str, ...], tuple[tuple[int, ...], ...], tuple[bool, ...], int | None], ...]
+    """Per metric: name, structure, leaf paths, leaf shapes, which leaves are counts, and its usual shape
+    (:data:`_ONE_ARRAY`, the length of a plain tuple of arrays, or ``None`` for any other structure)."""
 
     @classmethod
     def of(cls, template: Mapping[str, Any] | ReportTemplate) -> ReportTemplate:
@@ -490,7 +505,7 @@ class ReportTemplate:
             arrays = [np.asarray(leaf) for leaf in leaves]
             shapes = tuple(a.shape for a in arrays)
             counts = tuple(a.dtype.kind in "biu" for a in arrays)
-            prepared.append((name, treedef, tuple(paths), shapes, counts))
+            prepared.append((name, treedef, tuple(paths), shapes, counts, _usual_shape(like)))
         return cls(tuple(prepared))
 
     @property
@@ -523,13 +538,18 @@ def check_report(
         missing, extra = sorted(prepared.names - names), sorted(map(str, names - prepared.names))
         raise AggregationError(f"{client}: report metrics missing {missing}, unexpected {extra}")
     out: dict[str, Any] = {}
-    for name, treedef, want_paths, shapes, counts in prepared.metrics:
+    for name, treedef, want_paths, shapes, counts, usual in prepared.metrics:
         try:
-            got_leaves, got_treedef = _tree.flatten(report[name])
-            if got_treedef != treedef:  # e.g. a list where the template has a tuple: compare the paths
-                got_paths, got_leaves, _ = _tree.flatten_with_paths(report[name])
-                if tuple(got_paths) != want_paths:
-                    raise AggregationError(f"report {name!r} has paths {got_paths}, expected {list(want_paths)}")
+            value = report[name]
+            fast = usual is not None and _usual_shape(value) == usual  # an array or a plain tuple of them
+            if fast:
+                got_leaves = [value] if usual == _ONE_ARRAY else list(value)
+            else:
+                got_leaves, got_treedef = _tree.flatten(value)
+                if got_treedef != treedef:  # e.g. a list where the template has a tuple: compare the paths
+                    got_paths, got_leaves, _ = _tree.flatten_with_paths(value)
+                    if tuple(got_paths) != want_paths:
+                        raise AggregationError(f"report {name!r} has paths {got_paths}, expected {list(want_paths)}")
             leaves = [
                 _report_leaf(name if path == "<root>" else f"{name}/{path}", got, shape, count, max_count)
                 for path, got, shape, count in zip(want_paths, got_leaves, shapes, counts, strict=True)
@@ -538,7 +558,10 @@ def check_report(
             raise AggregationError(f"{client}: {exc}") from None
         except Exception as exc:
             raise AggregationError(f"{client}: report {name!r} cannot be read ({exc})") from None
-        out[name] = _tree.unflatten(treedef, leaves)
+        if fast:  # what unflattening the template's structure gives, without optree's cost
+            out[name] = leaves[0] if usual == _ONE_ARRAY else tuple(leaves)
+        else:
+            out[name] = _tree.unflatten(treedef, leaves)
     return out
 
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedmodel import AggregationError, CheckpointError, ModelWeights
+from fedmodel import AggregationError, CheckpointError, ModelWeights, _tree
 from fedmodel.aggregation import WeightedMean
 from fedmodel.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from fedmodel.robust import CoordinateMedian, NormClipping, TrimmedMean
@@ -302,6 +302,52 @@ def test_check_report_names_the_client_the_path_and_the_reason(change: dict[str,
         check_report(report, REPORT, client="c7")
 
 
+NUMPY_REPORT = {"loss": (np.float64(1.0), np.int64(3)), "n": np.int64(3), "h": np.zeros(2)}
+
+
+def _answer(call: Any) -> Any:
+    try:
+        return call()
+    except AggregationError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"loss": (np.float32(2.0), np.int32(4))},
+        {"loss": (np.float64(2.0), np.float64(4.5))},
+        {"loss": (np.float64(np.nan), np.int64(4))},
+        {"loss": [2.0, 4]},
+        {"loss": (np.float64(2.0), np.int64(4), np.int64(1))},
+        {"loss": (np.float64(2.0),)},
+        {"loss": np.float64(2.0)},
+        {"loss": (np.float64(2.0), (np.int64(4),))},
+        {"loss": (np.float64(2.0), np.array([4]))},
+        {"n": (np.int64(4),)},
+        {"n": np.array([4])},
+        {"h": (np.float64(1.0), np.float64(2.0))},
+    ],
+)
+def test_check_report_of_arrays_and_pairs_answers_as_optree_does(change: dict[str, Any]) -> None:
+    """A template of numpy arrays and plain tuples of them is read without optree: every report must get the
+    answer (values, dtypes and structure, or the message) that the same template read through optree gives."""
+    from fedmodel.validation import check_report
+
+    report = {**GOOD, **change}
+    fast = _answer(lambda: check_report(report, NUMPY_REPORT, client="c7"))
+    general = _answer(lambda: check_report(report, REPORT, client="c7"))  # Python numbers: optree's path
+    if isinstance(general, str):
+        assert fast == general
+        return
+    assert fast.keys() == general.keys()
+    for name in general:
+        assert type(fast[name]) is type(general[name]), name
+        for got, want in zip(_tree.flatten(fast[name])[0], _tree.flatten(general[name])[0], strict=True):
+            assert got.dtype == want.dtype and got.tolist() == want.tolist(), name
+
+
 def test_check_report_refuses_other_metric_names_and_non_mappings() -> None:
     from fedmodel.validation import ReportTemplate, check_report
 
@@ -506,6 +552,58 @@ def test_metric_sums_of_complex_mixed_and_edge_integers() -> None:
         SumThenFinalize()([{"h": np.zeros(2)}, {"h": np.zeros(3)}])
     with pytest.raises(AggregationError, match=r"^metric 's' has another structure than earlier reports$"):
         SumThenFinalize()([{"s": 1.0}, {"s": (1.0, 2.0)}])
+
+
+_TOP = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "reports",
+    [
+        [{"p": (2.5, 3), "n": 3}, {"p": (1.0, 2), "n": 2}],
+        [{"n": _TOP - 1}, {"n": 1}],
+        [{"n": -_TOP + 1}, {"n": -1}],
+        [{"n": _TOP - 1}, {"n": 2}],
+        [{"p": (1.0, _TOP)}, {"p": (1.0, 1)}],
+        [{"s": 1e308}, {"s": 1e308}],
+        [{"s": 1.0}, {"s": (1.0, 2.0)}],
+        [{"s": (1.0, 2.0)}, {"s": 1.0}],
+        [{"p": (1.0, 2)}, {"p": (1.0, 2, 3)}],
+        [{"p": (1.0, 2)}, {"p": (1.0,)}],
+        [{"m": 1}, {"m": 0.5}],
+    ],
+)
+def test_metric_sums_of_numpy_numbers_and_pairs_answer_as_optree_does(reports: list[dict[str, Any]]) -> None:
+    """Metrics of numpy numbers and plain tuples of them are summed without optree; every sequence of reports
+    must get the answer (sums and their types, or the message) that the same reports of Python numbers,
+    which take optree's path, get."""
+    from fedmodel.metrics import SumThenFinalize
+
+    def numpy(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return tuple(numpy(v) for v in value)
+        return np.int64(value) if isinstance(value, int) else np.float64(value)
+
+    fast = _answer(lambda: SumThenFinalize()([{k: numpy(v) for k, v in r.items()} for r in reports]))
+    general = _answer(lambda: SumThenFinalize()(reports))
+    if isinstance(general, str):
+        assert fast == general or ("another structure" in fast and general.startswith(fast + ": "))  # + optree's why
+        return
+    assert fast == general
+    for name in general:
+        assert [type(v) for v in _tree.flatten(fast[name])[0]] == [type(v) for v in _tree.flatten(general[name])[0]]
+
+
+def test_mean_of_finalized_weighs_numpy_numbers_and_pairs_as_python_ones() -> None:
+    from fedmodel.metrics import MeanOfFinalized
+
+    python = [{"acc": 0.5, "pair": (1.0, 0.25), "num_examples": 3}, {"acc": 1.0, "pair": (3.0, 0.5), "num_examples": 1}]
+    numpy = [
+        {"acc": np.float64(0.5), "pair": (np.float64(1.0), np.float64(0.25)), "num_examples": np.int64(3)},
+        {"acc": np.float32(1.0), "pair": (np.float64(3.0), np.float64(0.5)), "num_examples": np.int64(1)},
+    ]
+    expected = {"num_examples": 4, "acc": 0.625, "pair": (1.5, 0.3125)}
+    assert MeanOfFinalized()(numpy) == MeanOfFinalized()(python) == expected
 
 
 def test_metric_sums_of_arrays_and_nested_metrics_take_the_general_path() -> None:
