@@ -139,19 +139,33 @@ def _hits(predictions: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class _Slot(NamedTuple):
-    """Where a module's variable lives: its full name, the submodule that owns it and its attribute there."""
+    """Where a module's variable lives: its full name, the submodule that owns it, its key there, and the owner's
+    own table of them (``owner._parameters`` or ``owner._buffers``, where ``named_parameters()`` and
+    ``named_buffers()`` read it and where assigning ``owner.key`` puts a new one)."""
 
     name: str
     owner: torch.nn.Module
     key: str
+    table: dict[str, Any]
+
+    def read(self) -> torch.Tensor | None:
+        """The tensor in the slot now (``None`` when it was set to None or deleted).
+
+        Read from the owner's table, as ``named_parameters()`` reads it: ``getattr(owner, key)`` finds it too, but
+        only after a failed ordinary attribute lookup and then ``Module.__getattr__``; the variables are read several
+        times per client, and that cost the digits MLP's client update about 15 of its 450 microseconds.
+        """
+        return self.table.get(self.key)
 
 
-def _slots(module: torch.nn.Module, named: Iterable[tuple[str, Any]]) -> tuple[_Slot, ...]:
-    """The slot of each named tensor of ``module`` (``named_parameters()`` or ``named_buffers()``), in that order."""
+def _slots(module: torch.nn.Module, named: Iterable[tuple[str, Any]], table: str) -> tuple[_Slot, ...]:
+    """The slot of each named tensor of ``module`` (``named_parameters()`` or ``named_buffers()``, whose table is
+    ``"_parameters"`` or ``"_buffers"``), in that order."""
     out = []
     for name, _ in named:
         prefix, _, key = name.rpartition(".")
-        out.append(_Slot(name, module.get_submodule(prefix), key))
+        owner = module.get_submodule(prefix)
+        out.append(_Slot(name, owner, key, getattr(owner, table)))
     return tuple(out)
 
 
@@ -160,7 +174,7 @@ def _read(slots: Sequence[_Slot]) -> list[tuple[str, torch.Tensor]]:
     ``named_parameters()`` skips it)."""
     out = []
     for slot in slots:
-        tensor = getattr(slot.owner, slot.key)
+        tensor = slot.read()
         if tensor is not None:
             out.append((slot.name, tensor))
     return out
@@ -243,8 +257,8 @@ class TorchModel:
         # (conformance: created_in_init); each access reads the tensor from its owner, so it follows module.to()
         # (which replaces buffers) without walking the module tree on every call
         persistent = module.state_dict(keep_vars=True).keys()
-        self._parameter_slots = _slots(module, module.named_parameters())
-        self._buffer_slots = _slots(module, module.named_buffers())
+        self._parameter_slots = _slots(module, module.named_parameters(), "_parameters")
+        self._buffer_slots = _slots(module, module.named_buffers(), "_buffers")
         self._persistent_slots = tuple(s for s in self._buffer_slots if s.name in persistent)
         device = module_device(module)
         self._initial = tuple(t.to(device) for t in initial)
@@ -292,7 +306,7 @@ class TorchModel:
             if entry is None:
                 return None
             name, where = entry
-            if (where if isinstance(where, torch.Tensor) else getattr(where.owner, where.key)) is not v:
+            if (where if isinstance(where, torch.Tensor) else where.read()) is not v:
                 return None
             out.append(name)
         return out
@@ -303,7 +317,7 @@ class TorchModel:
         value, so the lookup is by identity."""
         by_id: dict[int, tuple[str, _Slot | torch.Tensor]] = {}
         for slot in (*self._parameter_slots, *self._buffer_slots):
-            tensor = getattr(slot.owner, slot.key)
+            tensor = slot.read()
             if tensor is not None:
                 by_id[id(tensor)] = (slot.name, slot)
         for name, tensor in zip(self._local_names, self._local, strict=True):
@@ -324,9 +338,9 @@ class TorchModel:
     def device(self) -> torch.device:
         """The module's device (where batches are moved): that of its first parameter (or buffer)."""
         for slot in self._parameter_slots or self._buffer_slots:
-            tensor = getattr(slot.owner, slot.key)
+            tensor = slot.read()
             if tensor is not None:
-                return tensor.device  # type: ignore[no-any-return]
+                return tensor.device
         return torch.device("cpu")
 
     # -- the contract -----------------------------------------------------------------------------

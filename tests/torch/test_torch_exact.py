@@ -190,3 +190,59 @@ def test_a_plain_sgd_with_a_hook_or_a_scheduler_takes_torchs_own_step_which_call
     assert scheduled._opt_called  # type: ignore[attr-defined]  # the scheduler saw its optimizer step
     scheduler.step()
     assert scheduled.param_groups[0]["lr"] == 0.05
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_a_plain_sgd_made_from_a_spec_steps_as_torchs_sgd_without_building_it(dtype: torch.dtype) -> None:
+    """``make_optimizer`` builds a plain SGD's ``torch.optim.SGD`` only when asked for it; the steps taken before are
+    that optimizer's, bit for bit, and once it is built (and changed) its own settings rule the next steps."""
+    from fedmodel_torch.optimizers import make_optimizer
+
+    ours, theirs = _sgd_pair(dtype)
+    mine, native = make_optimizer(ours, fedmodel.SGD(0.37)), torch.optim.SGD(theirs, lr=0.37)
+    gen = torch.Generator().manual_seed(1)
+
+    def step() -> None:
+        for a, b in zip(ours[:2], theirs[:2], strict=True):  # the last parameter never has a gradient
+            grad = torch.randn(a.shape, generator=gen, dtype=dtype)
+            a.grad, b.grad = grad.clone(), grad.clone()
+        mine.step()
+        native.step()
+        for a, b in zip(ours, theirs, strict=True):
+            assert torch.equal(a.detach(), b.detach())
+
+    for _ in range(3):
+        step()
+    assert mine._native is None  # never built: nothing asked for it
+    assert isinstance(mine.native, torch.optim.SGD) and mine.native.param_groups[0]["params"] == ours
+    mine.native.param_groups[0]["lr"] = native.param_groups[0]["lr"] = 0.05  # what a user may do with it
+    step()
+    assert make_optimizer(ours, fedmodel.SGD(0.1, momentum=0.5))._native is not None  # any other: built at once
+
+
+def test_a_plain_sgd_made_from_a_spec_calls_a_global_hook_through_torchs_own_step() -> None:
+    from fedmodel_torch.optimizers import make_optimizer
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    ours, _ = _sgd_pair(torch.float32)
+    for p in ours:
+        p.grad = torch.ones_like(p)
+    calls: list[str] = []
+    optimizer = make_optimizer(ours, fedmodel.SGD(0.1))
+    handle = register_optimizer_step_pre_hook(lambda *_: calls.append("global hook"))
+    try:
+        optimizer.step()
+    finally:
+        handle.remove()
+    assert calls == ["global hook"] and optimizer._native is not None
+    assert torch.equal(ours[0].detach(), _sgd_pair(torch.float32)[1][0].detach() - 0.1)
+
+
+def test_a_plain_sgd_made_from_a_spec_leaves_parameters_off_the_cpu_to_torchs_own_step() -> None:
+    from fedmodel_torch.optimizers import make_optimizer
+
+    params = [torch.nn.Parameter(torch.ones(3, device="meta"))]
+    params[0].grad = torch.ones(3, device="meta")
+    optimizer = make_optimizer(params, fedmodel.SGD(0.1))
+    optimizer.step()
+    assert optimizer._native is not None  # built: the plain update is for CPU tensors only

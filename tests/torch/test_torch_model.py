@@ -156,6 +156,22 @@ def test_variables_follow_module_to_which_replaces_buffers_and_may_replace_param
     assert model.non_trainable_variables[0] is first and all(v is not first for v in model.trainable_variables)
 
 
+def test_variables_are_what_named_parameters_and_named_buffers_hold_now() -> None:
+    """A slot is read from its owner's own table, as ``named_parameters()`` reads it: a parameter or buffer set to
+    None or deleted after wrapping is no variable any more, a new one assigned to the slot is."""
+    model = models.cnn_bn(channels=(2, 2))
+    module = model.module
+    module.head.bias = None
+    del module.conv1.weight
+    module.bn2.num_batches_tracked = None
+    module.bn1.weight = torch.nn.Parameter(torch.full((2,), 3.0))
+    assert [id(v) for v in model.trainable_variables] == [id(p) for p in module.parameters()]
+    assert [id(v) for v in model.non_trainable_variables] == [id(b) for b in module.buffers()]
+    names = fedmodel.get_weights(model).names
+    assert "head.bias" not in names and "conv1.weight" not in names and "bn2.num_batches_tracked" not in names
+    assert "bn1.weight" in names and model.trainable_variables[0] is module.bn1.weight
+
+
 def test_two_models_from_one_factory_share_no_variable_but_start_equal() -> None:
     a, b = models.mlp(seed=3), models.mlp(seed=3)
     ids_a = {id(v) for v in a.trainable_variables + a.local_variables}
