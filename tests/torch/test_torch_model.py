@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -170,6 +174,17 @@ def test_variables_are_what_named_parameters_and_named_buffers_hold_now() -> Non
     names = fedmodel.get_weights(model).names
     assert "head.bias" not in names and "conv1.weight" not in names and "bn2.num_batches_tracked" not in names
     assert "bn1.weight" in names and model.trainable_variables[0] is module.bn1.weight
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))], ids=["deepcopy", "pickle"])
+def test_a_copied_model_reads_its_own_modules_variables(clone: Any) -> None:
+    """Slots hold their owner's table: a copy's slots must hold the copy's tables, not the original's."""
+    model = models.cnn_bn(channels=(2, 2))
+    copied = clone(model)
+    assert [id(v) for v in copied.trainable_variables] == [id(p) for p in copied.module.parameters()]
+    copied.module.head.weight = torch.nn.Parameter(torch.zeros_like(copied.module.head.weight))
+    assert any(v is copied.module.head.weight for v in copied.trainable_variables)
+    assert all(v is not copied.module.head.weight for v in model.trainable_variables)
 
 
 def test_two_models_from_one_factory_share_no_variable_but_start_equal() -> None:
