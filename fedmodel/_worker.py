@@ -163,16 +163,21 @@ def build_model(factory: Callable[[], Any], *, warm: bool = True) -> tuple[Any, 
 
     Frameworks set themselves up on their first optimizer (torch imports its compiler then: over a second), and
     that one-time cost must not fall on a client: under ``client_timeout`` it made the first client of every
-    fresh worker time out, and each timeout started another cold worker. Making an optimizer changes nothing
-    of the model (a client makes a fresh one anyway); a backend that refuses the neutral SGD here is left to
-    refuse it again, with its own message, to a client that asks for it.
+    fresh worker time out, and each timeout started another cold worker. The warm-up optimizer has momentum: a
+    backend may step a plain SGD itself without building its framework's optimizer (torch's does), and would
+    then warm nothing. Making an optimizer changes nothing of the model (a client makes a fresh one anyway); a
+    backend that refuses the neutral SGD here is left to refuse it again, with its own message, to a client that
+    asks for it.
     """
     model = factory()
     backend = backend_for(model)
     if warm:
         with contextlib.suppress(Exception):
-            backend.make_optimizer(model, SGD(0.1))
+            backend.make_optimizer(model, _WARM_UP)
     return model, backend
+
+
+_WARM_UP = SGD(0.1, momentum=0.9)  # with state: every backend builds its framework's own optimizer for it
 
 
 class ClientWorker:

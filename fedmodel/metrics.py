@@ -12,6 +12,7 @@ so the server's accuracy over many clients is exact.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -88,18 +89,18 @@ def _add_report(state: dict[str, Any], report: Report, scale: float | None = Non
     """
     updates: dict[str, Any] = {}
     for name, value in report.items():
-        leaves = _flat(value)
-        if leaves is not None and (name not in state or _flat(state[name]) is not None):
-            updates[name] = _add_leaves(name, state.get(name), value, leaves, scale)
+        shape = _usual_shape(value)
+        if shape is not None and (name not in state or _usual_shape(state[name]) == shape):
+            updates[name] = _add_leaves(name, state.get(name), value, shape, scale)
             continue
         wide = _map(_wide, value)
         if scale is not None:
             wide = _map(lambda a: a * scale, wide)
         if name not in state:
-            updates[name] = _map(_checked_sum(name), wide)
+            updates[name] = _map(functools.partial(_sum, name), wide)
             continue
         try:
-            updates[name] = _map(_checked_sum(name), state[name], wide)
+            updates[name] = _map(functools.partial(_sum, name), state[name], wide)
         except AggregationError:  # a ValueError too: already says what is wrong
             raise
         except (ValueError, TypeError) as exc:
@@ -111,31 +112,34 @@ def _add_report(state: dict[str, Any], report: Report, scale: float | None = Non
 _ARRAYS = (np.ndarray, np.generic)
 
 
-def _flat(value: Any) -> list[Any] | None:
-    """The leaves of a metric of the usual shape, an array or a plain tuple of arrays; ``None`` for any other."""
+_ONE_ARRAY = -1
+""":func:`_usual_shape` of a metric that is one array (a count, a sum), not a tuple of them."""
+
+
+def _usual_shape(value: Any) -> int | None:
+    """The structure of a metric of the usual shape: :data:`_ONE_ARRAY` for a numpy array (or scalar), the length
+    of a plain tuple of them (a ``(total, count)`` pair); ``None`` for anything else (optree reads it). Metrics of
+    the usual shape are checked and summed without optree: a server does that for every client's few metrics."""
     if isinstance(value, _ARRAYS):
-        return [value]
+        return _ONE_ARRAY
     if type(value) is tuple and all(isinstance(leaf, _ARRAYS) for leaf in value):
-        return list(value)
+        return len(value)
     return None
 
 
-def _add_leaves(name: str, before: Any, value: Any, leaves: list[Any], scale: float | None) -> Any:
-    """:func:`_add_report`'s sum of one metric of the usual shape (see :func:`_flat`), leaf by leaf: the same
-    checks, sums and messages as the general path through optree, at a fraction of its cost (a server adds every
-    client's few metrics this way)."""
-    wide = [_wide(leaf) for leaf in leaves]
+def _add_leaves(name: str, before: Any, value: Any, shape: int, scale: float | None) -> Any:
+    """:func:`_add_report`'s sum of one metric whose value and running sum (``before``, ``None`` for the first)
+    both have the usual shape ``shape`` (:func:`_usual_shape`), leaf by leaf: the same checks, sums and messages as
+    the general path through optree."""
+    one = shape == _ONE_ARRAY
+    wide = [_wide(leaf) for leaf in ((value,) if one else value)]
     if scale is not None:
         wide = [a * scale for a in wide]
     if before is None:
         sums = [_sum(name, a) for a in wide]
     else:
-        if isinstance(before, _ARRAYS) != isinstance(value, _ARRAYS) or (
-            not isinstance(value, _ARRAYS) and len(before) != len(value)
-        ):
-            raise AggregationError(f"metric {name!r} has another structure than earlier reports")
-        sums = [_sum(name, acc, new) for acc, new in zip(_flat(before) or (), wide, strict=True)]
-    return sums[0] if isinstance(value, _ARRAYS) else tuple(sums)
+        sums = [_sum(name, acc, new) for acc, new in zip((before,) if one else before, wide, strict=True)]
+    return sums[0] if one else tuple(sums)
 
 
 def _map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
@@ -151,15 +155,6 @@ def _map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
     ):
         return tuple(map(fn, tree, *rest))
     return _tree.map_structure(fn, tree, *rest)
-
-
-def _checked_sum(name: str) -> Callable[..., np.ndarray]:
-    """Leafwise: a new value alone, or the running sum plus a new value; shapes equal, nothing overflows."""
-
-    def add(*values: np.ndarray) -> np.ndarray:
-        return _sum(name, *values)
-
-    return add
 
 
 def _sum(name: str, *values: Any) -> np.ndarray:

@@ -35,6 +35,7 @@ import numpy as np
 from fedmodel import _tree
 from fedmodel._errors import AggregationError
 from fedmodel._weights import ModelWeights
+from fedmodel.metrics import _ONE_ARRAY, _usual_shape
 
 __all__ = [
     "MAX_COUNT",
@@ -470,19 +471,6 @@ def _report_leaf(path: str, value: Any, shape: tuple[int, ...], integer: bool, m
     if arr.min() < 0 or arr.max() > max_count:
         raise AggregationError(f"report {path!r}: counts must be integers in [0, {max_count}], got {arr.tolist()}")
     return arr.astype(np.int64)
-
-
-_ONE_ARRAY = -1  # a metric that is one array (a count, a sum), not a tuple of them
-
-
-def _usual_shape(value: Any) -> int | None:
-    """The structure of a metric of the usual shape: :data:`_ONE_ARRAY` for a numpy array (or scalar), the
-    length of a plain tuple of them (a ``(total, count)`` pair); ``None`` for anything else (optree reads it)."""
-    if isinstance(value, np.ndarray | np.generic):
-        return _ONE_ARRAY
-    if type(value) is tuple and all(isinstance(leaf, np.ndarray | np.generic) for leaf in value):
-        return len(value)
-    return None
 
 
 @dataclass(frozen=True)

@@ -98,9 +98,11 @@ class ClientOptimizer:
 
 def _plain_lr(spec: OptimizerSpec | None) -> float | None:
     """The learning rate of a spec whose ``torch.optim.SGD`` takes the plain step; ``None`` for any other."""
-    if type(spec) is SGD and type(spec.learning_rate) is float and not (spec.momentum or spec.weight_decay):
-        return spec.learning_rate if not spec.nesterov else None
-    return None
+    if not isinstance(spec, SGD) or type(spec) is not SGD:  # exactly SGD (isinstance only narrows the type)
+        return None
+    if spec.momentum or spec.weight_decay or spec.nesterov:
+        return None
+    return spec.learning_rate if type(spec.learning_rate) is float else None
 
 
 def _global_hooks() -> bool:

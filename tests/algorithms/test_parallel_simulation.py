@@ -17,6 +17,7 @@ from fedmodel import get_weights
 from fedmodel._executors import chunk_size
 from fedmodel.algorithms import fedadam, fedavg
 from fedmodel.data import ClientData, FederatedData, federated_digits, pool_clients
+from fedmodel.optimizers import SGD, Adam, OptimizerSpec
 from fedmodel.reference import SoftmaxRegression
 from fedmodel.simulation import SimulationConfig, SimulationResult, WorkerError, run_simulation
 from tests.algorithms._parallel_helpers import (
@@ -104,14 +105,19 @@ def test_two_workers_train_a_torch_model_bit_for_bit(uneven: FederatedData) -> N
     assert _rounds(parallel) == _rounds(serial)
 
 
+@pytest.mark.parametrize(
+    "optimizer", [SGD(0.1), SGD(0.1, momentum=0.9), Adam(0.01)], ids=["plain-sgd", "momentum", "adam"]
+)
 def test_a_fresh_torch_worker_is_warm_before_its_first_client_so_a_short_timeout_fails_nobody(
-    digits: FederatedData,
+    digits: FederatedData, optimizer: OptimizerSpec
 ) -> None:
-    """torch imports its compiler (over a second here) when a process makes its first optimizer: a worker that
-    left that to its first client lost every client to a 0.8 s timeout, each timeout starting a cold worker."""
+    """torch imports its compiler (over a second here) when a process makes its first ``torch.optim`` optimizer: a
+    worker that left that to its first client lost every client to a 0.8 s timeout, each timeout starting a cold
+    worker. A plain SGD never builds one (the torch backend steps it itself), so the others must be warm too."""
     torch_models = pytest.importorskip("fedmodel_torch").models
     factory = functools.partial(torch_models.mlp, num_features=64, hidden=(16,), num_classes=10, seed=0)
-    result = _run(factory, digits.clients, fedavg(client_lr=0.1), rounds=2, workers=2, client_timeout=0.8)
+    algorithm = fedavg(optimizer=optimizer)
+    result = _run(factory, digits.clients, algorithm, rounds=2, workers=2, client_timeout=0.8)
     assert [r.failures for r in result.rounds] == [(), ()]
     assert [r.num_ok for r in result.rounds] == [NUM_CLIENTS, NUM_CLIENTS]
 
