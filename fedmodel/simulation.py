@@ -224,6 +224,7 @@ class _Runner:
         _executors.check_options(config.workers, config.executor, config.threads_per_worker)
         self.factories, self.groups, self.algorithm, self.config = factories, groups, algorithm, config
         self.pool: _executors.Pool | None = None
+        self._deadline = config.client_timeout is not None  # clients must not pay a framework's set-up
         self.models: dict[str, tuple[Any, Backend]] = {}
         for kind in factories:
             self.fresh_model(kind)
@@ -232,9 +233,9 @@ class _Runner:
         self.report_template = report_template(self.model)
 
     def fresh_model(self, kind: str) -> None:
-        """Forget ``kind``'s instance (an abandoned client thread may still use it) and make a new one (ready to
-        train when clients train here; with workers it only evaluates and sets the report template)."""
-        self.models[kind] = build_model(self.factories[kind], warm=not self.config.workers)
+        """Forget ``kind``'s instance (an abandoned client thread may still use it) and make a new one (warm when
+        clients train here under a deadline; with workers it only evaluates and sets the report template)."""
+        self.models[kind] = build_model(self.factories[kind], warm=not self.config.workers and self._deadline)
 
     def __enter__(self) -> _Runner:
         return self
@@ -255,7 +256,7 @@ class _Runner:
 
         if config.workers:
             if self.pool is None:
-                setup = Setup(self.factories, self.algorithm, clients)
+                setup = Setup(self.factories, self.algorithm, clients, warm=self._deadline)
                 self.pool = _executors.open_pool(config.workers, config.executor, setup, config.threads_per_worker)
             model_bytes = sum(int(a.nbytes) for a in state.weights.arrays)
             chunk = _executors.chunk_size(len(ids), config.workers, model_bytes)

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from fedmodel import get_weights
+from fedmodel import _executors, backend_for, get_weights
 from fedmodel._executors import chunk_size
+from fedmodel._worker import ClientWorker, Setup
 from fedmodel.algorithms import fedadam, fedavg
 from fedmodel.data import ClientData, FederatedData, federated_digits, pool_clients
 from fedmodel.optimizers import SGD, Adam, OptimizerSpec
@@ -120,6 +121,50 @@ def test_a_fresh_torch_worker_is_warm_before_its_first_client_so_a_short_timeout
     result = _run(factory, digits.clients, algorithm, rounds=2, workers=2, client_timeout=0.8)
     assert [r.failures for r in result.rounds] == [(), ()]
     assert [r.num_ok for r in result.rounds] == [NUM_CLIENTS, NUM_CLIENTS]
+
+
+class _PoolNotStartedError(Exception):
+    """Raised by a stand-in for ``open_pool`` once it has seen the workers' setup."""
+
+
+@pytest.mark.parametrize(("timeout", "warm"), [(None, False), (30.0, True)], ids=["no deadline", "a deadline"])
+def test_models_are_warmed_only_for_clients_with_a_deadline(
+    digits: FederatedData, monkeypatch: pytest.MonkeyPatch, timeout: float | None, warm: bool
+) -> None:
+    """The warm-up optimizer (momentum, so that torch builds its own) is made only when clients have a deadline: it
+    cost every worker a second of start-up (torch's compiler import), which without a deadline falls once on the
+    first client that needs it, and never on a plain SGD's. In process, in a worker, and in what the runner sends
+    its workers."""
+    warm_ups: list[OptimizerSpec] = []
+    backend_class = type(backend_for(_softmax()))
+    make = backend_class.make_optimizer
+
+    def spy(self: Any, model: Any, spec: OptimizerSpec) -> Any:
+        if isinstance(spec, SGD) and spec.momentum:  # the clients below use plain SGD: only a warm-up has momentum
+            warm_ups.append(spec)
+        return make(self, model, spec)
+
+    monkeypatch.setattr(backend_class, "make_optimizer", spy)
+    algorithm = fedavg(client_lr=0.1)
+    clients = digits.clients[:2]
+
+    _run(_softmax, clients, algorithm, rounds=1, client_timeout=timeout)  # in process: the runner's model trains
+    assert len(warm_ups) == warm
+
+    warm_ups.clear()
+    ClientWorker(Setup({"model": _softmax}, algorithm, clients, warm=warm))
+    assert len(warm_ups) == warm
+
+    sent: list[Setup] = []
+
+    def open_pool(workers: int, executor: str, setup: Setup, threads: int | None = None) -> Any:
+        sent.append(setup)
+        raise _PoolNotStartedError
+
+    monkeypatch.setattr(_executors, "open_pool", open_pool)
+    with pytest.raises(_PoolNotStartedError):
+        _run(_softmax, clients, algorithm, rounds=1, workers=2, client_timeout=timeout)
+    assert [setup.warm for setup in sent] == [warm]
 
 
 FAULTS = {1: "raise", 2: "exit", 3: "hang", 4: "unpicklable", 5: "nan", 6: "write_server"}
