@@ -5,9 +5,9 @@ Same model (fedmodel_torch's digits MLP 64-32-10), same data (scikit-learn's dig
 fedmodel: :func:`fedmodel.simulation.run_simulation` with :func:`fedmodel.algorithms.fedavg`, in process and
 with ``SimulationConfig(workers=2)``. Flower: ``flwr.simulation.run_simulation`` (Ray backend, one CPU per
 client actor, as many actors as CPUs) with Flower's own ``FedAvg`` strategy (see :mod:`benchmarks._flower_app`).
-Rows: the median steady-state round (rounds after the first) of fedmodel's 2 workers, in runs just before and
-just after Flower's, against Flower's, which runs one actor per CPU (bar: 0.10; the in-process round, on one
-CPU, for information), the 2-worker round
+Rows: the median steady-state round (rounds 2-10: :func:`_rounds` says why ten) of fedmodel's 2 workers, in runs
+just before and just after Flower's, against Flower's (the same rounds), which runs one actor per CPU (bar: 0.10;
+the in-process round, on one CPU, for information), the 2-worker round
 against the in-process one (paired runs; bar 0.6, near-linear on 2 cores), also
 with ten local steps per client (5 epochs of batch 8) where the client's work outweighs the hand-offs, the
 whole run including start-up, and for information fedmodel's round on 2 Ray actors (``executor="ray"``).
@@ -42,7 +42,14 @@ HEAVY_EPOCHS, HEAVY_BATCH = 5, 8  # the speed-up's second row: ten local steps p
 
 
 def _rounds(sizes: Sizes) -> int:
-    return 2 if sizes.name == "tiny" else 4
+    """Rounds of each run: its steady state is the median of all but the first.
+
+    This machine's speed drops in bursts of two or three rounds: a 2-worker run of 12 rounds took 121, 137, 71, then
+    55-65 ms, and Flower's 0.5-0.8 s round once 1.3 s. With 4 rounds such a burst decides the median of rounds 2-4
+    (121 ms there, against 64 ms for rounds 2-12); with 10 it moves it by a round's spread. Every run of the bench,
+    Flower's included, has the same rounds.
+    """
+    return 2 if sizes.name == "tiny" else 10
 
 
 def run_fedmodel(
@@ -197,16 +204,18 @@ def run(sizes: Sizes, backends: tuple[str, ...] = ()) -> Iterator[Result | tuple
     yield Result(name, "torch", heavy_workers, heavy_serial, BAR_SPEEDUP, note, paired_ratio=heavy_ratio)
     yield _ceiling_row(heavy, note)
     ours_total = run_fedmodel(n, rounds)[0]
-    before = _steady(run_fedmodel(n, rounds, workers=WORKERS)[1])  # right before and after Flower's run: this
+    before_rounds = run_fedmodel(n, rounds, workers=WORKERS)[1]  # right before and after Flower's run: this
     try:  # machine's speed drifts by tens of percent over minutes, so the ratio uses the runs next to Flower's
         theirs_total, theirs_rounds = run_flower(n, rounds)
     except UnavailableError as exc:
         yield "flower", str(exc)
         return
-    after = _steady(run_fedmodel(n, rounds, workers=WORKERS)[1])
-    theirs = _steady(theirs_rounds)
+    after_rounds = run_fedmodel(n, rounds, workers=WORKERS)[1]
+    before, after, theirs = _steady(before_rounds), _steady(after_rounds), _steady(theirs_rounds)
+    early = (_steady(before_rounds[:4]) + _steady(after_rounds[:4])) / 2 / _steady(theirs_rounds[:4])
     beside = f"{what}, 1 local epoch, {rounds} rounds, median of rounds 2+ (Flower: {os.cpu_count()} actors)"
-    note = f"{beside}; fedmodel: the mean of a run just before and one just after Flower's"
+    runs = f"a run just before ({before * 1e3:.1f} ms) and one just after Flower's ({after * 1e3:.1f} ms)"
+    note = f"{beside}; fedmodel: the mean of {runs}; rounds 2-4 alone: {early:.3f}"
     # the bar compares like with like: Flower's engine runs one actor per CPU, fedmodel one worker per CPU; the
     # in-process round (one CPU against Flower's two) is information
     yield Result(f"FedAvg round, {WORKERS} workers (steady state)", "torch", (before + after) / 2, theirs, BAR, note)
