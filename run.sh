@@ -19,6 +19,8 @@ cmd=${1:-help}
 shift || true
 case "$cmd" in
   train) exec .venv/bin/fedmodel train "$@" ;;
-  test) exec .venv/bin/python -m pytest "$@" ;;
+  # two test processes, one test file each at a time (a file's fixtures, Ray cluster and Flower processes stay in
+  # one process); a later -n in the arguments wins (-n 0: one process)
+  test) exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@" ;;
   *) echo "usage: ./run.sh train [options] | ./run.sh test [pytest options]" >&2; exit 2 ;;
 esac
