@@ -55,6 +55,10 @@ class Pool(Protocol):
     """Workers that run :class:`~fedmodel._worker.Task` s, each in a slot ``0 .. size-1``; a worker runs the
     tasks given to it one at a time, in order, and :meth:`wait` reports them in that order."""
 
+    times_tasks: bool
+    """Whether :meth:`running` says which task of a chunk runs now and since when; a pool that cannot say gets
+    one task per chunk when clients have a deadline (a chunk's later tasks would be timed from its start)."""
+
     def ready(self) -> list[int]:
         """The slots whose worker is set up (it may still be running tasks)."""
         ...
@@ -207,13 +211,16 @@ def ordered_replies(
     """Run ``task(client)`` for each of ``clients`` from ``weights`` on ``pool``; yield ``(client, result or
     failure)`` in the order of ``clients``.
 
-    Tasks go in chunks of up to ``chunk``, each worker holding up to :data:`DEPTH` chunks; a task's
+    Tasks go in chunks of up to ``chunk`` (one per chunk under a ``timeout`` when the pool cannot say which task
+    of a chunk runs: :attr:`Pool.times_tasks`), each worker holding up to :data:`DEPTH` chunks; a task's
     ``timeout`` runs from when it starts (as the pool reports it, else from when it reached the head of its
     worker's queue). ``ahead`` bounds how far submission runs past the first client not yet yielded. Tasks
     lost with a dead or stopped worker are given again. If the caller stops early, the workers still holding
     tasks are replaced (their late results must not reach a later round).
     """
     pool.broadcast(weights)
+    if timeout is not None and not pool.times_tasks:
+        chunk = 1
     done: dict[int, ClientResult | Failed] = {}
     slots: dict[int, _Slot] = {}
     retry: list[int] = []  # positions whose task was lost with a dead or stopped worker, to give again

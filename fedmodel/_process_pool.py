@@ -39,8 +39,8 @@ from fedmodel._worker import (
     Finished,
     Task,
     WorkerError,
-    describe,
     read_only,
+    sendable,
     setup_failure,
     unpack_setup,
 )
@@ -111,24 +111,15 @@ class Progress:
 
 def _send_replies(conn: Connection, replies: list[ClientResult | Failed]) -> None:
     """Send a chunk's replies in one message (pickled before any byte is written: a failure leaves the pipe
-    untouched); a reply that cannot be pickled (a lock, a local class) is sent as why instead: that client
-    fails, not the worker."""
+    untouched); a reply that cannot be pickled is sent as why instead (:func:`~fedmodel._worker.sendable`)."""
     try:
         conn.send(("replies", replies))
     except OSError:  # the runner is gone
         raise
     except Exception:
-        conn.send(("replies", [_sendable(reply) for reply in replies]))
+        from multiprocessing.reduction import ForkingPickler  # what Connection.send pickles with
 
-
-def _sendable(reply: ClientResult | Failed) -> ClientResult | Failed:
-    from multiprocessing.reduction import ForkingPickler  # what Connection.send pickles with
-
-    try:
-        ForkingPickler.dumps(reply)
-    except Exception as exc:
-        return Failed(f"its result cannot be sent back from its worker process: {describe(exc)}")
-    return reply
+        conn.send(("replies", sendable(replies, ForkingPickler.dumps)))
 
 
 def serve(conn: Connection, threads: int | None, workers: int, progress: Progress) -> None:
@@ -231,6 +222,9 @@ class ProcessPool:
 
     def _start(self, slot: int) -> _Worker:
         return _Worker(self._context, f"fedmodel-worker-{slot}", self._threads, self._size)
+
+    times_tasks = True
+    """:meth:`running` reads which task of a chunk runs, and since when, from the worker's progress."""
 
     def ready(self) -> list[int]:
         """The slots whose worker is set up."""

@@ -3,17 +3,27 @@
 Ray is the engine Flower's simulation runs on; with it a run spreads over a cluster. Each worker is an
 actor holding one :class:`~fedmodel._worker.ClientWorker` (one CPU each); its
 :class:`~fedmodel._worker.Setup` is put in Ray's object store once per run, the global weights once per
-round, and each task carries only the client's id, kind and seed. The runner uses the Ray instance that is
-already initialized (``ray.init(address=...)`` for a cluster); when there is none it starts a local one with
-``ray.init()`` and shuts it down when the run ends. An actor that dies is reported for its client and
-replaced; :meth:`RayPool.replace` kills one whose client overran its time.
+round, and each call carries a chunk of tasks (each the client's id, kind and seed) and answers their results
+in one pickled message, as a worker process does: a Ray call costs the runner about a millisecond here, more
+than a small model's client update. The runner uses the Ray instance that is already initialized
+(``ray.init(address=...)`` for a cluster); when there is none it starts a local one with ``ray.init()`` and
+shuts it down when the run ends.
+
+An actor that dies is replaced, and the runner learns of it from the calls it had: each fails. Which of them
+killed it, Ray does not say: a call that had finished can fail too when its actor dies before its answer left.
+So the tasks of the oldest failed call run again on the fresh actor, each alone in its own call (a probe, with
+nothing queued behind it to kill the actor before its answer is back), and the calls that were queued behind
+go again after them; a task is reported as the one that killed its actor only when its probe dies too (a death
+that does not happen again is then no client's). :meth:`RayPool.replace` kills an actor whose client overran
+its time; under a deadline the runner gives Ray one task per call (:attr:`RayPool.times_tasks`).
 """
 
 from __future__ import annotations
 
+import pickle
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from fedmodel._weights import ModelWeights
 from fedmodel._worker import (
@@ -26,6 +36,7 @@ from fedmodel._worker import (
     check_picklable,
     describe,
     read_only,
+    sendable,
 )
 from fedmodel.client import ClientResult
 
@@ -42,9 +53,26 @@ class RayWorker:
         """Answered once the setup is done (the runner waits for it before the first task)."""
         return True
 
-    def run(self, weights: ModelWeights, task: Task) -> ClientResult | Failed:
-        """One client's update (Ray hands ``weights`` over from its object store, read-only)."""
-        return self.worker.run(read_only(weights), task)
+    def run(self, weights: ModelWeights, tasks: list[Task]) -> bytes:
+        """The results of ``tasks`` from ``weights`` (Ray hands them over from its object store, read-only), in
+        order, pickled in one message; a result that cannot be pickled is sent as why
+        (:func:`~fedmodel._worker.sendable`)."""
+        weights = read_only(weights)
+        replies = [self.worker.run(weights, task) for task in tasks]
+        try:
+            return pickle.dumps(replies, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            return pickle.dumps(sendable(replies, pickle.dumps), pickle.HIGHEST_PROTOCOL)
+
+
+class _Call(NamedTuple):
+    """One call for an actor: its tasks, the weights they start from, whether it is a probe (one task, alone on
+    its actor: its death is its own), and its result's ref once it is submitted."""
+
+    tasks: list[Task]
+    weights: Any
+    probe: bool = False
+    ref: Any = None
 
 
 class RayPool:
@@ -67,7 +95,8 @@ class RayPool:
         self._actors: list[Any] = []
         self._ready = [False] * size
         self._starting: dict[Any, int] = {}  # the ``ready()`` ref of each actor being set up -> its slot
-        self._tasks: list[deque[Any]] = [deque() for _ in range(size)]  # each actor's task refs, oldest first
+        self._calls: list[deque[_Call]] = [deque() for _ in range(size)]  # each actor's submitted calls, oldest first
+        self._held: list[deque[_Call]] = [deque() for _ in range(size)]  # calls to submit after them, in order
         for slot in range(size):
             self._actors.append(self._start(slot))
 
@@ -75,8 +104,13 @@ class RayPool:
         actor: Any = self._actor_class.remote(self._setup)
         self._starting[actor.ready.remote()] = slot
         self._ready[slot] = False
-        self._tasks[slot].clear()
+        self._calls[slot].clear()
+        self._held[slot].clear()
         return actor
+
+    times_tasks = False
+    """Ray does not say which task of a call runs now, nor since when: under a deadline the runner gives one task
+    per call, and counts its time from when it saw the call reach the head of the actor's queue."""
 
     def ready(self) -> list[int]:
         """The slots whose actor is set up."""
@@ -87,14 +121,23 @@ class RayPool:
         self._weights = self._ray.put(weights)
 
     def submit(self, slot: int, tasks: Sequence[Task]) -> None:
-        """Queue ``tasks`` on actor ``slot``, one call each (an actor runs its calls one at a time, in order;
-        Ray hands each result over on its own)."""
-        for task in tasks:
-            self._tasks[slot].append(self._actors[slot].run.remote(self._weights, task))
+        """Queue ``tasks`` on actor ``slot`` as one call (an actor runs its calls one at a time, in order)."""
+        self._held[slot].append(_Call(list(tasks), self._weights))
+        self._pump(slot)
+
+    def _pump(self, slot: int) -> None:
+        """Submit actor ``slot``'s held calls in order once it is set up (a call that kills it then cannot take
+        the answer of its ``ready()`` along), except that a probe goes alone: only to an actor with no call, and
+        nothing after it until it has answered."""
+        calls, held = self._calls[slot], self._held[slot]
+        while self._ready[slot] and held and not (calls and calls[-1].probe) and not (held[0].probe and calls):
+            calls.append(self._submitted(slot, held.popleft()))
+
+    def _submitted(self, slot: int, call: _Call) -> _Call:
+        return call._replace(ref=self._actors[slot].run.remote(call.weights, call.tasks))
 
     def running(self, slot: int) -> tuple[int, float] | None:
-        """``None``: Ray does not say when an actor's call starts (the runner counts from when it saw the
-        call reach the head of the actor's queue)."""
+        """``None``: Ray does not say (see :attr:`times_tasks`)."""
         return None
 
     def wait(self, timeout: float | None) -> list[Finished]:
@@ -104,7 +147,7 @@ class RayPool:
             WorkerError: an actor could not be set up.
         """
         ray = self._ray
-        refs = [*self._starting, *(ref for queue in self._tasks for ref in queue)]
+        refs = [*self._starting, *(call.ref for calls in self._calls for call in calls)]
         ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready and rest:
             ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
@@ -117,19 +160,36 @@ class RayPool:
                 raise WorkerError(f"a Ray actor could not be set up: {exc}") from exc
             self._ready[slot] = True
         finished: list[Finished] = []
-        for slot, queue in enumerate(self._tasks):
-            while queue and queue[0] in done:  # in order: a dead actor fails all its calls, the oldest ran
+        for slot, calls in enumerate(self._calls):
+            while calls and calls[0].ref in done:  # in order: a dead actor fails all its calls
+                call = calls.popleft()
                 try:
-                    reply = ray.get(queue.popleft())
-                except ray.exceptions.RayTaskError as exc:  # the actor is fine, its answer could not be returned
-                    reply = Failed(f"its Ray actor could not return a result: {describe(exc.cause or exc)}")
+                    replies: list[ClientResult | Failed] = pickle.loads(ray.get(call.ref))  # from our own actor
+                except ray.exceptions.RayTaskError as exc:  # the actor is fine: its call raised
+                    if len(call.tasks) > 1:  # which task made it raise is unknown: each goes again in its own call,
+                        singles = [self._submitted(slot, _Call([task], call.weights)) for task in call.tasks]
+                        calls.extendleft(reversed(singles))  # after the calls already queued, answered before them
+                        break
+                    replies = [Failed(f"its Ray actor could not return a result: {describe(exc.cause or exc)}")]
                 except ray.exceptions.RayError as exc:  # the actor is gone (died, lost, killed)
-                    reason = f"its Ray actor died while running it ({type(exc).__name__}); a fresh one replaces it"
-                    self.replace(slot)
-                    finished.append(Finished(slot, Failed(reason), restarted=True))
+                    if call.probe:  # it killed a fresh actor alone: its own death
+                        reason = f"its Ray actor died while running it ({type(exc).__name__}); a fresh one replaces it"
+                        self.replace(slot)  # the calls held behind it go again from the runner
+                        finished.append(Finished(slot, Failed(reason), restarted=True))
+                    else:
+                        self._probe(slot, call)
                     break
-                finished.append(Finished(slot, reply))
+                finished.extend(Finished(slot, reply) for reply in replies)
+            self._pump(slot)  # after answers, a death or the actor's set-up: what it may take now
         return finished
+
+    def _probe(self, slot: int, died: _Call) -> None:
+        """Actor ``slot`` died during ``died`` (or right after it, its answer lost): on a fresh actor, each task of
+        ``died`` runs alone in a probe, then the calls that were submitted or held behind it go again."""
+        behind = [call._replace(ref=None) for call in self._calls[slot]] + list(self._held[slot])
+        self.replace(slot)
+        probes = [_Call([task], died.weights, probe=True) for task in died.tasks]
+        self._held[slot].extend(probes + behind)
 
     def replace(self, slot: int) -> None:
         """Kill actor ``slot`` whatever it is doing and start a fresh one in its place."""

@@ -39,6 +39,7 @@ __all__ = [
     "describe",
     "pack_setup",
     "read_only",
+    "sendable",
 ]
 
 
@@ -152,6 +153,19 @@ def read_only(weights: ModelWeights) -> ModelWeights:
         if isinstance(array, np.ndarray) and array.flags.writeable:
             array.flags.writeable = False
     return weights
+
+
+def sendable(replies: Sequence[ClientResult | Failed], dumps: Callable[[Any], Any]) -> list[ClientResult | Failed]:
+    """``replies`` with each one that ``dumps`` cannot pickle (a lock, a local class in its metrics) replaced by
+    why: that client fails, not its worker, nor the other clients answered in the same message."""
+    out: list[ClientResult | Failed] = []
+    for reply in replies:
+        try:
+            dumps(reply)
+        except Exception as exc:
+            reply = Failed(f"its result cannot be sent back from its worker: {describe(exc)}")
+        out.append(reply)
+    return out
 
 
 def setup_failure(exc: BaseException) -> str:

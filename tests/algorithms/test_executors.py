@@ -43,6 +43,8 @@ class ScriptedPool:
         self.weights: list[ModelWeights] = []
         self.chunks: list[list[int]] = []
 
+    times_tasks = False
+
     def ready(self) -> list[int]:
         return list(range(self.size))
 
@@ -163,6 +165,8 @@ class ChunkedPool:
         self.replaced: list[tuple[int, float]] = []
         self.hung_since: dict[int, float] = {}
 
+    times_tasks = True
+
     def ready(self) -> list[int]:
         return list(range(self.size))
 
@@ -257,6 +261,20 @@ def test_a_hung_client_inside_a_chunk_times_out_counted_from_its_start_and_the_r
     assert pool.started.count(6) == 2 and pool.started.count(8) == 1  # 6's result was lost; 8 never ran
     [(slot, when)] = pool.replaced
     assert slot == 0 and when - pool.hung_since[0] >= 0.2  # not before its own time, whatever ran before it
+
+
+def test_a_pool_that_cannot_time_tasks_gets_one_per_chunk_only_when_clients_have_a_deadline() -> None:
+    """Ray cannot say which task of a call runs: under a deadline a chunk's later clients would be timed from the
+    chunk's start, so they go one per chunk; without one they go in chunks like everywhere else."""
+    untimed = ScriptedPool(2)
+    replies = dict(ordered_replies(untimed, WEIGHTS, list(range(12)), _task, timeout=None, ahead=12, chunk=3))
+    assert sorted(replies) == list(range(12)) and {len(c) for c in untimed.chunks} - {1, 2} == {3}
+    timed = ScriptedPool(2)
+    replies = dict(ordered_replies(timed, WEIGHTS, list(range(12)), _task, timeout=5.0, ahead=12, chunk=3))
+    assert sorted(replies) == list(range(12)) and {len(c) for c in timed.chunks} == {1}
+    chunked = ChunkedPool(2)  # a pool that says which task runs keeps its chunks under a deadline
+    replies = dict(ordered_replies(chunked, WEIGHTS, list(range(12)), _task, timeout=5.0, ahead=12, chunk=3))
+    assert sorted(replies) == list(range(12)) and {len(c) for c in chunked.chunks} - {1, 2} == {3}
 
 
 def test_chunks_grow_with_the_clients_per_worker_and_shrink_with_the_model() -> None:
