@@ -21,6 +21,7 @@ its time; under a deadline the runner gives Ray one task per call (:attr:`RayPoo
 from __future__ import annotations
 
 import pickle
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -97,6 +98,7 @@ class RayPool:
         self._starting: dict[Any, int] = {}  # the ``ready()`` ref of each actor being set up -> its slot
         self._calls: list[deque[_Call]] = [deque() for _ in range(size)]  # each actor's submitted calls, oldest first
         self._held: list[deque[_Call]] = [deque() for _ in range(size)]  # calls to submit after them, in order
+        self._probed = [0.0] * size  # per actor: when its probe went, or its predecessor died (time.monotonic())
         for slot in range(size):
             self._actors.append(self._start(slot))
 
@@ -110,7 +112,8 @@ class RayPool:
 
     times_tasks = False
     """Ray does not say which task of a call runs now, nor since when: under a deadline the runner gives one task
-    per call, and counts its time from when it saw the call reach the head of the actor's queue."""
+    per call, and counts its time from when it saw the call reach the head of the actor's queue (a probe's, from
+    when the fresh actor took it: see :meth:`running`)."""
 
     def ready(self) -> list[int]:
         """The slots whose actor is set up."""
@@ -132,12 +135,20 @@ class RayPool:
         calls, held = self._calls[slot], self._held[slot]
         while self._ready[slot] and held and not (calls and calls[-1].probe) and not (held[0].probe and calls):
             calls.append(self._submitted(slot, held.popleft()))
+            if calls[-1].probe:
+                self._probed[slot] = time.monotonic()
 
     def _submitted(self, slot: int, call: _Call) -> _Call:
         return call._replace(ref=self._actors[slot].run.remote(call.weights, call.tasks))
 
     def running(self, slot: int) -> tuple[int, float] | None:
-        """``None``: Ray does not say (see :attr:`times_tasks`)."""
+        """For a probe, ``(0, when the fresh actor got it)``, and while it waits for that actor to be set up, ``(0,
+        when the old one died)``: the probe's task is the oldest the runner waits for, and its clock starts again
+        (an actor's restart is not the client's time, but one that takes longer than a client may is not waited
+        for without end); else ``None``: Ray does not say (see :attr:`times_tasks`)."""
+        calls, held = self._calls[slot], self._held[slot]
+        if (calls and calls[0].probe) or (not calls and held and held[0].probe):
+            return 0, self._probed[slot]
         return None
 
     def wait(self, timeout: float | None) -> list[Finished]:
@@ -188,6 +199,7 @@ class RayPool:
         ``died`` runs alone in a probe, then the calls that were submitted or held behind it go again."""
         behind = [call._replace(ref=None) for call in self._calls[slot]] + list(self._held[slot])
         self.replace(slot)
+        self._probed[slot] = time.monotonic()
         probes = [_Call([task], died.weights, probe=True) for task in died.tasks]
         self._held[slot].extend(probes + behind)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import pickle
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -182,3 +183,27 @@ def test_a_dead_actor_before_its_set_up_answered_is_a_set_up_failure(fake_ray: A
     ray.actors[0].die()
     with pytest.raises(WorkerError, match="could not be set up"):
         pool.wait(0)
+
+
+def test_a_probes_clock_starts_again_at_the_death_and_when_the_fresh_actor_takes_it(fake_ray: Any) -> None:
+    """Under a deadline the runner times a task from what ``running`` says: for a probe, not from before the
+    actor's death (the restart is not the client's time), and for an ordinary call nothing (Ray does not say)."""
+    fake_ray({1})
+    pool = RayPool(1, setup=None)  # type: ignore[arg-type]
+    assert pool.wait(0) == [] and pool.ready() == [0]
+    pool.broadcast(WEIGHTS)
+    pool.submit(0, [_task(0)])
+    pool.submit(0, [_task(1)])
+    assert pool.running(0) is None
+    died = time.monotonic()
+    assert pool.wait(0) == []  # 1 killed the actor and took 0's answer along: nothing to report yet
+    assert pool.ready() == [] and pool.running(0) == (0, pytest.approx(died, abs=0.5))
+    waiting = pool.running(0)[1]  # type: ignore[index]
+    assert waiting >= died
+    time.sleep(0.02)
+    assert pool.wait(0) == []  # the fresh actor is set up: the probe of 0 goes now
+    sent = pool.running(0)[1]  # type: ignore[index]
+    assert sent >= waiting + 0.02
+    [answer] = pool.wait(0)
+    assert answer.reply.metrics == {"client": 0}  # type: ignore[union-attr]
+    assert pool.running(0) is None  # 1 goes again in an ordinary call
