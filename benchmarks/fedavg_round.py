@@ -15,7 +15,10 @@ whole run including start-up, and for information fedmodel's round on 2 Ray acto
 The speed-up rows come with this machine's own ceiling, measured in the same pairs: the clients' updates
 alone (no runner, no server, no hand-off) split over two processes that start each round together, against
 the same updates one after another in one process. No engine's two workers beat it; on a machine whose two
-CPUs give less than twice one CPU's throughput (shared or hyper-threaded cores) it sits above 0.5.
+CPUs give less than twice one CPU's throughput (shared or hyper-threaded cores) it sits above 0.5. Its note
+gives the share of the CPUs' time that the hypervisor took during the pairs (Linux's steal time): a busy host
+slows both sides of a pair, but not by the same amount, so with more than a few percent stolen the speed-up
+rows measure the host as well as the code.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any, Literal
 from benchmarks import _flower_app
 from benchmarks._harness import Result, Sizes, UnavailableError
 
-__all__ = ["BAR", "run", "run_fedmodel", "run_flower"]
+__all__ = ["BAR", "cpu_steal", "run", "run_fedmodel", "run_flower", "steal_share"]
 
 BAR = 0.10  # DESIGN.md section 7: a simulated round at most 0.10x the time of Flower's simulation engine
 BAR_SPEEDUP = 0.6  # 2 workers against in process on 2 cores: near-linear is 0.5
@@ -156,29 +159,55 @@ def ceiling(num_clients: int, rounds: int, *, epochs: int, batch_size: int) -> t
     return _steady(whole), _steady(split)
 
 
-def _speedup(sizes: Sizes, **local: int) -> tuple[float, float, float, tuple[float, float, float]]:
+def cpu_steal(stat: str = "/proc/stat") -> tuple[int, int] | None:
+    """``(steal, total)``: the time every CPU of this (virtual) machine has been ready but not run by its hypervisor
+    since boot, and all its time, in clock ticks (the first line of Linux's ``/proc/stat``); ``None`` off Linux."""
+    try:
+        with open(stat, encoding="ascii") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal (guest time is in user)
+    return ticks[7], sum(ticks)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the CPUs' time between two :func:`cpu_steal` readings that the hypervisor took away."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def _speedup(sizes: Sizes, **local: int) -> tuple[float, float, float, tuple[float, float, float, float | None]]:
     """``(in-process round, 2-worker round, median of the paired ratios, and the same for this machine's
-    ceiling: the clients' updates alone in one process, then split over two)``, from ``sizes.round_pairs``
-    pairs."""
+    ceiling: the clients' updates alone in one process, then split over two, with the share of CPU time the
+    hypervisor took during all the pairs)``, from ``sizes.round_pairs`` pairs."""
     n, rounds = sizes.round_clients, _rounds(sizes)
     epochs, batch_size = local.get("epochs", _flower_app.EPOCHS), local.get("batch_size", _flower_app.BATCH_SIZE)
     serial: list[float] = []
     parallel: list[float] = []
     ceilings: list[tuple[float, float]] = []
+    steal_before = cpu_steal()
     for _ in range(sizes.round_pairs):  # paired: a burst of load from elsewhere hits both sides of a pair
-        serial.append(_steady(run_fedmodel(n, rounds, **local)[1]))
-        parallel.append(_steady(run_fedmodel(n, rounds, workers=WORKERS, **local)[1]))
+        serial.append(_steady(run_fedmodel(n, rounds, epochs=epochs, batch_size=batch_size)[1]))
+        parallel.append(_steady(run_fedmodel(n, rounds, workers=WORKERS, epochs=epochs, batch_size=batch_size)[1]))
         ceilings.append(ceiling(n, rounds, epochs=epochs, batch_size=batch_size))
     ratio = statistics.median(p / s for p, s in zip(parallel, serial, strict=True))
     best = statistics.median(split / whole for whole, split in ceilings)
     whole, split = (statistics.median(c[i] for c in ceilings) for i in (0, 1))
-    return statistics.median(serial), statistics.median(parallel), ratio, (whole, split, best)
+    stolen = steal_share(steal_before, cpu_steal())
+    return statistics.median(serial), statistics.median(parallel), ratio, (whole, split, best, stolen)
 
 
-def _ceiling_row(measured: tuple[float, float, float], note: str) -> Result:
-    whole, split, ratio = measured
+def _ceiling_row(measured: tuple[float, float, float, float | None], note: str) -> Result:
+    whole, split, ratio, stolen = measured
     name = f"  this machine's ceiling: client updates alone, {WORKERS} processes vs 1"
-    return Result(name, "torch", split, whole, None, f"{note}; no runner, server or hand-off", paired_ratio=ratio)
+    note = f"{note}; no runner, server or hand-off"
+    if stolen is not None:  # a virtual machine's CPUs run less than wall time when its host is busy
+        note += f"; CPU time taken by the hypervisor during the pairs: {stolen:.1%}"
+    return Result(name, "torch", split, whole, None, note, paired_ratio=ratio)
 
 
 def run(sizes: Sizes, backends: tuple[str, ...] = ()) -> Iterator[Result | tuple[str, str]]:

@@ -8,6 +8,7 @@ import io
 import math
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,6 +109,23 @@ def test_the_machines_ceiling_times_the_same_client_updates_in_one_and_in_two_pr
     assert whole > 0 and split > 0
     one = fedavg_round.client_updates(range(4), 4, 1, 1, 32, None)
     assert len(one) == 1 and one[0] > 0
+
+
+def test_cpu_steal_reads_the_eighth_number_of_procs_cpu_line_and_its_share_between_two_readings(
+    tmp_path: Path,
+) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 20 800 3 0 2 70 9 0\ncpu0 50 2 10 400 1 0 1 35 4 0\n", encoding="ascii")
+    before = fedavg_round.cpu_steal(str(stat))
+    assert before == (70, 1000)  # user nice system idle iowait irq softirq steal; guest time is inside user
+    stat.write_text("cpu  400 5 20 900 3 0 2 170 9 0\n", encoding="ascii")
+    after = fedavg_round.cpu_steal(str(stat))
+    assert after == (170, 1500)
+    assert fedavg_round.steal_share(before, after) == pytest.approx(100 / 500)
+    assert fedavg_round.steal_share(after, after) is None and fedavg_round.steal_share(None, after) is None
+    assert fedavg_round.cpu_steal(str(tmp_path / "missing")) is None
+    stat.write_text("intr 1 2 3\n", encoding="ascii")
+    assert fedavg_round.cpu_steal(str(stat)) is None
 
 
 def test_flower_client_app_trains_like_fedmodels_client() -> None:
