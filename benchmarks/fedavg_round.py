@@ -180,12 +180,13 @@ def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -
     return (after[0] - before[0]) / (after[1] - before[1])
 
 
-def _speedup(sizes: Sizes, **local: int) -> tuple[float, float, float, tuple[float, float, float, float | None]]:
+def _speedup(
+    sizes: Sizes, *, epochs: int = _flower_app.EPOCHS, batch_size: int = _flower_app.BATCH_SIZE
+) -> tuple[float, float, float, tuple[float, float, float, float | None]]:
     """``(in-process round, 2-worker round, median of the paired ratios, and the same for this machine's
     ceiling: the clients' updates alone in one process, then split over two, with the share of CPU time the
     hypervisor took during all the pairs)``, from ``sizes.round_pairs`` pairs."""
     n, rounds = sizes.round_clients, _rounds(sizes)
-    epochs, batch_size = local.get("epochs", _flower_app.EPOCHS), local.get("batch_size", _flower_app.BATCH_SIZE)
     serial: list[float] = []
     parallel: list[float] = []
     ceilings: list[tuple[float, float]] = []
