@@ -136,8 +136,12 @@ def split_quantity_skew(
 
 
 def _check_clients(data: ClientData, num_clients: int) -> None:
-    if not 1 <= num_clients <= len(data):
-        raise DataError(f"num_clients must be between 1 and the {len(data)} examples, got {num_clients}")
+    if (
+        not isinstance(num_clients, int | np.integer)
+        or isinstance(num_clients, bool)
+        or not 1 <= num_clients <= len(data)
+    ):
+        raise DataError(f"num_clients must be an int between 1 and the {len(data)} examples, got {num_clients!r}")
 
 
 def _check_alpha(alpha: float) -> None:

@@ -16,13 +16,14 @@ sizes of the paper); each device keeps a random 90 % for training and 10 % for t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedmodel.data._core import ClientData, DataError, FederatedData, pool_clients
 
-__all__ = ["SyntheticDevice", "federated_synthetic", "sample_device", "synthetic_devices"]
+__all__ = ["MAX_DEVICES", "SyntheticDevice", "federated_synthetic", "sample_device", "synthetic_devices"]
 
 NUM_FEATURES = 60
 NUM_CLASSES = 10
@@ -45,6 +46,15 @@ def input_variances(num_features: int = NUM_FEATURES) -> np.ndarray:
     return np.arange(1, num_features + 1, dtype=np.float64) ** -1.2
 
 
+MAX_DEVICES = 10_000
+"""The most devices generated: they are held in memory (about 100 KB each on average), and the paper uses 30."""
+
+
+def _check_devices(num_devices: object) -> None:
+    if type(num_devices) is not int or not 1 <= num_devices <= MAX_DEVICES:
+        raise DataError(f"num_devices must be an int in [1, {MAX_DEVICES}], got {num_devices!r}")
+
+
 def synthetic_devices(
     alpha: float | None,
     beta: float | None,
@@ -57,11 +67,15 @@ def synthetic_devices(
     """Each device's parameters; ``alpha = beta = None`` is the IID variant (one shared model, ``v_k = 0``).
 
     Raises:
-        DataError: for a negative ``alpha`` or ``beta``, only one of them None, or a non-positive size.
+        DataError: for a negative or non-finite ``alpha`` or ``beta``, only one of them None, a non-positive size, or
+            ``num_devices`` not an int in ``[1, MAX_DEVICES]``.
     """
     iid = alpha is None and beta is None
-    if not iid and (alpha is None or beta is None or not alpha >= 0 or not beta >= 0):
-        raise DataError(f"synthetic(alpha, beta) needs both >= 0 (or both None for IID), got ({alpha}, {beta})")
+    if not iid and not (alpha is not None and beta is not None and 0 <= alpha < math.inf and 0 <= beta < math.inf):
+        raise DataError(
+            f"synthetic(alpha, beta) needs both finite and >= 0 (or both None for IID), got ({alpha}, {beta})"
+        )
+    _check_devices(num_devices)
     if min(num_devices, num_features, num_classes) < 1:
         raise DataError(
             f"num_devices, num_features and num_classes must be >= 1, got {num_devices}, {num_features}, {num_classes}"
@@ -112,6 +126,7 @@ def federated_synthetic(
     """
     if not 0 < train_fraction < 1:
         raise DataError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    _check_devices(num_devices)
     devices = synthetic_devices(alpha, beta, num_devices=num_devices, seed=seed)
     train, test = [], []
     for k, device in enumerate(devices):

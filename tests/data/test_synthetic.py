@@ -90,7 +90,10 @@ def test_the_generator_is_seeded() -> None:
     assert a.clients[3].x.shape != c.clients[3].x.shape or not np.array_equal(a.clients[3].x, c.clients[3].x)
 
 
-@pytest.mark.parametrize(("alpha", "beta"), [(-1.0, 1.0), (1.0, -0.5), (None, 1.0), (1.0, float("nan"))])
+@pytest.mark.parametrize(
+    ("alpha", "beta"),
+    [(-1.0, 1.0), (1.0, -0.5), (None, 1.0), (1.0, float("nan")), (float("inf"), 1.0), (1.0, float("inf"))],
+)
 def test_bad_priors_are_typed_errors_naming_both_values(alpha: float | None, beta: float | None) -> None:
     with pytest.raises(DataError, match="alpha, beta"):
         federated_synthetic(alpha, beta)
@@ -99,3 +102,10 @@ def test_bad_priors_are_typed_errors_naming_both_values(alpha: float | None, bet
 def test_a_train_fraction_outside_the_unit_interval_is_an_error() -> None:
     with pytest.raises(DataError, match="train_fraction"):
         federated_synthetic(1.0, 1.0, train_fraction=1.0)
+
+
+@pytest.mark.parametrize("num_devices", [0, 1.5, "30", True, 10**7])
+def test_a_device_count_that_is_not_a_sane_int_is_an_error_naming_it(num_devices: object) -> None:
+    """10**7 devices would allocate gigabytes before anything checked them."""
+    with pytest.raises(DataError, match=rf"num_devices must be an int in \[1, .*got {num_devices!r}"):
+        federated_synthetic(1.0, 1.0, num_devices=num_devices)  # type: ignore[arg-type]
