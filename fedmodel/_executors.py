@@ -73,15 +73,17 @@ class Pool(Protocol):
 
     def running(self, slot: int) -> tuple[int, float] | None:
         """Which of worker ``slot``'s unanswered tasks runs now (its index among them, oldest 0) and since when
-        (``time.monotonic()``); ``None`` when none does or the pool cannot tell (the caller then counts a
-        task's time from when it saw the task reach the head of the queue)."""
+        (``time.monotonic()``), or, after it ended, is still being answered; ``None`` when none has started or the
+        pool cannot tell (the caller then counts a task's time from when it saw the task reach the head of the
+        queue)."""
         ...
 
     def wait(self, timeout: float | None) -> list[Finished]:
         """Tasks that ended within ``timeout`` seconds (``[]`` if none: e.g. only a worker became ready).
 
         A worker that died is reported for the task it was running (``restarted=True``: the tasks queued
-        behind it are gone; ``lost``: how many before it lost their unsent results) and replaced.
+        behind it are gone; ``lost``: how many before it lost their unsent results), or with ``reply=None`` when
+        it had started none of its tasks, and replaced.
 
         Raises:
             WorkerError: a worker could not be set up.
@@ -281,7 +283,8 @@ def ordered_replies(
             for finished in pool.wait(wait):
                 slot = slots[finished.slot]
                 give_again([slot.pop().position for _ in range(finished.lost)])
-                done[slot.pop().position] = finished.reply
+                if finished.reply is not None:
+                    done[slot.pop().position] = finished.reply
                 if finished.restarted:
                     give_again(slot.clear())
                 start_head(slot)

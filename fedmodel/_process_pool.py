@@ -16,9 +16,11 @@ for every process of the machine). From them the runner knows which task of a ch
 timeout, and which one was running when a worker died, so that the death is blamed on that client alone
 and the tasks whose results died with it are given again.
 
-A worker that dies (its sentinel fires, or its pipe closes) is reported for its client and replaced by a
-fresh one; :meth:`ProcessPool.replace` stops a worker whose client overran its time (``kill``) and
-starts another. A worker whose setup fails raises :class:`~fedmodel._worker.WorkerError` in the runner.
+A worker that dies (its sentinel fires, or its pipe closes) is reported for the client it started last and
+replaced by a fresh one; one that dies before it started any of its tasks is no client's fault, and its tasks are
+given again (:data:`MAX_IDLE_DEATHS` such deaths in a row stop the run). :meth:`ProcessPool.replace` stops a
+worker whose client overran its time (``kill``) and starts another. A worker whose setup fails raises
+:class:`~fedmodel._worker.WorkerError` in the runner.
 """
 
 from __future__ import annotations
@@ -39,16 +41,21 @@ from fedmodel._worker import (
     Finished,
     Task,
     WorkerError,
+    pack_replies,
     read_only,
-    sendable,
     setup_failure,
+    unpack_replies,
     unpack_setup,
 )
 from fedmodel.client import ClientResult
 
-__all__ = ["ProcessPool", "limit_threads"]
+__all__ = ["MAX_IDLE_DEATHS", "ProcessPool", "limit_threads"]
 
 _STOP_SECONDS = 5.0  # how long an idle worker gets to exit after its pipe closes, before it is killed
+MAX_IDLE_DEATHS = 3
+"""Worker deaths in a row, each before the worker started any task it held, after which the run stops: one such
+death is no client's fault (its tasks run again on a fresh worker), but workers that keep dying that way would
+have their tasks given again without end."""
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
@@ -109,19 +116,6 @@ class Progress:
         return int(abs(values[0])), int(values[1]), time.monotonic()
 
 
-def _send_replies(conn: Connection, replies: list[ClientResult | Failed]) -> None:
-    """Send a chunk's replies in one message (pickled before any byte is written: a failure leaves the pipe
-    untouched); a reply that cannot be pickled is sent as why instead (:func:`~fedmodel._worker.sendable`)."""
-    try:
-        conn.send(("replies", replies))
-    except OSError:  # the runner is gone
-        raise
-    except Exception:
-        from multiprocessing.reduction import ForkingPickler  # what Connection.send pickles with
-
-        conn.send(("replies", sendable(replies, ForkingPickler.dumps)))
-
-
 def serve(conn: Connection, threads: int | None, workers: int, progress: Progress) -> None:
     """A worker process's whole life: cap its threads, read its setup from the pipe, set up, say ``ready``, then
     answer chunks of tasks until the pipe closes, writing its ``progress`` as it goes."""
@@ -156,7 +150,7 @@ def serve(conn: Connection, threads: int | None, workers: int, progress: Progres
             replies.append(worker.run(weights, task))
             progress.finish(started)
         try:
-            _send_replies(conn, replies)
+            conn.send(("replies", pack_replies(replies)))
         except OSError:  # the runner is gone
             return
 
@@ -207,6 +201,7 @@ class ProcessPool:
         self._weights: ModelWeights | None = None
         self._token: object = None
         self._workers: list[_Worker] = []
+        self._idle_deaths = 0  # worker deaths in a row that happened before the worker started any task it held
         try:
             # every process first, then the setups: a process's setup (the clients' data, often more than a pipe's
             # buffer) is read only once its interpreter has started, and waiting for that before starting the
@@ -253,11 +248,12 @@ class ProcessPool:
         worker.outstanding += len(tasks)
 
     def running(self, slot: int) -> tuple[int, float] | None:
-        """The index among worker ``slot``'s unanswered tasks of the one it runs now, and since when; ``None``
-        between tasks."""
+        """The index among worker ``slot``'s unanswered tasks of the one it started last, and since when: the task
+        it runs now, or, once it has ended, the one whose chunk's answer is being pickled and sent (the clock of a
+        chunk's last task runs until the answer arrives); ``None`` when it has started none of them."""
         worker = self._workers[slot]
-        started, finished, since = worker.progress.read()
-        if started > finished and started > worker.answered:
+        started, _, since = worker.progress.read()
+        if started > worker.answered:
             return started - 1 - worker.answered, since
         return None
 
@@ -290,9 +286,10 @@ class ProcessPool:
                 if tag == "ready":
                     w.ready = True
                 else:
+                    self._idle_deaths = 0
                     w.outstanding -= len(value)
                     w.answered += len(value)
-                    out.extend(Finished(slot, reply) for reply in value)
+                    out.extend(Finished(slot, reply) for reply in unpack_replies(value))
         except (EOFError, OSError):
             pass
         if w.process.is_alive():
@@ -301,9 +298,18 @@ class ProcessPool:
         code = w.process.exitcode
         if not w.ready:
             raise WorkerError(f"a worker process died before it was set up (exit code {code})")
-        if w.outstanding:  # blamed on the task it started last; those it ran before that lost their results
-            started = w.progress.read()[0]
-            lost = min(max(0, started - 1 - w.answered), w.outstanding - 1)
+        started = w.progress.read()[0]
+        if started <= w.answered:  # it died before it started any task it holds: no client is to blame
+            self._idle_deaths += 1
+            if self._idle_deaths >= MAX_IDLE_DEATHS:
+                raise WorkerError(
+                    f"worker processes died {self._idle_deaths} times in a row before running any client "
+                    f"(the last with exit code {code}): is something in the model factory or the setup killing them?"
+                )
+            if w.outstanding:
+                out.append(Finished(slot, None, restarted=True))
+        elif w.outstanding:  # blamed on the task it started last; those it ran before that lost their results
+            lost = min(started - 1 - w.answered, w.outstanding - 1)
             reason = f"its worker process died (exit code {code}) while running it; a fresh worker replaces it"
             out.append(Finished(slot, Failed(reason), restarted=True, lost=lost))
         self._replace(slot, kill=False)

@@ -20,7 +20,6 @@ its time; under a deadline the runner gives Ray one task per call (:attr:`RayPoo
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -36,10 +35,10 @@ from fedmodel._worker import (
     WorkerError,
     check_picklable,
     describe,
+    pack_replies,
     read_only,
-    sendable,
+    unpack_replies,
 )
-from fedmodel.client import ClientResult
 
 __all__ = ["RayPool"]
 
@@ -54,16 +53,11 @@ class RayWorker:
         """Answered once the setup is done (the runner waits for it before the first task)."""
         return True
 
-    def run(self, weights: ModelWeights, tasks: list[Task]) -> bytes:
+    def run(self, weights: ModelWeights, tasks: list[Task]) -> list[bytes]:
         """The results of ``tasks`` from ``weights`` (Ray hands them over from its object store, read-only), in
-        order, pickled in one message; a result that cannot be pickled is sent as why
-        (:func:`~fedmodel._worker.sendable`)."""
+        order, each pickled on its own (:func:`~fedmodel._worker.pack_replies`)."""
         weights = read_only(weights)
-        replies = [self.worker.run(weights, task) for task in tasks]
-        try:
-            return pickle.dumps(replies, pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            return pickle.dumps(sendable(replies, pickle.dumps), pickle.HIGHEST_PROTOCOL)
+        return pack_replies([self.worker.run(weights, task) for task in tasks])
 
 
 class _Call(NamedTuple):
@@ -175,7 +169,7 @@ class RayPool:
             while calls and calls[0].ref in done:  # in order: a dead actor fails all its calls
                 call = calls.popleft()
                 try:
-                    replies: list[ClientResult | Failed] = pickle.loads(ray.get(call.ref))  # from our own actor
+                    replies = unpack_replies(ray.get(call.ref))  # from our own actor
                 except ray.exceptions.RayTaskError as exc:  # the actor is fine: its call raised
                     if len(call.tasks) > 1:  # which task made it raise is unknown: each goes again in its own call,
                         singles = [self._submitted(slot, _Call([task], call.weights)) for task in call.tasks]

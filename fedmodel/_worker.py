@@ -12,6 +12,7 @@ in-process runner would give.
 from __future__ import annotations
 
 import contextlib
+import pickle
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,9 +38,10 @@ __all__ = [
     "build_model",
     "check_picklable",
     "describe",
+    "pack_replies",
     "pack_setup",
     "read_only",
-    "sendable",
+    "unpack_replies",
 ]
 
 
@@ -71,11 +73,12 @@ class Finished:
     ``restarted``: the worker died running it and a fresh one took its slot; the tasks queued behind it
     never ran and must be given again. ``lost``: how many of the worker's oldest tasks, before this one,
     ran but had their results die with the worker (a worker answers a chunk of tasks in one message);
-    they must be given again too.
+    they must be given again too. ``reply=None`` (with ``restarted``): the worker died before it started any
+    task it held; no client is to blame, and every one of them must be given again.
     """
 
     slot: int
-    reply: ClientResult | Failed
+    reply: ClientResult | Failed | None
     restarted: bool = False
     lost: int = 0
 
@@ -155,15 +158,32 @@ def read_only(weights: ModelWeights) -> ModelWeights:
     return weights
 
 
-def sendable(replies: Sequence[ClientResult | Failed], dumps: Callable[[Any], Any]) -> list[ClientResult | Failed]:
-    """``replies`` with each one that ``dumps`` cannot pickle (a lock, a local class in its metrics) replaced by
+def pack_replies(replies: Sequence[ClientResult | Failed]) -> list[bytes]:
+    """Each of a chunk's ``replies`` pickled on its own, so that one the runner cannot unpickle fails only its
+    client (:func:`unpack_replies`); one that cannot be pickled (a lock, a local class in its metrics) is sent as
     why: that client fails, not its worker, nor the other clients answered in the same message."""
-    out: list[ClientResult | Failed] = []
+    out: list[bytes] = []
     for reply in replies:
         try:
-            dumps(reply)
+            out.append(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
         except Exception as exc:
-            reply = Failed(f"its result cannot be sent back from its worker: {describe(exc)}")
+            why = Failed(f"its result cannot be sent back from its worker: {describe(exc)}")
+            out.append(pickle.dumps(why, pickle.HIGHEST_PROTOCOL))
+    return out
+
+
+def unpack_replies(packed: Sequence[bytes]) -> list[ClientResult | Failed]:
+    """The replies :func:`pack_replies` pickled, in the runner (our own worker's bytes, never another party's); one
+    that cannot be unpickled here (its class needs what this process lacks, its ``__reduce__`` raises) becomes
+    why, failing only its client."""
+    out: list[ClientResult | Failed] = []
+    for blob in packed:
+        try:
+            reply = pickle.loads(blob)
+        except Exception as exc:
+            reply = Failed(f"its result could not be read back from its worker: {describe(exc)}")
+        if not isinstance(reply, ClientResult | Failed):
+            reply = Failed(f"its worker sent back a {type(reply).__name__}, not a result")
         out.append(reply)
     return out
 

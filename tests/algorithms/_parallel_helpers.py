@@ -28,10 +28,22 @@ def mark(clients: Sequence[ClientData], faulty: Sequence[int]) -> list[ClientDat
     return out
 
 
+def _refuse_to_rebuild() -> None:
+    raise RuntimeError("this object cannot be rebuilt here")
+
+
+class Unreadable:
+    """Pickles fine, but unpickling it raises: a worker can send it, and the runner cannot read it back."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _refuse_to_rebuild, ()
+
+
 def faulty(inner: ClientUpdate, faults: Mapping[int, str]) -> ClientUpdate:
     """``inner``, except that the client marked by :func:`mark` as ``i`` misbehaves as ``faults[i]`` says:
     ``raise``, ``exit`` (its process dies), ``hang``, ``unpicklable`` (a result that cannot be pickled),
-    ``nan`` (non-finite weights) or ``write_server`` (writes into the server's weights)."""
+    ``unreadable`` (a result that pickles but cannot be unpickled: :class:`Unreadable`), ``nan`` (non-finite
+    weights) or ``write_server`` (writes into the server's weights)."""
     faults = dict(faults)
 
     def update(model: Any, backend: Any, weights: Any, data: ClientData, seed: int) -> ClientResult:
@@ -52,6 +64,8 @@ def faulty(inner: ClientUpdate, faults: Mapping[int, str]) -> ClientUpdate:
             import threading
 
             return ClientResult(result.weights, result.num_examples, {**result.metrics, "lock": threading.Lock()})
+        if fault == "unreadable":
+            return ClientResult(result.weights, result.num_examples, {**result.metrics, "odd": Unreadable()})
         if fault == "nan":
             arrays = [np.full_like(a, np.nan) for a in result.weights.arrays]
             return ClientResult(result.weights.with_arrays(arrays), result.num_examples, result.metrics)

@@ -61,7 +61,7 @@ CASES: list[tuple[str, list[str], Callable[[Path], None], int, str]] = [
     ("rounds 1.5", ["--rounds", "1.5"], _nothing, 2, "--rounds: expected an integer >= 1, got '1.5'"),
     ("rounds x", ["--rounds", "x"], _nothing, 2, "--rounds: expected an integer >= 1, got 'x'"),
     ("clients 0", ["--clients", "0"], _nothing, 2, "--clients: expected an integer >= 1"),
-    ("clients 100000", ["--clients", "100000"], _nothing, 2, "num_clients must be an int between 1 and the 1438 examples"),
+    ("clients 100000", ["--clients", "100000"], _nothing, 2, "num_clients must be an int between 1 and the 1438"),
     ("clients-per-round 0", ["--clients-per-round", "0"], _nothing, 2, "--clients-per-round: expected an integer >= 1"),
     ("clients-per-round > clients", ["--clients-per-round", "4"], _nothing, 2, "--clients-per-round 4 exceeds"),
     ("batch-size 0", ["--batch-size", "0"], _nothing, 2, "--batch-size: expected an integer >= 1"),

@@ -4,15 +4,19 @@ results in client order, a bounded number of clients out of order, timeouts, a c
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import time
 from collections import deque
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from fedmodel import ModelWeights
 from fedmodel._executors import chunk_size, ordered_replies, tapered
-from fedmodel._worker import Failed, Finished, Task
+from fedmodel._process_pool import MAX_IDLE_DEATHS, ProcessPool, Progress
+from fedmodel._worker import Failed, Finished, Task, WorkerError
 from fedmodel.client import ClientResult
 
 WEIGHTS = ModelWeights((np.zeros(2, np.float32),))
@@ -155,10 +159,18 @@ def test_a_caller_that_stops_early_gets_the_busy_workers_replaced() -> None:
 class ChunkedPool:
     """``size`` fake workers that answer a whole chunk in one ``wait``, as worker processes do, and say which
     task of a chunk runs now: a client in ``hang`` runs (from the first time it is asked about) and never ends;
-    a client in ``die`` kills its worker with the results of the chunk's earlier clients unsent."""
+    a client in ``die`` kills its worker with the results of the chunk's earlier clients unsent; the worker of a
+    chunk that starts with a client in ``vanish`` dies once before it starts that chunk."""
 
-    def __init__(self, size: int, *, hang: frozenset[int] = frozenset(), die: frozenset[int] = frozenset()) -> None:
-        self.size, self.hang, self.die = size, hang, die
+    def __init__(
+        self,
+        size: int,
+        *,
+        hang: frozenset[int] = frozenset(),
+        die: frozenset[int] = frozenset(),
+        vanish: frozenset[int] = frozenset(),
+    ) -> None:
+        self.size, self.hang, self.die, self.vanish = size, hang, die, set(vanish)
         self.queues: dict[int, deque[list[Task]]] = {slot: deque() for slot in range(size)}
         self.chunks: list[list[int]] = []
         self.started: list[int] = []
@@ -195,6 +207,10 @@ class ChunkedPool:
     def wait(self, timeout: float | None) -> list[Finished]:
         for slot, queue in self.queues.items():
             if queue and self._hung(slot) is None:
+                if queue[0][0].client in self.vanish:
+                    self.vanish.discard(queue[0][0].client)
+                    queue.clear()
+                    return [Finished(slot, None, restarted=True)]
                 chunk = queue.popleft()
                 out = []
                 for index, task in enumerate(chunk):
@@ -251,6 +267,54 @@ def test_a_worker_dying_inside_a_chunk_fails_only_the_client_it_ran_and_gives_th
     assert pool.started.count(3) == 2  # lost with the worker: run again
     assert pool.started.count(4) == 1  # blamed, not run again
     assert [c for c in range(12) if pool.started.count(c) != 1] == [3]  # 5 and 9-11 never ran before: once
+
+
+def test_a_worker_that_dies_before_it_starts_its_tasks_fails_nobody_and_they_are_all_given_again() -> None:
+    """A worker killed while idle (the OOM killer, a thread a previous client left behind) ran none of its queued
+    tasks: no client is to blame, and each of them runs on the fresh worker."""
+    pool = ChunkedPool(1, vanish=frozenset({4}))
+    replies = dict(ordered_replies(pool, WEIGHTS, list(range(12)), _task, timeout=None, ahead=12, chunk=4))
+    assert all(isinstance(r, ClientResult) for r in replies.values()) and sorted(replies) == list(range(12))
+    assert pool.started == list(range(12))  # 4-7 (and whatever was queued behind them) ran once, after the death
+
+
+def test_a_process_pool_times_a_chunks_last_task_until_its_answer_arrives() -> None:
+    """A worker that has finished its chunk and is still sending the answer runs no task. Its clock must not fall
+    back to when the chunk's first task reached the head of the queue, or a chunk of quick clients that together
+    take longer than ``client_timeout`` has its finished first client blamed for a timeout."""
+    pool = ProcessPool.__new__(ProcessPool)
+    progress = Progress(multiprocessing.get_context("spawn"))
+    worker = SimpleNamespace(progress=progress, answered=4)  # 4 answered before this chunk of 3
+    pool._workers = [worker]  # type: ignore[list-item]
+    assert pool.running(0) is None  # its chunk is queued, none started yet
+    progress.start(5)
+    assert pool.running(0) == (0, pytest.approx(time.monotonic(), abs=1.0))
+    progress.finish(5)
+    progress.start(6)
+    progress.finish(6)
+    progress.start(7)
+    since = pool.running(0)
+    assert since is not None and since[0] == 2  # the chunk's third task runs
+    progress.finish(7)  # all three ended: the answer is being pickled and sent
+    assert pool.running(0) == since  # still timed from the last task's start, not from the chunk's
+    worker.answered = 7
+    assert pool.running(0) is None
+
+
+def test_workers_that_keep_dying_before_any_task_stop_the_run_instead_of_retrying_without_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = ProcessPool.__new__(ProcessPool)
+    progress = Progress(multiprocessing.get_context("spawn"))
+    dead = SimpleNamespace(is_alive=lambda: False, join=lambda *_: None, exitcode=-9)
+    conn = SimpleNamespace(poll=lambda: False)
+    pool._workers = [SimpleNamespace(conn=conn, process=dead, progress=progress, ready=True, outstanding=2, answered=0)]  # type: ignore[list-item]
+    pool._idle_deaths = 0
+    monkeypatch.setattr(pool, "_replace", lambda slot, *, kill: None)
+    for _ in range(MAX_IDLE_DEATHS - 1):
+        assert pool._collect(0) == [Finished(0, None, restarted=True)]
+    with pytest.raises(WorkerError, match=rf"died {MAX_IDLE_DEATHS} times in a row before running any client"):
+        pool._collect(0)
 
 
 def test_a_hung_client_inside_a_chunk_times_out_counted_from_its_start_and_the_rest_is_given_again() -> None:

@@ -4,7 +4,9 @@ handled as in process, lazy clients loaded only in the workers, bad options refu
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,7 +22,7 @@ from fedmodel.algorithms import fedadam, fedavg
 from fedmodel.data import ClientData, FederatedData, federated_digits, pool_clients
 from fedmodel.optimizers import SGD, Adam, OptimizerSpec
 from fedmodel.reference import SoftmaxRegression
-from fedmodel.simulation import SimulationConfig, SimulationResult, WorkerError, run_simulation
+from fedmodel.simulation import RoundResult, SimulationConfig, SimulationResult, WorkerError, run_simulation
 from tests.algorithms._parallel_helpers import (
     CountingClients,
     faulty,
@@ -183,7 +185,7 @@ def _faulty_runs(
         return replace(algorithm, client_update=faulty(algorithm.client_update, said))
 
     parallel = _run(_softmax, clients, broken(faults), data.test, rounds=2, workers=workers, client_timeout=1.0)
-    only_in_workers = ("exit", "hang", "unpicklable")
+    only_in_workers = ("exit", "hang", "unpicklable", "unreadable")
     in_process = {client: "raise" if fault in only_in_workers else fault for client, fault in faults.items()}
     return parallel, _run(_softmax, clients, broken(in_process), data.test, rounds=2)
 
@@ -204,6 +206,24 @@ def test_failing_clients_and_dying_workers_are_dropped_replaced_and_the_run_goes
             f.client_id: f.reason for f in same.failures if f.client_id in (1, 5, 6)
         }
     assert "read-only" in reasons[6]  # the server's weights are read-only in a worker too
+
+
+def _kill_a_worker_after_round_one(result: RoundResult) -> None:
+    if result.round == 1:
+        worker = next(p for p in multiprocessing.active_children() if p.name.startswith("fedmodel-worker"))
+        os.kill(worker.pid or 0, signal.SIGKILL)
+        worker.join(10)
+
+
+def test_a_worker_killed_between_rounds_fails_no_client(digits: FederatedData) -> None:
+    """The OOM killer (here SIGKILL) takes an idle worker between rounds: the next round's clients it was given
+    run on the fresh worker, and none is reported for a death it did not cause."""
+    algorithm = fedavg(client_lr=0.5, batch_size=32)
+    serial = _run(_softmax, digits.clients, algorithm, rounds=3)
+    config = SimulationConfig(progress=False, rounds=3, workers=2)
+    parallel = run_simulation(_softmax, digits.clients, algorithm, config, on_round=_kill_a_worker_after_round_one)
+    assert [r.failures for r in parallel.rounds] == [(), (), ()]
+    assert _bits(parallel) == _bits(serial)
 
 
 def test_lazy_clients_are_loaded_in_the_workers_never_in_the_runners_process(digits: FederatedData) -> None:
@@ -307,14 +327,15 @@ def test_worker_processes_cap_their_math_threads(
     assert len(lines) >= 2 and set(lines) == {expected}  # every worker's every model
 
 
-CHUNKED_FAULTS = {3: "hang", 13: "exit", 18: "unpicklable", 20: "raise", 25: "nan"}
+CHUNKED_FAULTS = {3: "hang", 13: "exit", 18: "unpicklable", 20: "raise", 22: "unreadable", 25: "nan"}
 
 
 def test_faults_inside_chunks_fail_only_their_client_and_the_chunks_other_clients_are_given_again() -> None:
     """32 clients on one worker go in chunks of 8 (each answered in one message): client 3 hangs after 0-2 ran
     (their results die with the stopped worker); then 0-2 and 4-8 go again as one chunk, and 9-16 as the next,
-    where 13 kills its worker after 9-12 ran. The run still equals the serial one. (One worker: with two,
-    which worker gets which chunk depends on which is set up first.)"""
+    where 13 kills its worker after 9-12 ran; 22's result reaches the runner but cannot be unpickled there, which
+    fails 22 alone. The run still equals the serial one. (One worker: with two, which worker gets which chunk
+    depends on which is set up first.)"""
     data = federated_digits(num_clients=32, alpha=None, seed=2)
     model_bytes = sum(a.nbytes for a in get_weights(_softmax()).arrays)
     assert chunk_size(32, 1, model_bytes) == 8  # the premise: these faults fall inside chunks
@@ -327,6 +348,7 @@ def test_faults_inside_chunks_fail_only_their_client_and_the_chunks_other_client
         assert "client_timeout=1.0s" in reasons[3]
         assert "its worker process died (exit code 3)" in reasons[13]
         assert "cannot be sent back" in reasons[18]
+        assert "could not be read back" in reasons[22] and "cannot be rebuilt here" in reasons[22]
 
 
 def test_a_pool_starts_every_worker_before_it_sends_any_setup_so_they_get_ready_together(

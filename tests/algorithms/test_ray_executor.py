@@ -79,13 +79,14 @@ def test_ray_actors_give_the_serial_runs_weights_and_survive_a_raising_client_an
     assert ray.is_initialized()  # the runner leaves the Ray instance it found to its owner
 
 
-CHUNKED_FAULTS = {8: "exit", 10: "unpicklable", 14: "raise", 20: "nan"}
+CHUNKED_FAULTS = {8: "exit", 10: "unpicklable", 14: "raise", 17: "unreadable", 20: "nan"}
 
 
 def test_faults_inside_a_ray_call_of_several_clients_fail_only_their_client(local_ray: None) -> None:
     """24 clients on one actor go six per call. Client 8 kills the actor in the call of 6-11: Ray does not say
     which client did, so 6-11 run again one per call on a fresh actor (the calls behind them too) and only 8
-    fails; 10's result cannot be pickled, which fails 10 alone. The weights and metrics are the serial run's."""
+    fails; 10's result cannot be pickled, which fails 10 alone, and 17's cannot be unpickled in the runner, which
+    fails 17 alone. The weights and metrics are the serial run's."""
     data = federated_digits(num_clients=24, alpha=None, seed=2)
     factory = functools.partial(SoftmaxRegression, 64, 10, seed=0)
     model_bytes = sum(a.nbytes for a in get_weights(factory()).arrays)
@@ -99,7 +100,7 @@ def test_faults_inside_a_ray_call_of_several_clients_fail_only_their_client(loca
         return run_simulation(factory, clients, broken, config)
 
     on_ray = run(CHUNKED_FAULTS, executor="ray", workers=1)
-    only_on_ray = ("exit", "unpicklable")  # in process these simply raise
+    only_on_ray = ("exit", "unpicklable", "unreadable")  # in process these simply raise
     serial = run({client: "raise" if fault in only_on_ray else fault for client, fault in CHUNKED_FAULTS.items()})
     assert _bits(on_ray) == _bits(serial)
     assert [r.train for r in on_ray.rounds] == [r.train for r in serial.rounds]
@@ -109,4 +110,5 @@ def test_faults_inside_a_ray_call_of_several_clients_fail_only_their_client(loca
         assert "its Ray actor died" in reasons[8]
         assert "cannot be sent back" in reasons[10] and "lock" in reasons[10]
         assert reasons[14] == "RuntimeError: disk full"
+        assert "could not be read back" in reasons[17] and "cannot be rebuilt here" in reasons[17]
         assert reasons[20] == next(f.reason for f in same.failures if f.client_id == 20)

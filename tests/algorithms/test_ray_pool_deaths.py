@@ -5,7 +5,6 @@ finished but not yet left included, so a call's failure does not say that its cl
 from __future__ import annotations
 
 import itertools
-import pickle
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -18,7 +17,7 @@ import pytest
 from fedmodel import ModelWeights
 from fedmodel._executors import ordered_replies
 from fedmodel._ray_pool import RayPool
-from fedmodel._worker import Failed, Task, WorkerError
+from fedmodel._worker import Failed, Task, WorkerError, pack_replies
 from fedmodel.client import ClientResult
 
 WEIGHTS = ModelWeights((np.zeros(2, np.float32),))
@@ -74,7 +73,7 @@ class FakeActor:
                 self.die(lost=[r for r, _ in batch] + [ref])
                 return
             replies = [ClientResult(WEIGHTS, 1, {"client": t.client}) for t in tasks]
-            batch.append((ref, pickle.dumps(replies)))
+            batch.append((ref, pack_replies(replies)))
         for ref, value in batch:
             ref.value, ref.resolved = value, True
 
