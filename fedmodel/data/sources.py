@@ -167,8 +167,8 @@ def _synthetic(
 def _pooled(test_clients: Sequence[ClientData], max_clients: int | None, seed: int) -> ClientData:
     positions = np.arange(len(test_clients))
     if max_clients is not None:
-        if max_clients < 1:
-            raise DataError(f"max_test_clients must be >= 1, got {max_clients}")
+        if type(max_clients) is not int or max_clients < 1:
+            raise DataError(f"max_test_clients must be an int >= 1, got {max_clients!r}")
         if max_clients < len(positions):
             positions = np.sort(np.random.default_rng([seed, 2]).choice(positions, max_clients, replace=False))
     return pool_clients(test_clients[int(i)] for i in positions)
@@ -198,7 +198,7 @@ def _leaf(
     train = LeafClients(train_dir)
     if not train.client_ids:
         raise DataError(f"{train_dir}: its LEAF files hold no users")
-    name = task or detect_task(train.raw(train.client_ids[0]))
+    name = task or detect_task(train)
     spec = leaf_task(name, train, **task_options)
     train.task = spec
     test = LeafClients(test_dir, spec)

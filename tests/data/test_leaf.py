@@ -276,3 +276,311 @@ def test_the_index_finds_every_user_whatever_the_ids_and_formatting(
     for user, span in index.items():
         assert json.loads(raw[span.start : span.end].decode("utf-8")) == data[user]
         assert span.num_samples == len(users[user])
+
+
+# --- malformed input: each a DataError naming the file (and user), never a bare exception -----------------------------
+
+
+def _raw_leaf(path: Path, text: str | bytes) -> Path:
+    """A LEAF file written byte for byte (for what ``json.dump`` cannot write)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+    return path
+
+
+def _features(tmp_path: Path, leaf_file: Callable[..., Path], user_data: dict[str, Any]) -> LeafClients:
+    leaf_file(tmp_path / "train" / "a.json", user_data)
+    return LeafClients(tmp_path / "train")
+
+
+def test_inferred_class_count_is_capped_naming_the_file_and_user(
+    tmp_path: Path, leaf_file: Callable[..., Path]
+) -> None:
+    train = _features(tmp_path, leaf_file, {"u": {"x": [[1.0, 2.0]], "y": [4611686018427387903]}})
+    with pytest.raises(DataError, match=r"a\.json: user 'u': y: labels must be in \[0, 100000\).*4611686018427387903"):
+        leaf_task("features", train)
+    assert leaf_module.MAX_CLASSES == 100_000
+
+
+@pytest.mark.parametrize(("label", "shown"), [(-1, r"got -1\.\.-1"), (1e30, r"got 1e\+30\.\.1e\+30")])
+def test_out_of_range_labels_are_reported_as_written(
+    tmp_path: Path, leaf_file: Callable[..., Path], label: float, shown: str
+) -> None:
+    train = _features(tmp_path, leaf_file, {"u": {"x": [[1.0, 2.0]], "y": [label]}})
+    with pytest.raises(DataError, match=r"a\.json: user 'u': y: labels must be in \[0, 100000\).*" + shown):
+        leaf_task("features", train)
+    train.task = leaf_task("features", train, num_classes=3)
+    with pytest.raises(DataError, match=r"a\.json: user 'u': y: labels must be in \[0, 3\), " + shown):
+        train[0]
+
+
+def test_class_counting_errors_name_the_file_not_the_directory(tmp_path: Path, leaf_file: Callable[..., Path]) -> None:
+    train = _features(tmp_path, leaf_file, {"u": {"x": [[1.0, 2.0]], "y": ["b"]}})
+    with pytest.raises(DataError, match=r"train[/\\]a\.json: user 'u': y: example 0: expected an integer class label"):
+        leaf_task("features", train)
+
+
+def test_a_json_name_that_is_a_directory_or_a_device_is_refused(tmp_path: Path, leaf_file: Callable[..., Path]) -> None:
+    leaf_file(tmp_path / "train" / "a.json", {"u": {"x": [[1.0]], "y": [0]}})
+    (tmp_path / "train" / "b.json").mkdir()
+    with pytest.raises(DataError, match=r"b\.json: not a regular file"):
+        LeafClients(tmp_path / "train")
+    with pytest.raises(DataError, match=r"b\.json: not a regular file"):
+        index_leaf_file(tmp_path / "train" / "b.json")
+    (tmp_path / "train" / "b.json").rmdir()
+    if Path("/dev/zero").exists():
+        (tmp_path / "train" / "z.json").symlink_to("/dev/zero")
+        with pytest.raises(DataError, match=r"z\.json: not a regular file"):
+            LeafClients(tmp_path / "train")
+
+
+def test_a_file_above_the_size_cap_is_refused(
+    tmp_path: Path, leaf_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = leaf_file(tmp_path / "a.json", {"u": {"x": [[1.0]], "y": [0]}})
+    assert leaf_module.MAX_FILE_BYTES == 4 * 2**30
+    monkeypatch.setattr(leaf_module, "MAX_FILE_BYTES", 20)
+    with pytest.raises(DataError, match=r"a\.json: \d+ bytes, more than the 20"):
+        index_leaf_file(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b'{"users":["a"],"num_samples":[0],"user_data":{"\xff\xfe":{"x":[],"y":[]}}}',
+            r"user_data: not UTF-8 at byte 47",
+        ),
+        (b'{"users":["\xff"],"num_samples":[0],"user_data":{"a":{"x":[],"y":[]}}}', r"users: not UTF-8 at byte 11"),
+        (b'{"\xff":1, "users":[],"num_samples":[],"user_data":{}}', r"not UTF-8 at byte 2"),
+        (
+            b'{"users":["u"],"num_samples":[1],"user_data":{"u":{"x":["\xff' + b"a" * 79 + b'"],"y":["b"]}}}',
+            r"user 'u': not UTF-8 at byte 57",
+        ),
+    ],
+)
+def test_bytes_that_are_not_utf8_are_named_with_the_file_and_place(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = _raw_leaf(tmp_path / "bad.json", content)
+    with pytest.raises(DataError, match=r"bad\.json: " + message):
+        index_leaf_file(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '{"users":' + "[" * 100_000 + "]" * 100_000 + ',"num_samples":[],"user_data":{}}',
+            r"bad\.json: JSON nested too deeply to read in 'users' \(from byte 9\)",
+        ),
+        (
+            '{"users":["a"],"num_samples":[0],"user_data":{"a":' + "[" * 100_000 + "]" * 100_000 + "}}",
+            r"bad\.json: JSON nested too deeply to read in user 'a'",
+        ),
+        (
+            '{"users":["a"],"num_samples":[1' + "0" * 5000 + '],"user_data":{"a":{"x":[[1]],"y":[0]}}}',
+            r"bad\.json: not valid JSON in 'num_samples' \(Exceeds the limit",
+        ),
+    ],
+)
+def test_deep_nesting_and_huge_numbers_are_data_errors(tmp_path: Path, content: str, message: str) -> None:
+    path = _raw_leaf(tmp_path / "bad.json", content)
+    with pytest.raises(DataError, match=message):
+        index_leaf_file(path)
+
+
+def test_a_file_rewritten_after_indexing_is_a_data_error_naming_file_and_user(
+    tmp_path: Path, leaf_file: Callable[..., Path]
+) -> None:
+    data = {"u": {"x": [[1.0, 2.0]], "y": [0]}, "v": {"x": [[1.0, 2.0]], "y": [1]}}
+    path = leaf_file(tmp_path / "train" / "a.json", data)
+    clients = LeafClients(tmp_path / "train")
+    leaf_file(path, data, indent=4)
+    with pytest.raises(DataError, match=r"a\.json: user 'u': .*changed"):
+        clients.raw("u")
+    path.write_bytes(b"\xff" * 200)
+    with pytest.raises(DataError, match=r"a\.json: user 'u': "):
+        clients.raw("u")
+
+
+def test_sent140_rows_that_are_not_tweets_are_named_with_file_and_user(
+    tmp_path: Path, leaf_file: Callable[..., Path]
+) -> None:
+    leaf_file(tmp_path / "train" / "a.json", {"u": {"x": [["1", "d", "q", "u", 5]], "y": [1]}})
+    train = LeafClients(tmp_path / "train")
+    with pytest.raises(DataError, match=r"a\.json: user 'u': x: example 0 is not a Sent140 row"):
+        leaf_task("sent140", train)
+
+
+def test_fedprox_mnist_standardised_pixels_stay_float32_features(
+    tmp_path: Path, leaf_file: Callable[..., Path]
+) -> None:
+    rng = np.random.default_rng(0)
+    standardised = {"f_00000": {"x": rng.normal(size=(3, 784)).tolist(), "y": [0, 9, 4]}}
+    train = _features(tmp_path, leaf_file, standardised)
+    assert detect_task(train.raw("f_00000")) == "features"
+    assert detect_task(train) == "features"
+    task = leaf_task("features", train)
+    train.task = task
+    assert (task.model_kind, task.num_classes) == ("mlp", 10)
+    assert train[0].x.shape == (3, 784) and train[0].x.dtype == np.float32
+    assert detect_task({"x": [_image(3)], "y": [4]}) == "femnist"  # LEAF's gray values in [0, 1]
+
+
+def test_detection_uses_the_first_user_with_examples(tmp_path: Path, leaf_file: Callable[..., Path]) -> None:
+    leaf_file(tmp_path / "train" / "a.json", {"a": {"x": [], "y": []}, "b": {"x": ["a" * 80], "y": ["b"]}})
+    train = LeafClients(tmp_path / "train")
+    assert detect_task(train) == "shakespeare"
+    leaf_file(tmp_path / "none" / "a.json", {"a": {"x": [], "y": []}})
+    with pytest.raises(DataError, match=r"none: no user has examples"):
+        detect_task(LeafClients(tmp_path / "none"))
+
+
+@pytest.mark.parametrize(
+    ("task", "row", "message"),
+    [
+        ("features", "[NaN, 1.0]", r"example 0 value 0 is nan"),
+        ("features", "[Infinity, 1.0]", r"example 0 value 0 is inf"),
+        ("features", '["1.5", 2]', r"example 0 holds '1\.5', not a number"),
+        ("features", "[true, false]", r"example 0 holds True, not a number"),
+        ("features", "[1e300, 1.0]", r"example 0 value 0 is 1e\+300, not a finite float32"),
+        ("femnist", "[" + ", ".join(["NaN"] + ["0.5"] * 783) + "]", r"example 0 value 0 is nan"),
+        ("femnist", "[" + ", ".join(['"0.1"'] + ["0.5"] * 783) + "]", r"example 0 holds '0\.1'"),
+    ],
+)
+def test_features_must_be_finite_real_numbers(tmp_path: Path, task: str, row: str, message: str) -> None:
+    _raw_leaf(
+        tmp_path / "train" / "a.json",
+        f'{{"users":["u"],"num_samples":[1],"user_data":{{"u":{{"x":[{row}],"y":[0]}}}}}}',
+    )
+    train = LeafClients(tmp_path / "train")
+    train.task = leaf_task(task, train, num_classes=2) if task == "features" else leaf_task(task, train)
+    with pytest.raises(DataError, match=r"a\.json: user 'u': x: " + message):
+        train[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '{"users":["a"],"num_samples":[1],"user_data":{"a":{"x":[[1]],"y":[0]},"a":{"x":[[2]],"y":[1]}}}',
+            r"duplicate key 'a'",
+        ),
+        (
+            '{"users":["a","b"],"num_samples":[1,1],"user_data":{"a":{"x":[[1]],"y":[0]}},'
+            '"user_data":{"b":{"x":[[2]],"y":[1]}}}',
+            r"duplicate key 'user_data'",
+        ),
+        (
+            '{"users":["zzz"],"users":["a"],"num_samples":[1],"user_data":{"a":{"x":[[1]],"y":[0]}}}',
+            "duplicate key 'users'",
+        ),
+        (
+            '{"users":["a"],"num_samples":[1],"user_data":{"a":{"x":[[1]],"x":[[2]],"y":[0]}}}',
+            r"user 'a'.*duplicate key 'x'",
+        ),
+        ('{"users":[],"num_samples":[],"user_data":{}} GARBAGE {', r"unexpected data after the JSON object at byte 45"),
+        (
+            '{"users":["a"],"num_samples":[true],"user_data":{"a":{"x":[[1]],"y":[0]}}}',
+            r"'num_samples' must hold counts",
+        ),
+    ],
+)
+def test_duplicate_keys_trailing_data_and_bool_counts_are_refused(tmp_path: Path, content: str, message: str) -> None:
+    path = _raw_leaf(tmp_path / "bad.json", content)
+    with pytest.raises(DataError, match=r"bad\.json.*" + message):
+        index_leaf_file(path)
+
+
+def _empty_user_dir(tmp_path: Path, leaf_file: Callable[..., Path], task: str) -> LeafClients:
+    rows: dict[str, list[Any]] = {
+        "features": [[1.0, 2.0, 3.0]],
+        "femnist": [_image(1)],
+        "shakespeare": ["a" * 80],
+        "sent140": [["1", "d", "q", "u", "good day"]],
+    }
+    label: dict[str, list[Any]] = {"features": [1], "femnist": [1], "shakespeare": ["b"], "sent140": [1]}
+    leaf_file(tmp_path / "train" / "a.json", {"a": {"x": [], "y": []}, "b": {"x": rows[task], "y": label[task]}})
+    return LeafClients(tmp_path / "train")
+
+
+@pytest.mark.parametrize(
+    ("task", "options", "shape", "dtype"),
+    [
+        ("features", {}, (0, 3), np.float32),
+        ("features", {"num_classes": 4}, (0, 3), np.float32),
+        ("femnist", {}, (0, 28, 28), np.float32),
+        ("shakespeare", {}, (0, 80), np.int64),
+        ("sent140", {}, (0, 2), np.float32),
+        ("sent140", {"sent140_input": "words"}, (0, 25), np.int64),
+    ],
+)
+def test_a_user_without_examples_loads_as_an_empty_client_of_the_tasks_shape(
+    tmp_path: Path,
+    leaf_file: Callable[..., Path],
+    task: str,
+    options: dict[str, Any],
+    shape: tuple[int, ...],
+    dtype: Any,
+) -> None:
+    train = _empty_user_dir(tmp_path, leaf_file, task)
+    train.task = leaf_task(task, train, **options)
+    empty, full = train[0], train[1]
+    assert empty.x.shape == shape and empty.x.dtype == dtype == full.x.dtype and empty.x.shape[1:] == full.x.shape[1:]
+    assert empty.y.shape == (0,) and empty.y.dtype == np.int64
+
+
+def test_a_test_user_of_another_width_than_training_is_named(tmp_path: Path, leaf_file: Callable[..., Path]) -> None:
+    train = _features(tmp_path, leaf_file, {"u": {"x": [[1.0, 2.0]], "y": [1]}})
+    leaf_file(tmp_path / "test" / "t.json", {"v": {"x": [[1.0, 2.0, 3.0]], "y": [0]}})
+    test = LeafClients(tmp_path / "test", leaf_task("features", train))
+    with pytest.raises(DataError, match=r"t\.json: user 'v': x: example 0 has 3 values, expected 2"):
+        test[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"vocab_size": 0}, r"vocab_size must be an integer >= 1, got 0"),
+        ({"vocab_size": -1}, r"vocab_size must be an integer >= 1, got -1"),
+        ({"vocab_size": True}, r"vocab_size must be an integer >= 1, got True"),
+        ({"vocabulary": "abc"}, r"vocabulary must be a list of words, got 'abc'"),
+        ({"vocabulary": ["a", 1, None]}, r"vocabulary must hold strings, got 1"),
+        ({"vocabulary": []}, r"vocabulary is empty"),
+        ({"sent140_input": 5}, r"sent140_input must be 'bag' or 'words', got 5"),
+    ],
+)
+def test_sent140_options_are_checked_naming_the_option(sent140: Path, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        leaf_task("sent140", LeafClients(sent140 / "train"), **options)
+
+
+def test_tweets_without_words_are_an_error_not_an_empty_vocabulary(
+    tmp_path: Path, leaf_file: Callable[..., Path]
+) -> None:
+    leaf_file(tmp_path / "train" / "a.json", {"u": {"x": [["1", "d", "q", "u", ""]], "y": [1]}})
+    with pytest.raises(DataError, match=r"train: the training tweets hold no words"):
+        leaf_task("sent140", LeafClients(tmp_path / "train"))
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("features", {"num_classes": "3"}, r"num_classes must be an integer in \[1, 100000\], got '3'"),
+        ("features", {"num_classes": 0}, r"num_classes must be an integer in \[1, 100000\], got 0"),
+        ("features", {"num_classes": 1.5}, r"num_classes must be an integer in \[1, 100000\], got 1\.5"),
+        ("features", {"num_classes": True}, r"num_classes must be an integer in \[1, 100000\], got True"),
+        ("features", {"num_classes": 10**6}, r"num_classes must be an integer in \[1, 100000\], got 1000000"),
+        ("femnist", {"num_classes": 10}, r"num_classes=10 does not fit femnist, which has 62 classes"),
+        ("femnist", {"vocabulary": ["a"]}, r"vocabulary applies to sent140 only"),
+        (5, {}, r"unknown LEAF task 5"),
+    ],
+)
+def test_leaf_task_options_are_checked_up_front(
+    tmp_path: Path, leaf_file: Callable[..., Path], name: Any, options: dict[str, Any], message: str
+) -> None:
+    train = _features(tmp_path, leaf_file, {"u": {"x": [[1.0, 2.0]], "y": [1]}})
+    with pytest.raises(DataError, match=message):
+        leaf_task(name, train, **options)
+    assert leaf_task("femnist", train, num_classes=62).num_classes == 62

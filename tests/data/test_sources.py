@@ -103,6 +103,7 @@ def test_tff_h5_finds_the_test_file_beside_the_train_file(tmp_path: Path, tff_fi
         ("synthetic:1e400,1", {}, r"finite"),
         ("synthetic:1,inf", {}, r"finite"),
         ("digits", {"num_clients": "20"}, r"num_clients must be an int"),
+        ("synthetic:1,1", {"num_devices": 1.5}, r"num_devices must be an int"),
         ("digits:5", {}, "digits takes no argument"),
         ("leaf:", {}, "leaf needs a path: leaf:DIR"),
         ("tff-h5:", {}, "tff-h5 needs a path: tff-h5:FILE"),
@@ -146,3 +147,11 @@ def test_file_backed_clients_survive_a_round_trip_to_a_worker_process(
         copied = pickle.loads(pickle.dumps(clients))
         assert copied.client_ids == clients.client_ids  # type: ignore[attr-defined]
         np.testing.assert_array_equal(copied[0].x, clients[0].x)
+
+
+@pytest.mark.parametrize("count", [0, 1.5, "1", True])
+def test_max_test_clients_must_be_a_positive_int(tmp_path: Path, leaf_file: Callable[..., Path], count: object) -> None:
+    for split in ("train", "test"):
+        leaf_file(tmp_path / split / "a.json", {"w1": {"x": [[0.5, 0.25]], "y": [0]}})
+    with pytest.raises(DataError, match=rf"max_test_clients must be an int >= 1, got {count!r}"):
+        load_federated(f"leaf:{tmp_path}", max_test_clients=count)
