@@ -122,12 +122,19 @@ def federated_synthetic(
     float64 inputs, then the inputs are stored as float32 (the models' dtype).
 
     Raises:
-        DataError: as :func:`synthetic_devices`, or for ``train_fraction`` outside (0, 1).
+        DataError: as :func:`synthetic_devices`, or for ``train_fraction`` outside (0, 1) or so close to 0 or 1
+            that a device would have no training or no test examples.
     """
     if not 0 < train_fraction < 1:
         raise DataError(f"train_fraction must be in (0, 1), got {train_fraction}")
     _check_devices(num_devices)
     devices = synthetic_devices(alpha, beta, num_devices=num_devices, seed=seed)
+    smallest = min(device.num_examples for device in devices)
+    if not 1 <= int(train_fraction * smallest) < smallest:
+        raise DataError(
+            f"train_fraction={train_fraction} leaves the smallest device ({smallest} examples) without training "
+            "or test examples"
+        )
     train, test = [], []
     for k, device in enumerate(devices):
         rng = np.random.default_rng([seed, 0xFED9, k])

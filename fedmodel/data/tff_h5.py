@@ -38,6 +38,7 @@ import numpy as np
 
 from fedmodel.data import text
 from fedmodel.data._core import ClientData, ClientSequence, DataError
+from fedmodel.data.leaf import MAX_CLASSES
 
 __all__ = [
     "MAX_CLIENT_BYTES",
@@ -406,16 +407,17 @@ def h5_task(
     num_classes: int | None = None,
     vocabulary: Sequence[str] | None = None,
     word_counts: str | os.PathLike[str] | None = None,
-    vocab_size: int = 10_000,
+    vocab_size: int | None = None,
     sequence_length: int | None = None,
 ) -> H5Task:
     """The :class:`H5Task` called ``name`` for the file at ``path``.
 
-    EMNIST has 62 classes, or 10 for a ``digitsonly`` file name (``num_classes``, an integer >= 1,
-    overrides; it does not apply to the text tasks, whose classes are their tokens). Shakespeare
-    windows are 80 characters, StackOverflow's 20 words (``sequence_length``: 1 to
-    :data:`MAX_SEQUENCE_LENGTH`), over ``vocabulary`` (words), or the first ``vocab_size`` words of
-    ``word_counts`` (default: ``stackoverflow.word_count`` beside the file).
+    EMNIST has 62 classes, or 10 for a ``digitsonly`` file name (``num_classes``, an integer from 1 to
+    :data:`~fedmodel.data.leaf.MAX_CLASSES`, overrides; it does not apply to the text tasks, whose classes
+    are their tokens). Shakespeare windows are 80 characters, StackOverflow's 20 words
+    (``sequence_length``: 1 to :data:`MAX_SEQUENCE_LENGTH`), over ``vocabulary`` (words), or the first
+    ``vocab_size`` (10,000) words of ``word_counts`` (default: ``stackoverflow.word_count`` beside the
+    file). An option that does not apply to ``name`` is refused, not ignored.
 
     Raises:
         DataError: for an unknown name, an option of the wrong type, range or task, or a StackOverflow
@@ -424,13 +426,18 @@ def h5_task(
     if name not in _KNOWN:
         raise DataError(f"unknown TFF data set {name!r}; choose {', '.join(sorted(_KNOWN))}")
     if num_classes is not None:
-        _count("num_classes", num_classes)
+        _count("num_classes", num_classes, maximum=MAX_CLASSES)
         if name in _TEXT_TASKS:
             raise DataError(f"num_classes does not apply to {name} (its classes are its tokens), got {num_classes!r}")
     if sequence_length is not None:
         _count("sequence_length", sequence_length, maximum=MAX_SEQUENCE_LENGTH)
         if name not in _TEXT_TASKS:
             raise DataError(f"sequence_length does not apply to {name} (only to {' and '.join(_TEXT_TASKS)})")
+    given = {"vocabulary": vocabulary, "word_counts": word_counts, "vocab_size": vocab_size}
+    stray = [option for option, value in given.items() if value is not None]
+    if stray and name != "stackoverflow":
+        verb = "applies" if len(stray) == 1 else "apply"
+        raise DataError(f"{', '.join(stray)} {verb} only to stackoverflow (its vocabulary), not to {name}")
     if name == "emnist":
         classes = num_classes or (10 if "digitsonly" in Path(path).name else 62)
         return H5Task("emnist", classes, "cnn28")
@@ -439,7 +446,9 @@ def h5_task(
     if name == "shakespeare":
         tokens = text.TFF_CHAR_TOKENS
         return H5Task("shakespeare", tokens, "char_rnn_seq", tokens, sequence_length=sequence_length or 80)
-    _count("vocab_size", vocab_size)
+    if vocabulary is not None and (word_counts is not None or vocab_size is not None):
+        raise DataError("give vocabulary=, or word_counts= and vocab_size=, not both")
+    vocab_size = _count("vocab_size", 10_000 if vocab_size is None else vocab_size, maximum=MAX_CLASSES - 4)
     if vocabulary is None:
         counts = Path(word_counts) if word_counts is not None else Path(path).with_name("stackoverflow.word_count")
         if not counts.exists():

@@ -99,9 +99,11 @@ def test_bad_priors_are_typed_errors_naming_both_values(alpha: float | None, bet
         federated_synthetic(alpha, beta)
 
 
-def test_a_train_fraction_outside_the_unit_interval_is_an_error() -> None:
-    with pytest.raises(DataError, match="train_fraction"):
-        federated_synthetic(1.0, 1.0, train_fraction=1.0)
+@pytest.mark.parametrize("fraction", [1.0, 0.0, 1e-300, 0.001])
+def test_a_train_fraction_that_leaves_a_device_without_train_or_test_examples_is_an_error(fraction: float) -> None:
+    """Devices hold at least 50 examples: 1e-300 gave every client 0 training examples, and the run dropped them all."""
+    with pytest.raises(DataError, match=r"train_fraction"):
+        federated_synthetic(1.0, 1.0, train_fraction=fraction)
 
 
 @pytest.mark.parametrize("num_devices", [0, 1.5, "30", True, 10**7])

@@ -263,7 +263,7 @@ def test_text_features_that_are_not_strings_are_named_with_their_dtype(
     tmp_path: Path, stored: Any, shown: str, task: str
 ) -> None:
     path = _h5(tmp_path / "t.h5", _store(stored))
-    clients = H5Clients(path, h5_task(task, path, vocabulary=["a"]))
+    clients = H5Clients(path, h5_task(task, path, **({"vocabulary": ["a"]} if task == "stackoverflow" else {})))
     feature = "snippets" if task == "shakespeare" else "tokens"
     with pytest.raises(DataError, match=rf"t\.h5: client 'a': {feature}: expected strings.*dtype {shown}"):
         clients[0]
@@ -283,7 +283,7 @@ def test_text_that_is_not_utf8_is_named_by_client_feature_and_example(
     feature = "snippets" if task == "shakespeare" else "tokens"
     path = tff_file(tmp_path / "t.h5", {"a": {feature: np.array([b"ok", b"\xff\xfe a"], dtype=dtype)}})
     with pytest.raises(DataError, match=rf"t\.h5: client 'a': {feature}: example 1 is not valid UTF-8"):
-        H5Clients(path, h5_task(task, path, vocabulary=["a"]))[0]
+        H5Clients(path, h5_task(task, path, **({"vocabulary": ["a"]} if task == "stackoverflow" else {})))[0]
 
 
 @pytest.mark.parametrize(
@@ -432,11 +432,15 @@ def test_only_the_listed_client_ids_are_read(tmp_path: Path, client_id: str) -> 
 @pytest.mark.parametrize(
     ("name", "options", "message"),
     [
-        ("emnist", {"num_classes": "3"}, r"num_classes must be an integer >= 1, got '3'"),
-        ("emnist", {"num_classes": 1.5}, r"num_classes must be an integer >= 1, got 1\.5"),
-        ("emnist", {"num_classes": True}, r"num_classes must be an integer >= 1, got True"),
-        ("emnist", {"num_classes": 0}, r"num_classes must be an integer >= 1, got 0"),
-        ("cifar100", {"num_classes": -1}, r"num_classes must be an integer >= 1, got -1"),
+        ("emnist", {"num_classes": "3"}, r"num_classes must be an integer in \[1, 100000\], got '3'"),
+        ("emnist", {"num_classes": 1.5}, r"num_classes must be an integer in \[1, 100000\], got 1\.5"),
+        ("emnist", {"num_classes": True}, r"num_classes must be an integer in \[1, 100000\], got True"),
+        ("emnist", {"num_classes": 0}, r"num_classes must be an integer in \[1, 100000\], got 0"),
+        ("cifar100", {"num_classes": -1}, r"num_classes must be an integer in \[1, 100000\], got -1"),
+        ("emnist", {"num_classes": 10**9}, r"num_classes must be an integer in \[1, 100000\], got 1000000000"),
+        ("emnist", {"word_counts": "/x"}, r"word_counts applies only to stackoverflow"),
+        ("shakespeare", {"vocab_size": 5}, r"vocab_size applies only to stackoverflow"),
+        ("stackoverflow", {"vocabulary": ["a"], "vocab_size": 5}, r"give vocabulary=, or word_counts= and vocab_size="),
         ("shakespeare", {"num_classes": 10}, r"num_classes does not apply to shakespeare"),
         ("emnist", {"sequence_length": 80}, r"sequence_length does not apply to emnist"),
         ("shakespeare", {"sequence_length": -1}, r"sequence_length must be an integer in \[1, 100000\], got -1"),
@@ -444,8 +448,8 @@ def test_only_the_listed_client_ids_are_read(tmp_path: Path, client_id: str) -> 
         ("stackoverflow", {"sequence_length": -5}, r"sequence_length must be an integer in \[1, 100000\], got -5"),
         ("stackoverflow", {"sequence_length": 10**9}, r"sequence_length must be .*, got 1000000000"),
         ("shakespeare", {"sequence_length": 2.0}, r"sequence_length must be an integer in \[1, 100000\], got 2\.0"),
-        ("stackoverflow", {"vocab_size": 0}, r"vocab_size must be an integer >= 1, got 0"),
-        ("stackoverflow", {"vocab_size": "5"}, r"vocab_size must be an integer >= 1, got '5'"),
+        ("stackoverflow", {"vocab_size": 0}, r"vocab_size must be an integer in \[1, 99996\], got 0"),
+        ("stackoverflow", {"vocab_size": "5"}, r"vocab_size must be an integer in \[1, 99996\], got '5'"),
         ("stackoverflow", {"vocabulary": "abc"}, r"vocabulary must be a sequence of words"),
         ("stackoverflow", {"vocabulary": ["a", 1]}, r"vocabulary must be a sequence of words.*1"),
     ],
