@@ -88,7 +88,13 @@ def _kind_arguments(task: FederatedTask | None) -> tuple[str, dict[str, int]]:
     arguments = {"num_classes": task.num_classes}
     if task.vocab_size is not None:
         arguments = {"vocab_size": task.vocab_size, **arguments}
+    length = task.input_spec[0].shape[1] if len(task.input_spec[0].shape) == 2 else None
+    if task.model_kind in _WINDOWS and length != _WINDOWS[task.model_kind]:  # --data-option sequence_length=
+        arguments["length"] = int(length or 0)
     return task.model_kind, arguments
+
+
+_WINDOWS = {"char_rnn_seq": 80, "word_rnn_seq": 20}  # their factories' default length (TFF's windows)
 
 
 def model_factory(backend: str, seed: int = 0, task: FederatedTask | None = None) -> Callable[[], Any]:

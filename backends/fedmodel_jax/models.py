@@ -317,11 +317,18 @@ def word_rnn(
 
 
 def char_rnn_seq(
-    vocab_size: int = 90, num_classes: int = 90, embedding: int = 8, hidden: int = 256, layers: int = 2, seed: int = 0
+    vocab_size: int = 90,
+    num_classes: int = 90,
+    embedding: int = 8,
+    hidden: int = 256,
+    layers: int = 2,
+    seed: int = 0,
+    *,
+    length: int = 80,
 ) -> JaxModel:
-    """TensorFlow Federated's Shakespeare next-character model, predicting at every step: ``x (None, 80)`` int64
-    character ids in ``[0, vocab_size)``, ``y (None, 80)`` int64, ``x`` shifted by one; id 0 pads both at the end
-    of a window.
+    """TensorFlow Federated's Shakespeare next-character model, predicting at every step: ``x (None, length)``
+    (80) int64 character ids in ``[0, vocab_size)``, ``y`` the same shape, ``x`` shifted by one; id 0 pads both
+    at the end of a window.
 
     ``Embed -> layers x LSTM (flax OptimizedLSTMCell, every step) -> Dense`` at every step: logits ``(None, 80,
     num_classes)``. The sizes are TFF's simulation baseline (``simulation/baselines/shakespeare/
@@ -332,7 +339,7 @@ def char_rnn_seq(
     here padding only follows the text, so the outputs at non-padding steps are the same without a mask, and
     the loss ignores the rest. Keeps Flax's native initialization, seeded, as :func:`char_rnn` does.
     """
-    return _lstm_stack("char_rnn_seq", 80, vocab_size, num_classes, embedding, hidden, layers, seed, per_step=True)
+    return _lstm_stack("char_rnn_seq", length, vocab_size, num_classes, embedding, hidden, layers, seed, per_step=True)
 
 
 def word_rnn_seq(
@@ -343,8 +350,10 @@ def word_rnn_seq(
     layers: int = 1,
     projection: int | None = 96,
     seed: int = 0,
+    *,
+    length: int = 20,
 ) -> JaxModel:
-    """TensorFlow Federated's StackOverflow next-word model: ``x (None, 20)`` int64 word ids in ``[0,
+    """TensorFlow Federated's StackOverflow next-word model: ``x (None, length)`` (20) int64 word ids in ``[0,
     vocab_size)``, ``y (None, 20)`` int64, ``x`` shifted by one; id 0 pads both at the end of a window.
 
     ``Embed -> layers x LSTM (flax OptimizedLSTMCell, every step) -> Dense(projection)`` (no activation, named
@@ -358,7 +367,7 @@ def word_rnn_seq(
     """
     return _lstm_stack(
         "word_rnn_seq",
-        20,
+        length,
         vocab_size,
         num_classes,
         embedding,

@@ -362,8 +362,9 @@ def char_rnn_seq(
     seed: int = 0,
     *,
     run_eagerly: bool = False,
+    length: int = 80,
 ) -> KerasModel:
-    """TensorFlow Federated's Shakespeare next-character model, predicting at every step: ``x: (None, 80)``
+    """TensorFlow Federated's Shakespeare next-character model, predicting at every step: ``x: (None, length)`` (80)
     int64 character ids in ``[0, vocab_size)``, ``y: (None, 80)`` int64, ``x`` shifted by one; id 0 pads
     both at the end of a window.
 
@@ -378,7 +379,7 @@ def char_rnn_seq(
     native initializers seeded from ``seed``, as :func:`char_rnn` does.
     """
     return _lstm_stack(
-        "char_rnn_seq", 80, vocab_size, num_classes, embedding, hidden, layers, seed, run_eagerly, per_step=True
+        "char_rnn_seq", length, vocab_size, num_classes, embedding, hidden, layers, seed, run_eagerly, per_step=True
     )
 
 
@@ -392,8 +393,9 @@ def word_rnn_seq(
     seed: int = 0,
     *,
     run_eagerly: bool = False,
+    length: int = 20,
 ) -> KerasModel:
-    """TensorFlow Federated's StackOverflow next-word model: ``x: (None, 20)`` int64 word ids in ``[0,
+    """TensorFlow Federated's StackOverflow next-word model: ``x: (None, length)`` (20) int64 word ids in ``[0,
     vocab_size)``, ``y: (None, 20)`` int64, ``x`` shifted by one; id 0 pads both at the end of a window.
 
     ``Embedding(vocab_size, embedding) -> LSTM(hidden)`` x ``layers`` (every step returned) ``->
@@ -407,7 +409,7 @@ def word_rnn_seq(
     """
     return _lstm_stack(
         "word_rnn_seq",
-        20,
+        length,
         vocab_size,
         num_classes,
         embedding,

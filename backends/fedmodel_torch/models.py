@@ -347,9 +347,11 @@ def char_rnn_seq(
     hidden: int = 256,
     layers: int = 2,
     seed: int = 0,
+    *,
+    length: int = 80,
 ) -> TorchModel:
-    """TFF's Shakespeare next-character model: ``x, y: (None, 80)`` int64 ids, ``y`` the character after each of
-    ``x``'s, 0 pads; ``embedding -> stacked LSTM (layers x hidden) -> dense`` at every step.
+    """TFF's Shakespeare next-character model: ``x, y: (None, length)`` (80) int64 ids, ``y`` the character after
+    each of ``x``'s, 0 pads; ``embedding -> stacked LSTM (layers x hidden) -> dense`` at every step.
 
     The sizes of Reddi et al., "Adaptive Federated Optimization" (2021) and TFF's simulation baselines: an
     8-wide character embedding, two LSTM layers of 256 units, 90 ids (86 characters, pad, out of vocabulary,
@@ -357,7 +359,7 @@ def char_rnn_seq(
     (the standard ``accuracy`` counts examples, and an example here is a sequence). Starts from torch's own
     initialization seeded by ``seed``: its initial weights differ across backends.
     """
-    return _lstm_stack("char_rnn_seq", 80, vocab_size, num_classes, embedding, hidden, layers, seed, per_step=True)
+    return _lstm_stack("char_rnn_seq", length, vocab_size, num_classes, embedding, hidden, layers, seed, per_step=True)
 
 
 def word_rnn_seq(
@@ -368,8 +370,10 @@ def word_rnn_seq(
     layers: int = 1,
     projection: int | None = 96,
     seed: int = 0,
+    *,
+    length: int = 20,
 ) -> TorchModel:
-    """TFF's StackOverflow next-word model: ``x, y: (None, 20)`` int64 word ids, ``y`` the word after each of
+    """TFF's StackOverflow next-word model: ``x, y: (None, length)`` (20) int64 word ids, ``y`` the word after each of
     ``x``'s, 0 pads; ``embedding -> LSTM (layers x hidden) -> linear projection -> dense`` at every step.
 
     The sizes of Reddi et al., "Adaptive Federated Optimization" (2021) and TFF's simulation baselines: a
@@ -379,4 +383,4 @@ def word_rnn_seq(
     torch's own initialization seeded by ``seed``.
     """
     sizes = (vocab_size, num_classes, embedding, hidden, layers)
-    return _lstm_stack("word_rnn_seq", 20, *sizes, seed, per_step=True, projection=projection)
+    return _lstm_stack("word_rnn_seq", length, *sizes, seed, per_step=True, projection=projection)

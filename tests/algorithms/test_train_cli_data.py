@@ -526,6 +526,10 @@ REAL_DATA: dict[str, tuple[Any, Any]] = {
     "sent140": (_leaf_source(_sent140_words, "sent140_input=words"), lambda m: m.word_rnn(vocab_size=8)),
     "cifar100": (lambda root: ["--data", f"tff-h5:{_cifar100_h5(root)}"], lambda m: m.cnn32(num_classes=100)),
     "shakespeare-tff": (lambda root: ["--data", f"tff-h5:{_shakespeare_h5(root)}"], lambda m: m.char_rnn_seq()),
+    "shakespeare-tff-40": (  # --data-option sequence_length reaches the model: 40-character windows
+        lambda root: ["--data", f"tff-h5:{_shakespeare_h5(root)}", "--data-option", "sequence_length=40"],
+        lambda m: m.char_rnn_seq(length=40),
+    ),
     "stackoverflow": (
         lambda root: ["--data", f"tff-h5:{_stackoverflow_h5(root)}"],
         lambda m: m.word_rnn_seq(vocab_size=9, num_classes=9),
@@ -538,7 +542,8 @@ REAL_DATA: dict[str, tuple[Any, Any]] = {
 def test_file_data_trains_the_real_backends_model_of_its_kind(tmp_path: Path, backend: str, task: str) -> None:
     """FEMNIST picks each backend's ``cnn28``, Shakespeare its ``char_rnn``, Sent140's word ids its ``word_rnn``,
     TFF's CIFAR-100 its ``cnn32``, TFF's Shakespeare and StackOverflow the next-token ``char_rnn_seq`` and
-    ``word_rnn_seq`` (their accuracy column is the token accuracy): one round, a finite test loss, final weights of
+    ``word_rnn_seq`` (their accuracy column is the token accuracy; a ``sequence_length`` option reaches the
+    model as its ``length``): one round, a finite test loss, final weights of
     that model's names and shapes."""
     package = pytest.importorskip(f"fedmodel_{backend}")
     write, build = REAL_DATA[task]
