@@ -56,6 +56,20 @@ class Backend(Protocol):
     before it calls :meth:`write_variables`, so a backend only moves bytes. A variable may be any
     object the backend understands (a tensor, a box, an opaque handle); the model and the suite compare
     variables by identity, so each group property returns the same objects on every read.
+
+    Optional members, found with ``getattr(backend, NAME, None)`` and not part of this protocol (a backend
+    without them is still a ``Backend``):
+
+    * ``canonical_layout(model) -> fedmodel.layout.Layout``: the neutral layout of the model's weights
+      (:func:`fedmodel.layout.canonical`).
+    * ``seed_training(model, seed: int) -> None``: from this call on, the model's training randomness
+      (dropout masks, any random op of :meth:`train_step`) is a function of ``seed`` and of the steps taken
+      since, and no random state the user owns (the framework's global generator, numpy's, Python's
+      ``random``) changes. The client update calls it with the client's seed right after assigning the
+      server's weights. A backend whose training steps draw random numbers needs it for a run to be
+      reproducible: without it an update depends on what the model drew before, so runs agree at best
+      within one process, and a run on worker processes differs from the serial one. A backend with no
+      randomness (the numpy reference backend) leaves it out.
     """
 
     name: str

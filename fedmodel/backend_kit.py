@@ -27,6 +27,9 @@ What the kit holds:
 * the canonical initial weights of built-in models (:func:`initial_weights`, :func:`initialize`), so a
   built-in model with the same seed starts from the same weights in every framework.
 
+A backend whose training steps draw random numbers (dropout) also implements the optional
+``seed_training(model, seed)`` (see :class:`fedmodel.Backend`), or its runs differ between processes.
+
 >>> import numpy as np
 >>> report = standard_report(np.float32(3.0), 2, 4)
 >>> output_computation(())([report, report])

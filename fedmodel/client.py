@@ -1,9 +1,9 @@
 """The client side of a round: local training through a :class:`fedmodel.Backend`.
 
-:func:`train_client` is the one primitive (assign the server weights, reset metrics, a fresh optimizer,
-seeded shuffled mini-batches, one ``backend.train_step`` per batch); :func:`local_sgd` and
-:func:`full_batch_step` are :data:`ClientUpdate` factories built on it: FedAvg and FedProx use the first
-(FedProx with ``optimizer.proximal_mu > 0``), FedSGD the second.
+:func:`train_client` is the one primitive (assign the server weights, seed the backend's training
+randomness, reset metrics, a fresh optimizer, seeded shuffled mini-batches, one ``backend.train_step`` per
+batch); :func:`local_sgd` and :func:`full_batch_step` are :data:`ClientUpdate` factories built on it: FedAvg
+and FedProx use the first (FedProx with ``optimizer.proximal_mu > 0``), FedSGD the second.
 
 >>> from fedmodel.reference import SoftmaxRegression
 >>> from fedmodel.data import ClientData
@@ -54,7 +54,7 @@ class ClientUpdate(Protocol):
     def __call__(
         self, model: Any, backend: Backend, server_weights: ModelWeights, data: ClientData, seed: int
     ) -> ClientResult:
-        """Train ``model`` from ``server_weights`` on ``data``; ``seed`` fixes the example order."""
+        """Train ``model`` from ``server_weights`` on ``data``; ``seed`` fixes the example order (and dropout)."""
         ...
 
 
@@ -86,9 +86,11 @@ def train_client(
 ) -> ClientResult:
     """Local training of one client, from the server's weights.
 
-    Assigns ``server_weights``, resets the metrics, creates a fresh optimizer with
-    ``backend.make_optimizer`` (so a FedProx anchor is the server's weights), then for each epoch takes
-    one ``backend.train_step`` per mini-batch, in an order shuffled by ``np.random.default_rng(seed)``.
+    Assigns ``server_weights``, calls the backend's optional ``seed_training(model, seed)`` (so dropout is a
+    function of ``seed``: the update is the same in any process, whatever the model trained before), resets
+    the metrics, creates a fresh optimizer with ``backend.make_optimizer`` (so a FedProx anchor is the
+    server's weights), then for each epoch takes one ``backend.train_step`` per mini-batch, in an order
+    shuffled by ``np.random.default_rng(seed)``.
 
     Raises:
         ValueError: for an empty client or ``epochs < 1``.
@@ -97,6 +99,9 @@ def train_client(
         raise ValueError(f"a client needs examples and epochs >= 1 (got {len(data)} examples, {epochs} epochs)")
     backend = backend or backend_for(model)
     assign_weights(model, server_weights, backend=backend)
+    seed_training = getattr(backend, "seed_training", None)  # optional: a backend without randomness has none
+    if seed_training is not None:
+        seed_training(model, seed)
     model.reset_metrics()
     native_optimizer = backend.make_optimizer(model, optimizer)
     rng = np.random.default_rng(seed) if shuffle else None

@@ -193,7 +193,11 @@ class NumpyOptimizer:
 
 
 class NumpyBackend:
-    """The :class:`fedmodel.Backend` of the reference model (variables are :class:`Variable` boxes)."""
+    """The :class:`fedmodel.Backend` of the reference model (variables are :class:`Variable` boxes).
+
+    Its training step draws no random numbers, so it has no optional ``seed_training``: an update is
+    already a function of the server's weights, the data and the seed's example order.
+    """
 
     name = "numpy"
 

@@ -105,6 +105,14 @@ class JaxBackend:
 
         return jax.tree_util.tree_map(leaf, batch)
 
+    def seed_training(self, model: Any, seed: int) -> None:
+        """Make the model's dropout key a function of its own key and ``seed``, and restart its call count.
+
+        JAX has no global generator: nothing of the user's changes, and no jitted step is compiled again.
+        """
+        if isinstance(model, JaxModel):
+            model.seed_training(seed)
+
     def make_optimizer(self, model: Any, spec: OptimizerSpec) -> JaxOptimizer:
         """A fresh Optax optimizer over the trainable leaves, anchored there for FedProx."""
         return JaxOptimizer.create(spec, [v.value for v in model.trainable_variables])

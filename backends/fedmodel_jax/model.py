@@ -316,7 +316,8 @@ class JaxModel:
         self._local_init = tuple(v.value for v in local)
         self._metrics = metrics
         self._output_computation = output_computation(metrics)
-        self._key = jax.random.PRNGKey(int(seed)) if isinstance(seed, (int, np.integer)) else seed  # constant
+        self._base_key = jax.random.PRNGKey(int(seed)) if isinstance(seed, (int, np.integer)) else seed  # constant
+        self._key = self._base_key  # the key training calls fold their count into: seed_training moves it
         self._count = jnp.zeros((), jnp.uint32)  # training calls so far: call n draws fold_in(key, n)
         self._program = Program(apply, loss, metrics, tuple(sizes), self._accuracy, params_def, state_def, mask)
 
@@ -405,6 +406,13 @@ class JaxModel:
             [v.value for v in self._state],
             [v.value for v in self._local],
         )
+
+    def seed_training(self, seed: int) -> None:
+        """From now on training call ``n`` draws ``fold_in(fold_in(base key, seed), n)``: dropout is a function of
+        ``seed`` and of the training calls since, whatever the model did before. Keys stay traced arguments of
+        the jitted steps, so nothing is compiled again."""
+        self._key = jax.random.fold_in(self._base_key, np.uint32(int(seed) & 0xFFFF_FFFF))
+        self._count = jnp.zeros((), jnp.uint32)
 
     def _commit(
         self,

@@ -173,6 +173,15 @@ class TensorFlowBackend:
         """Every numpy leaf of ``batch`` as a tensor of the same dtype; tensors pass through."""
         return _tree.map_structure(lambda a: a if isinstance(a, tf.Tensor) else tf.convert_to_tensor(a), batch)
 
+    def seed_training(self, model: Any, seed: int) -> None:
+        """Set every Keras ``SeedGenerator`` state of the model from ``seed`` (deterministically, per generator).
+
+        Dropout then draws a function of ``seed`` and of the steps since; Keras's stateless random ops touch
+        no global generator of TensorFlow's or the user's, and no step is traced again.
+        """
+        if isinstance(model, KerasModel):
+            model.seed_training(seed)
+
     def make_optimizer(self, model: Any, spec: OptimizerSpec) -> KerasOptimizer:
         """A fresh native Keras optimizer for the model (FedProx anchored at the current weights); the traced
         step is reused when the model and spec were seen before."""

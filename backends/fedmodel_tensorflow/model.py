@@ -77,6 +77,11 @@ class KerasModel:
         # what stateless_call takes and returns: every Keras variable, seed generator states included
         self._call_trainable = [v.value for v in keras_model.trainable_variables]
         self._call_non_trainable = [v.value for v in keras_model.non_trainable_variables]
+        # the seed generators' states (variables that are no weight), each with the seed it was built with
+        weights = {id(v) for v in keras_model.weights}
+        self._seed_states = tuple(
+            (v.value, int(np.asarray(v.value)[0])) for v in keras_model.non_trainable_variables if id(v) not in weights
+        )
         self._loss_sum = tf.Variable(np.float64(0), trainable=False, name="loss_sum")
         self._correct = tf.Variable(np.int64(0), trainable=False, name="correct")
         self._count = tf.Variable(np.int64(0), trainable=False, name="count")
@@ -153,6 +158,16 @@ class KerasModel:
     def federated_output_computation(self) -> SumThenFinalize:
         """Check every report, sum them over clients, then finalize (``fedmodel.backend_kit.output_computation``)."""
         return self._output_computation
+
+    def seed_training(self, seed: int) -> None:
+        """Set the state of every Keras ``SeedGenerator`` of the model (Dropout's) from ``seed``, its index and
+        the seed it was built with: from now on dropout is a function of ``seed`` and of the training calls
+        since. Only the state variables' values change, so no ``tf.function`` is traced again."""
+        for index, (state, built_with) in enumerate(self._seed_states):
+            start = np.random.SeedSequence(
+                [int(seed) & 0xFFFF_FFFF_FFFF_FFFF, index, built_with & 0xFFFF_FFFF_FFFF_FFFF]
+            )
+            state.assign(np.array([start.generate_state(1)[0], 0]).astype(state.dtype.as_numpy_dtype))
 
     def reset_metrics(self) -> None:
         """Zero the standard accumulators and return every metric to its ``init()`` state."""

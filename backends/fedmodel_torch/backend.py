@@ -86,6 +86,17 @@ class TorchBackend:
         device = module_device(module) if isinstance(module, torch.nn.Module) else torch.device("cpu")
         return to_device(batch, device)
 
+    def seed_training(self, model: Any, seed: int) -> None:
+        """Make the training steps' randomness (dropout) a function of ``seed`` and of the steps taken since.
+
+        A :class:`TorchModel` keeps a CPU generator state of its own, set here from ``seed``; each
+        :meth:`train_step` swaps it in for torch's global CPU generator and back, so the user's generator is
+        never changed. CPU only: a module on an accelerator draws its dropout from that device's generator,
+        which this does not seed. Other models are left alone (they draw from torch's global generator).
+        """
+        if isinstance(model, TorchModel):
+            model.seed_training(seed)
+
     def make_optimizer(self, model: Any, spec: OptimizerSpec) -> ClientOptimizer:
         """``torch.optim.SGD``/``Adam`` over the trainable variables; FedProx anchored at their current values."""
         return make_optimizer(model.trainable_variables, spec)
@@ -96,12 +107,26 @@ class TorchBackend:
         """Zero the gradients, forward in train mode, backward, step; no gradient or graph is kept after.
 
         Returns the batch's output as detached CPU tensors (metrics are updated as by ``forward_pass``).
-        ``optimizer`` is what :meth:`make_optimizer` returned or any ``torch.optim.Optimizer``.
+        ``optimizer`` is what :meth:`make_optimizer` returned or any ``torch.optim.Optimizer``. After
+        :meth:`seed_training` the step draws from the model's own CPU generator, not torch's global one.
         """
         if isinstance(optimizer, torch.optim.Optimizer):
             optimizer = ClientOptimizer(optimizer, [p for g in optimizer.param_groups for p in g["params"]])
         if not isinstance(model, TorchModel):
             return self._train_step_of_any_model(model, batch, optimizer)
+        if model.rng_state is None:
+            return self._train_step(model, batch, optimizer)
+        outer = torch.get_rng_state()  # the user's global CPU generator: put back after the step
+        torch.set_rng_state(model.rng_state)
+        try:
+            out = self._train_step(model, batch, optimizer)
+            model.rng_state = torch.get_rng_state()  # only a step that succeeded moves the model's stream
+        finally:
+            torch.set_rng_state(outer)
+        return out
+
+    @staticmethod
+    def _train_step(model: TorchModel, batch: Any, optimizer: ClientOptimizer) -> BatchOutput[Any]:
         optimizer.zero_grad()
         point = model.begin_call(training=True)
         try:

@@ -265,6 +265,14 @@ class TorchModel:
         self._local = tuple(t.clone() for t in self._initial)
         self._local_names = tuple(names)
         self._by_id = self._identity_lookup()  # variable_names' lookup, rebuilt when a variable was replaced
+        self.rng_state: torch.Tensor | None = None  # the training steps' own CPU generator state, once seeded
+
+    # -- training randomness ----------------------------------------------------------------------
+    def seed_training(self, seed: int) -> None:
+        """From now on the backend's training steps draw (dropout masks) from a CPU generator of their own,
+        started from ``seed``: a function of ``seed`` and of the steps since, whatever else drew from torch's
+        global generator, which the steps leave as they found it (see ``TorchBackend.train_step``)."""
+        self.rng_state = torch.Generator().manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF).get_state()
 
     # -- variables --------------------------------------------------------------------------------
     def named_variables(self) -> tuple[list[tuple[str, torch.Tensor]], ...]:
