@@ -25,9 +25,10 @@ ALLOWED: dict[tuple[str, str], str] = {
         "the simulation runner sends its own setup (model factory, algorithm, clients) to the worker processes "
         "it started itself (SimulationConfig(workers=N)); nothing another party sent is unpickled"
     ),
-    ("fedmodel/_ray_pool.py", "import pickle"): (
-        "the runner unpickles the answers of the Ray actors it started itself (executor='ray'), as it does those "
-        "of its worker processes; Ray pickles every call's arguments and answers anyway"
+    ("fedmodel/_worker.py", "import pickle"): (
+        "the runner unpickles the answers of the worker processes and Ray actors it started itself "
+        "(SimulationConfig(workers=N), executor='ray'), one reply at a time (unpack_replies); Ray and "
+        "multiprocessing pickle every call's arguments and answers anyway"
     ),
 }
 
