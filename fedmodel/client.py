@@ -19,6 +19,7 @@ and FedProx use the first (FedProx with ``optimizer.proximal_mu > 0``), FedSGD t
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,7 +32,15 @@ from fedmodel.data import ClientData
 from fedmodel.metrics import to_numpy_report
 from fedmodel.optimizers import SGD, OptimizerSpec
 
-__all__ = ["ClientResult", "ClientUpdate", "batches", "full_batch_step", "local_sgd", "train_client"]
+__all__ = [
+    "ClientResult",
+    "ClientUpdate",
+    "batches",
+    "check_local_settings",
+    "full_batch_step",
+    "local_sgd",
+    "train_client",
+]
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,22 @@ def batches(data: ClientData, batch_size: int, rng: np.random.Generator | None) 
         else:
             idx = order[start : start + batch_size]
             yield data.x[idx], data.y[idx]
+
+
+def check_local_settings(epochs: object, batch_size: object, optimizer: object) -> None:
+    """Check a client update's settings when it is built, not in every client of every round.
+
+    Raises:
+        ValueError: for ``epochs`` or ``batch_size`` that is not an integer >= 1 (numpy's too; bools refused).
+        TypeError: for an ``optimizer`` that is not an :class:`~fedmodel.optimizers.OptimizerSpec`.
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not isinstance(optimizer, OptimizerSpec):
+        raise TypeError(
+            f"optimizer must be a fedmodel OptimizerSpec (fedmodel.SGD(...), fedmodel.Adam(...)), got {optimizer!r:.80}"
+        )
 
 
 def train_client(
@@ -121,7 +146,8 @@ def local_sgd(*, epochs: int = 1, batch_size: int = 32, optimizer: OptimizerSpec
     AISTATS 2017 (``E`` = epochs, ``B`` = batch_size). With ``optimizer.proximal_mu > 0`` this is
     FedProx's client (Li et al., "Federated Optimization in Heterogeneous Networks", MLSys 2020).
     """
-    spec = optimizer or SGD(0.1)
+    spec = SGD(0.1) if optimizer is None else optimizer
+    check_local_settings(epochs, batch_size, spec)
 
     def update(model: Any, backend: Backend, server_weights: ModelWeights, data: ClientData, seed: int) -> ClientResult:
         return train_client(

@@ -29,7 +29,7 @@ import numpy as np
 from fedmodel._backend import Backend
 from fedmodel._errors import FedModelError
 from fedmodel._weights import ModelWeights
-from fedmodel.client import ClientResult, train_client
+from fedmodel.client import ClientResult, check_local_settings, train_client
 from fedmodel.data import ClientData
 from fedmodel.optimizers import OptimizerSpec
 
@@ -76,7 +76,8 @@ class StragglingSGD:
     drop_stragglers: bool = False
 
     def __post_init__(self) -> None:
-        straggler_epochs(0, fraction=self.fraction, epochs=self.epochs)  # validates the settings
+        check_local_settings(self.epochs, self.batch_size, self.optimizer)
+        straggler_epochs(0, fraction=self.fraction, epochs=self.epochs)  # validates the straggling
 
     def __call__(
         self, model: Any, backend: Backend, server_weights: ModelWeights, data: ClientData, seed: int

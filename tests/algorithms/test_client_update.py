@@ -151,3 +151,20 @@ def test_evaluation_changes_no_weight(rng: np.random.Generator) -> None:
     evaluate(model, [_data(rng)])
     for x, y in zip(before.arrays, get_weights(model).arrays, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"epochs": 0}, r"epochs must be an int >= 1, got 0"),
+        ({"epochs": 2.5}, r"epochs must be an int >= 1, got 2.5"),
+        ({"epochs": True}, r"epochs must be an int >= 1, got True"),
+        ({"batch_size": 0}, r"batch_size must be an int >= 1, got 0"),
+        ({"batch_size": None}, r"batch_size must be an int >= 1, got None"),
+        ({"optimizer": "sgd"}, r"optimizer must be a fedmodel OptimizerSpec .*got 'sgd'"),
+    ],
+)
+def test_local_sgd_refuses_impossible_settings_when_it_is_built(options: dict[str, object], message: str) -> None:
+    """Accepted before, they failed every client of every round at run time, each dropped with the same reason."""
+    with pytest.raises((ValueError, TypeError), match=message):
+        local_sgd(**options)  # type: ignore[arg-type]

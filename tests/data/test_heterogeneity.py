@@ -35,10 +35,30 @@ def test_the_fraction_of_stragglers_matches_and_the_draw_depends_on_the_seed_alo
     ]
 
 
-@pytest.mark.parametrize(("fraction", "epochs", "message"), [(1.5, 20, r"\[0, 1\], got 1.5"), (0.5, 1, "epochs >= 2")])
-def test_impossible_settings_are_rejected_when_the_client_is_built(fraction: float, epochs: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("fraction", "epochs", "batch_size", "message"),
+    [
+        (1.5, 20, 4, r"\[0, 1\], got 1.5"),
+        (0.5, 1, 4, "epochs >= 2"),
+        # without stragglers nothing checked these: every client failed in the run instead (2.5 epochs even
+        # trained the stragglers alone, range(2.5) failing only the clients on time)
+        (0.0, 0, 4, r"epochs must be an int >= 1, got 0"),
+        (0.5, 2.5, 4, r"epochs must be an int >= 1, got 2.5"),
+        (0.0, None, 4, r"epochs must be an int >= 1, got None"),
+        (0.0, 2, 0, r"batch_size must be an int >= 1, got 0"),
+        (0.0, 2, None, r"batch_size must be an int >= 1, got None"),
+    ],
+)
+def test_impossible_settings_are_rejected_when_the_client_is_built(
+    fraction: float, epochs: int, batch_size: int, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
-        StragglingSGD(epochs, 4, SGD(0.1), fraction=fraction)
+        StragglingSGD(epochs, batch_size, SGD(0.1), fraction=fraction)
+
+
+def test_an_optimizer_that_is_not_a_spec_is_rejected_when_the_client_is_built() -> None:
+    with pytest.raises(TypeError, match=r"optimizer must be a fedmodel OptimizerSpec .*got None"):
+        StragglingSGD(2, 4, None, fraction=0.0)  # type: ignore[arg-type]
 
 
 def _client() -> ClientData:
