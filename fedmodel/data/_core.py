@@ -31,7 +31,7 @@ class ClientData:
     y: np.ndarray
 
     def __post_init__(self) -> None:
-        x, y = np.asarray(self.x), np.asarray(self.y)
+        x, y = _array("x", self.x), _array("y", self.y)
         if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
             raise DataError(f"x and y need the same leading length, got shapes {x.shape} and {y.shape}")
         object.__setattr__(self, "x", x)
@@ -46,8 +46,57 @@ class ClientData:
         return len(self.y)
 
     def subset(self, indices: Any) -> ClientData:
-        """The examples at ``indices`` (copies)."""
-        return ClientData(self.x[indices], self.y[indices])
+        """The examples at ``indices`` (copies): a slice, integer positions (one or many, negative ones count
+        from the end) or a boolean mask with one entry per example.
+
+        Raises:
+            IndexError: for a position out of range (the message names it and the number of examples).
+            DataError: for anything else (floats, None, a bool, a mask of the wrong length, 2-D positions).
+        """
+        if isinstance(indices, slice):
+            return ClientData(self.x[indices], self.y[indices])
+        positions = _positions(indices, len(self))
+        return ClientData(self.x[positions], self.y[positions])
+
+
+def _array(name: str, value: Any) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{name} is not an array of equally shaped examples ({exc})") from None
+    if array.dtype == object:
+        raise DataError(f"{name} has dtype object (shape {array.shape}): give numbers, bools or fixed-width text")
+    return array
+
+
+def _positions(indices: Any, n: int) -> np.ndarray:
+    """``indices`` (integer positions or a boolean mask) as int64 positions in ``range(n)``, checked."""
+    try:
+        picked = None if isinstance(indices, bool | np.bool_) or indices is None else np.asarray(indices)
+    except (ValueError, TypeError):
+        picked = None
+    if picked is None or picked.ndim > 1 or (picked.size and picked.dtype.kind not in "iubO"):
+        shape = f", dtype {picked.dtype}, shape {picked.shape}" if picked is not None else ""
+        raise DataError(
+            f"subset takes a slice, integer positions or a boolean mask, got {type(indices).__name__}{shape}"
+        )
+    if picked.dtype == bool:
+        if picked.shape != (n,):
+            raise DataError(f"subset: a boolean mask of shape {picked.shape} for {n} examples")
+        return np.flatnonzero(picked)
+    if picked.size == 0:
+        return np.zeros(0, np.int64)
+    if picked.dtype == object:  # Python ints beyond 64 bits, or something that is no position at all
+        if not all(type(i) is int for i in picked.flat):
+            raise DataError(f"subset takes integer positions, got {type(indices).__name__} of dtype object")
+        raise IndexError(
+            f"subset: index {next(i for i in picked.flat if not -n <= i < n)} is out of range for {n} examples"
+        )
+    positions = np.atleast_1d(picked)
+    outside = (positions < -n) | (positions >= n)
+    if outside.any():
+        raise IndexError(f"subset: index {positions[outside][0]} is out of range for {n} examples")
+    return np.where(positions < 0, positions + n, positions).astype(np.int64)
 
 
 class ClientSequence(Sequence[ClientData]):
@@ -83,6 +132,8 @@ class ClientSequence(Sequence[ClientData]):
     def __getitem__(self, index: int | slice) -> ClientData | ClientSequence:
         if isinstance(index, slice):
             return Selection(self, range(len(self))[index])
+        if isinstance(index, bool | np.bool_) or not isinstance(index, int | np.integer):
+            raise TypeError(f"client indices must be integers or slices, not {type(index).__name__}")
         ids = self.client_ids
         try:
             client_id = ids[index]
@@ -150,10 +201,13 @@ def pool_clients(clients: Iterable[ClientData]) -> ClientData:
     [0, 1, 2]
 
     Raises:
-        DataError: for no clients, or clients whose example shapes or dtypes differ.
+        DataError: for no clients, an item that is not a :class:`ClientData`, or clients whose example
+            shapes or dtypes differ.
     """
     xs, ys = [], []
-    for client in clients:
+    for i, client in enumerate(clients):
+        if not isinstance(client, ClientData):
+            raise DataError(f"pool_clients: item {i} is {type(client).__name__}, not ClientData")
         xs.append(client.x)
         ys.append(client.y)
     if not xs:

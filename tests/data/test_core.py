@@ -106,3 +106,70 @@ def test_importing_fedmodel_data_loads_no_optional_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == []
+
+
+def _five() -> ClientData:
+    return ClientData(np.arange(5, dtype=np.float32)[:, None], np.arange(5, dtype=np.int64))
+
+
+@pytest.mark.parametrize(
+    ("indices", "bad"),
+    [(10**20, "100000000000000000000"), ([7], "7"), ([0, -6], "-6"), (np.array([4, 5]), "5"), (-6, "-6")],
+)
+def test_subset_out_of_range_names_the_index_and_the_number_of_examples(indices: object, bad: str) -> None:
+    with pytest.raises(IndexError, match=rf"index {bad} is out of range for 5 examples"):
+        _five().subset(indices)
+
+
+@pytest.mark.parametrize(
+    ("indices", "message"),
+    [
+        ([1.0], r"float64"),
+        (np.array([True, False]), r"boolean mask of shape \(2,\) for 5 examples"),
+        (True, r"bool"),
+        (None, r"NoneType"),
+        ("ab", r"str"),
+        ([[0, 1]], r"shape \(1, 2\)"),
+    ],
+)
+def test_subset_refuses_indices_that_are_not_positions_or_a_mask(indices: object, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        _five().subset(indices)
+
+
+def test_subset_takes_positions_masks_slices_and_single_positions() -> None:
+    data = _five()
+    assert data.subset([4, -5]).y.tolist() == [4, 0]
+    assert data.subset(np.array([True, False, True, False, True])).y.tolist() == [0, 2, 4]
+    assert data.subset(slice(1, 3)).y.tolist() == [1, 2]
+    assert data.subset([]).num_examples == 0 and data.subset([]).x.shape == (0, 1)
+    assert data.subset(np.int64(3)).y.tolist() == [3] and data.subset(np.int64(3)).x.shape == (1, 1)
+
+
+@pytest.mark.parametrize(("items", "kind"), [([1, 2], "int"), ("ab", "str"), ([_five(), None], "NoneType")])
+def test_pooling_something_that_is_not_client_data_names_the_item_and_its_type(items: object, kind: str) -> None:
+    with pytest.raises(DataError, match=rf"item \d is {kind}, not ClientData"):
+        pool_clients(items)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("index", "kind"), [("a", "str"), (True, "bool"), (1.0, "float"), (None, "NoneType")])
+def test_client_sequence_refuses_indexes_that_are_not_ints_naming_the_type(index: object, kind: str) -> None:
+    clients = _Counting(3)
+    with pytest.raises(TypeError, match=rf"client indices must be integers or slices, not {kind}"):
+        clients[index]  # type: ignore[call-overload]
+    assert clients.loads == []
+    assert clients[np.int64(1)].num_examples == 2 and clients[np.uint8(2)].num_examples == 3
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "message"),
+    [
+        (np.array([{"a": 1}, None], dtype=object), np.zeros(2), r"x has dtype object"),
+        (np.zeros((2, 1)), np.array([None, "a"], dtype=object), r"y has dtype object"),
+        ([[1, 2], [3]], [0, 1], r"x is not an array"),
+    ],
+)
+def test_client_data_refuses_object_and_ragged_arrays_naming_the_dtype(x: object, y: object, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        ClientData(x, y)  # type: ignore[arg-type]
+    assert ClientData(np.array([b"ab", b"c"]), np.array(["u", "v"])).x.dtype.kind == "S"  # text is fine
