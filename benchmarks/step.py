@@ -5,7 +5,7 @@ of the contract (validation, metrics, mode switching) shows most, and a wider 78
 (MNIST-sized), where it is amortized; batches of 32 numpy examples. The contract
 side is what a federated client runs: ``model.forward_pass(batch, training=False)``, and
 ``backend.train_step(model, backend.to_native(model, batch), optimizer)`` with the neutral
-``SGD(0.1)``. The native side is a hand-written step on the model's own network doing the same work
+``SGD(0.1)``, after the backend's optional ``seed_training`` (as ``train_client`` calls it). The native side is a hand-written step on the model's own network doing the same work
 (logits, mean cross-entropy, running loss/correct/count; for training also backward and an SGD
 step), from the same numpy arrays. Bar: ratio <= 1.10 for both.
 """
@@ -99,6 +99,9 @@ def _train(name: str, batch: tuple[np.ndarray, np.ndarray], sizes: Sizes, hidden
     ours, theirs = _backends.mlp(name, features, hidden), _backends.mlp(name, features, hidden)
     native = _backends.native_train_step(name, theirs, _LR)
     backend = fedmodel.backend_for(ours)
+    seed_training = getattr(backend, "seed_training", None)
+    if seed_training is not None:  # as train_client does: the step then draws from the model's own generator
+        seed_training(ours, 0)
     optimizer = backend.make_optimizer(ours, fedmodel.SGD(_LR))
 
     def contract(x: np.ndarray, y: np.ndarray) -> Any:
