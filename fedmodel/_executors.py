@@ -36,6 +36,7 @@ __all__ = [
     "DEPTH",
     "EXECUTORS",
     "MAX_CHUNK",
+    "MAX_CLIENT_TIMEOUT",
     "Pool",
     "check_options",
     "chunk_size",
@@ -49,6 +50,8 @@ DEPTH = 2  # chunks queued on a worker: it starts the next one without waiting f
 AHEAD_PER_WORKER = 4  # chunks submitted per worker past the first client not yet handed back
 MAX_CHUNK = 8  # clients per chunk at most: past that the runner's wake-ups are already few
 CHUNK_BYTES = 16 << 20  # a chunk's results (one model each) held at once stay under this
+MAX_CLIENT_TIMEOUT = 7 * 24 * 3600
+"""The longest ``client_timeout``, in seconds (a week): a pool's wait past about 24 days overflows the OS's poll."""
 
 
 class Pool(Protocol):

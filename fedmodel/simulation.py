@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 import os
 import threading
 import time
@@ -35,6 +36,7 @@ from typing import Any, Literal
 
 from fedmodel import _executors
 from fedmodel._backend import Backend
+from fedmodel._executors import MAX_CLIENT_TIMEOUT
 from fedmodel._resume import carry_metadata, load_state, save_state
 from fedmodel._weights import ModelWeights, get_weights
 from fedmodel._worker import Failed, Setup, Task, WorkerError, build_model
@@ -46,11 +48,13 @@ from fedmodel.server import Dropped, ServerRound, client_seed, report_template, 
 from fedmodel.validation import ReplyLimits
 
 __all__ = [
+    "MAX_CLIENT_TIMEOUT",
     "ClientFailure",
     "RoundResult",
     "SimulationConfig",
     "SimulationResult",
     "WorkerError",
+    "checked_config",
     "run_simulation",
 ]
 
@@ -119,6 +123,54 @@ class SimulationConfig:
     delta: float | None = None
     target_epsilon: float | None = None
     accountant: str = "rdp"
+
+
+def _integral(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def checked_config(config: SimulationConfig) -> SimulationConfig:
+    """``config`` with its numbers as plain Python ones (a numpy seed checkpoints as an int), after checking every
+    field that nothing else checks before the first round.
+
+    Raises:
+        TypeError: for a field of the wrong type; ValueError: for one out of range, naming the field and value.
+    """
+
+    def fail(name: str, wanted: str, value: object, *, kind: bool) -> None:
+        error = TypeError if kind else ValueError
+        raise error(f"SimulationConfig.{name} must be {wanted}, got {value!r}")
+
+    for name, minimum in (("rounds", 0), ("eval_batch_size", 1)):
+        value = getattr(config, name)
+        if not _integral(value) or value < minimum:
+            fail(name, f"an int >= {minimum}", value, kind=not _integral(value))
+    per_round = config.clients_per_round
+    if per_round is not None and (not _integral(per_round) or per_round < 1):
+        fail("clients_per_round", "an int >= 1 or None (all clients)", per_round, kind=not _integral(per_round))
+    if not _integral(config.seed) or not 0 <= config.seed < 2**63:
+        fail("seed", "an int in [0, 2**63)", config.seed, kind=not _integral(config.seed))
+    timeout = config.client_timeout
+    if timeout is not None:
+        real = isinstance(timeout, numbers.Real) and not isinstance(timeout, bool)
+        if not real or not 0 < timeout <= MAX_CLIENT_TIMEOUT:
+            wanted = f"None (no deadline) or a number in (0, {MAX_CLIENT_TIMEOUT}] (seconds; at most a week)"
+            fail("client_timeout", wanted, timeout, kind=not real)
+    if not isinstance(config.limits, ReplyLimits):
+        name = "None" if config.limits is None else type(config.limits).__name__
+        raise TypeError(f"SimulationConfig.limits must be a fedmodel.validation.ReplyLimits, got {name}")
+    if config.resume and config.checkpoint_path is None:
+        raise ValueError("SimulationConfig.resume=True needs a checkpoint_path to resume from")
+    rate = config.sampling_rate
+    return dataclasses.replace(
+        config,
+        rounds=int(config.rounds),
+        eval_batch_size=int(config.eval_batch_size),
+        clients_per_round=None if per_round is None else int(per_round),
+        seed=int(config.seed),
+        client_timeout=None if timeout is None else float(timeout),
+        sampling_rate=float(rate) if isinstance(rate, numbers.Real) and not isinstance(rate, bool) else rate,
+    )
 
 
 @dataclass(frozen=True)
@@ -350,10 +402,12 @@ def run_simulation(
 
     Raises:
         CheckpointError: when a checkpoint cannot be written (the previous one is intact; resume from it).
-        ValueError: for settings that cannot hold together (``sampling_rate`` with ``clients_per_round``, a
-            privacy budget without a ``DPMean`` aggregator, an adaptive clip whose count noise is too small).
+        TypeError: for a :class:`SimulationConfig` field of the wrong type (:func:`checked_config`).
+        ValueError: for a field out of range (:func:`checked_config`), or settings that cannot hold together
+            (``sampling_rate`` with ``clients_per_round``, a privacy budget without a ``DPMean`` aggregator, an
+            adaptive clip whose count noise is too small).
     """
-    config = config or SimulationConfig()
+    config = checked_config(config or SimulationConfig())
     if not clients:
         raise ValueError("a simulation needs at least one client")
     factories = dict(model_factory) if isinstance(model_factory, Mapping) else {"model": model_factory}

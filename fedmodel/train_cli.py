@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from fedmodel import _train_dp, algorithms
 from fedmodel._backend import backend_names, backend_package
 from fedmodel._errors import BackendError, DataError, FedModelError, SpecError
-from fedmodel._executors import EXECUTORS
+from fedmodel._executors import EXECUTORS, MAX_CLIENT_TIMEOUT
 from fedmodel._run_outputs import OutputError, check_folder, earlier_rows, metrics_file
 from fedmodel._weights import ModelWeights
 
@@ -182,6 +182,7 @@ _COUNT = _value("an integer >= 1", int, lambda v: v >= 1)
 _WORKERS = _value("an integer >= 0", int, lambda v: v >= 0)
 _SEED = _value("an integer in [0, 2**63)", int, lambda v: 0 <= v < 2**63)
 _POSITIVE = _value("a finite number > 0", float, lambda v: math.isfinite(v) and v > 0)
+_TIMEOUT = _value(f"a number in (0, {MAX_CLIENT_TIMEOUT}]", float, lambda v: 0 < v <= MAX_CLIENT_TIMEOUT)
 _NON_NEGATIVE = _value("a finite number >= 0", float, lambda v: math.isfinite(v) and v >= 0)
 _FRACTION = _value("a number in (0, 1)", float, lambda v: 0 < v < 1)
 _MOMENTUM = _value("a number in [0, 1)", float, lambda v: 0 <= v < 1)
@@ -260,7 +261,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--mu", type=_POSITIVE, default=0.01, help="FedProx's proximal coefficient")
     add("--tau", type=_POSITIVE, default=1e-3, help="adaptivity of FedAdam, FedYogi and FedAdagrad")
     add("--test-fraction", type=_FRACTION, default=0.2, help="digits: share held out for evaluation")
-    add("--client-timeout", type=_POSITIVE, default=None, help="seconds before a client is dropped; None: never")
+    add(
+        "--client-timeout",
+        type=_TIMEOUT,
+        default=None,
+        help=f"seconds before a client is dropped, at most {MAX_CLIENT_TIMEOUT} (a week); None: never",
+    )
     add(
         "--workers",
         type=_WORKERS,
