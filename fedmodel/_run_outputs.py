@@ -71,10 +71,33 @@ def earlier_rows(path: Path) -> list[dict[str, str]]:
         raise OutputError(f"--resume: cannot read {path}: {exc.strerror or exc}") from None
     text = text[: text.rfind("\n") + 1]  # a last line without its newline was cut short
     reader = csv.DictReader(text.splitlines())
-    if reader.fieldnames is not None and reader.fieldnames not in (list(COLUMNS), list(_BEFORE_EPSILON)):
-        raise OutputError(f"--resume: {path} is not a metrics.csv of fedmodel train (columns {reader.fieldnames})")
-    rows = [r for r in reader if None not in r and all(r[c] is not None for c in _BEFORE_EPSILON)]
-    return [{**r, "epsilon": r.get("epsilon") or ""} for r in rows if r["round"].isdigit()]
+    try:
+        if reader.fieldnames is not None and reader.fieldnames not in (list(COLUMNS), list(_BEFORE_EPSILON)):
+            raise OutputError(f"--resume: {path} is not a metrics.csv of fedmodel train (columns {reader.fieldnames})")
+        rows = [r for r in reader if None not in r and all(r[c] is not None for c in _BEFORE_EPSILON)]
+    except csv.Error as exc:  # a field past csv's size limit, a NUL byte
+        raise OutputError(f"--resume: {path} cannot be read as a CSV ({exc})") from None
+    for line, row in enumerate(rows, start=2):
+        _check_row(path, line, row)
+    return [{**r, "epsilon": r.get("epsilon") or ""} for r in rows]
+
+
+_NUMBERS = tuple(c for c in COLUMNS if c not in ("run", "round"))
+
+
+def _check_row(path: Path, line: int, row: Mapping[str, Any]) -> None:
+    """A kept row's round is a plain number and its metrics numbers or empty: the curves are drawn from them."""
+    where = f"--resume: {path.name} line {line}"
+    if not (row["round"].isascii() and row["round"].isdigit()):
+        raise OutputError(f"{where}: round is {row['round']!r:.40}, not a round number (fix or remove the row)")
+    for column in _NUMBERS:
+        value = row.get(column) or ""
+        if not value:
+            continue
+        try:
+            float(value)
+        except ValueError:
+            raise OutputError(f"{where}: {column} is {value!r:.40}, not a number (fix or remove the row)") from None
 
 
 def _write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -178,6 +178,12 @@ def _value(rule: str, convert: Callable[[str], Any], ok: Callable[[Any], bool]) 
     return parse
 
 
+def _folder(text: str) -> Path:
+    if not text.strip():  # an unset "$OUTDIR" would write into the current directory
+        raise argparse.ArgumentTypeError("expected a folder, got an empty path")
+    return Path(text)
+
+
 _COUNT = _value("an integer >= 1", int, lambda v: v >= 1)
 _WORKERS = _value("an integer >= 0", int, lambda v: v >= 0)
 _SEED = _value("an integer in [0, 2**63)", int, lambda v: 0 <= v < 2**63)
@@ -283,7 +289,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _train_dp.add_options(p, _POSITIVE, _NON_NEGATIVE, _FRACTION)
     add("--seed", type=_SEED, default=0, help="root of every random choice: split, sampling, initial weights")
-    add("--out", type=Path, default=Path("fedmodel-run"), help="folder for metrics.csv, curves.png, weights")
+    add("--out", type=_folder, default=Path("fedmodel-run"), help="folder for metrics.csv, curves.png, weights")
     add("--checkpoint", action="store_true", help="save each run's server state into --out after every round")
     add("--resume", action="store_true", help="continue each run from its checkpoint in --out (implies --checkpoint)")
     add("--no-progress", action="store_true", help="no progress bar (it is shown only when stderr is a terminal)")
@@ -594,6 +600,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while the data loads or the backends import: nothing has trained yet
+        print(f"\n{PROG}: interrupted before the first round", file=sys.stderr)
+        return 130
     try:
         return _train(args, plan)
     except KeyboardInterrupt:

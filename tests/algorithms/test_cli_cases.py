@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from fedmodel import __version__, cli, train_cli
+from fedmodel._run_outputs import COLUMNS
 
 RUN = ["--clients", "3", "--rounds", "1", "--local-epochs", "1", "--no-progress"]
 
@@ -40,6 +41,9 @@ def _file(out: Path) -> None:
 
 def _nothing(out: Path) -> None:
     pass
+
+
+_HEADER = ",".join(COLUMNS) + "\n"
 
 
 def _written(name: str, text: str) -> Callable[[Path], None]:
@@ -102,7 +106,29 @@ CASES: list[tuple[str, list[str], Callable[[Path], None], int, str]] = [
         "--resume: ",
     ),
     ("resume, foreign metrics.csv", ["--resume"], _written("metrics.csv", "a,b\n1,2\n"), 2, "is not a metrics.csv"),
+    (  # before: trained two rounds, then the plot failed on 'abc'
+        "resume, a metrics.csv value that is no number",
+        ["--resume"],
+        _written("metrics.csv", _HEADER + "numpy/fedavg,1,abc,1,1,1,6,0,0.1,\n"),
+        2,
+        "metrics.csv line 2: train_loss is 'abc', not a number",
+    ),
+    (  # before: a ValueError traceback from int('²')
+        "resume, a metrics.csv round that is no plain number",
+        ["--resume"],
+        _written("metrics.csv", _HEADER + "numpy/fedavg,\u00b2,1,1,1,1,6,0,0.1,\n"),
+        2,
+        "metrics.csv line 2: round is '\u00b2', not a round number",
+    ),
+    (  # before: _csv.Error: field larger than field limit
+        "resume, a metrics.csv field past csv's limit",
+        ["--resume"],
+        _written("metrics.csv", _HEADER + "numpy/fedavg,1," + "9" * 200_000 + ",1,1,1,6,0,0.1,\n"),
+        2,
+        "cannot be read as a CSV",
+    ),
     ("resume, no checkpoint", ["--resume"], _nothing, 0, ""),
+    ("out empty", ["--out", ""], _nothing, 2, "--out: expected a folder, got an empty path"),
     ("workers -1", ["--workers", "-1"], _nothing, 2, "--workers: expected an integer >= 0, got '-1'"),
     ("workers 1.5", ["--workers", "1.5"], _nothing, 2, "--workers: expected an integer >= 0, got '1.5'"),
     ("executor threads", ["--executor", "threads"], _nothing, 2, "--executor: invalid choice: 'threads'"),
@@ -293,3 +319,16 @@ def test_with_stderr_on_a_terminal_the_progress_bar_shows(tmp_path: Path) -> Non
     assert child.returncode == 0
     assert b"fedavg" in b"".join(seen) and b"2/2" in b"".join(seen)  # tqdm's bar: its description and count
     assert b"train loss" in stdout and b"2/2" not in stdout
+
+
+def test_ctrl_c_while_the_data_loads_exits_130_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Before, an interrupt before the first round (data loading, backend imports) printed a whole traceback."""
+
+    def interrupted(args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "_prepare", interrupted)
+    assert train_cli.main([*RUN, "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err == "\nfedmodel train: interrupted before the first round\n"
