@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 from fedmodel import _executors
 from fedmodel._backend import Backend
+from fedmodel._batch import check_batch
+from fedmodel._errors import SpecError
 from fedmodel._executors import MAX_CLIENT_TIMEOUT
 from fedmodel._resume import carry_metadata, load_state, save_state
 from fedmodel._weights import ModelWeights, get_weights
@@ -373,6 +375,15 @@ class _Runner:
         return outcome.state, result
 
 
+def _check_test_data(model: Any, test_data: Any) -> None:
+    if not isinstance(test_data, ClientData):
+        raise TypeError(f"test_data must be a fedmodel.data.ClientData, got {type(test_data).__name__}")
+    try:
+        check_batch(model.input_spec, (test_data.x[:1], test_data.y[:1]))
+    except SpecError as exc:
+        raise SpecError(f"test_data does not fit the model: {exc}") from None
+
+
 def run_simulation(
     model_factory: Callable[[], Any] | Mapping[str, Callable[[], Any]],
     clients: Sequence[ClientData],
@@ -402,7 +413,9 @@ def run_simulation(
 
     Raises:
         CheckpointError: when a checkpoint cannot be written (the previous one is intact; resume from it).
-        TypeError: for a :class:`SimulationConfig` field of the wrong type (:func:`checked_config`).
+        TypeError: for a :class:`SimulationConfig` field of the wrong type (:func:`checked_config`), or
+            ``test_data`` that is not a ``ClientData``.
+        SpecError: for ``test_data`` that does not fit the model's ``input_spec`` (checked before round 1).
         ValueError: for a field out of range (:func:`checked_config`), or settings that cannot hold together
             (``sampling_rate`` with ``clients_per_round``, a privacy budget without a ``DPMean`` aggregator, an
             adaptive clip whose count noise is too small).
@@ -429,6 +442,8 @@ def run_simulation(
         accountant=config.accountant,
     )
     runner = _Runner(factories, groups, algorithm, config)
+    if test_data is not None:  # before a round trains, not when the first one ends
+        _check_test_data(runner.model, test_data)
     fresh = algorithm.init(get_weights(runner.model, backend=runner.backend))
     if config.checkpoint_path is not None:
         carry_metadata(fresh.aggregator_state)  # an aggregator whose carry cannot be saved fails now, not later

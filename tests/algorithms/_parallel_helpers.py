@@ -74,6 +74,17 @@ def faulty(inner: ClientUpdate, faults: Mapping[int, str]) -> ClientUpdate:
     return update
 
 
+def pid_logged(inner: ClientUpdate, log: str) -> ClientUpdate:
+    """``inner``, appending the id of the process that runs each client to the file ``log``."""
+
+    def update(model: Any, backend: Any, weights: Any, data: ClientData, seed: int) -> ClientResult:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{os.getpid()}\n")
+        return inner(model, backend, weights, data, seed)
+
+    return update
+
+
 def logged_softmax(log: str, num_features: int = 64, num_classes: int = 10) -> SoftmaxRegression:
     """A model factory that appends this process's id to the file ``log`` each time it builds a model."""
     with open(log, "a", encoding="utf-8") as f:

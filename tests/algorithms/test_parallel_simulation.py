@@ -28,6 +28,7 @@ from tests.algorithms._parallel_helpers import (
     faulty,
     logged_softmax,
     mark,
+    pid_logged,
     softmax_outside_workers,
     threads_softmax,
 )
@@ -208,20 +209,24 @@ def test_failing_clients_and_dying_workers_are_dropped_replaced_and_the_run_goes
     assert "read-only" in reasons[6]  # the server's weights are read-only in a worker too
 
 
-def _kill_a_worker_after_round_one(result: RoundResult) -> None:
-    if result.round == 1:
-        worker = next(p for p in multiprocessing.active_children() if p.name.startswith("fedmodel-worker"))
-        os.kill(worker.pid or 0, signal.SIGKILL)
-        worker.join(10)
-
-
-def test_a_worker_killed_between_rounds_fails_no_client(digits: FederatedData) -> None:
+def test_a_worker_killed_between_rounds_fails_no_client(digits: FederatedData, tmp_path: Path) -> None:
     """The OOM killer (here SIGKILL) takes an idle worker between rounds: the next round's clients it was given
-    run on the fresh worker, and none is reported for a death it did not cause."""
+    run on the fresh worker, and none is reported for a death it did not cause. (The worker killed is one that ran
+    clients in round 1, so it was set up: a worker killed while starting is a setup failure, a WorkerError.)"""
     algorithm = fedavg(client_lr=0.5, batch_size=32)
     serial = _run(_softmax, digits.clients, algorithm, rounds=3)
+    log = tmp_path / "pids"
+
+    def kill_a_worker_after_round_one(result: RoundResult) -> None:
+        if result.round == 1:
+            pid = int(log.read_text().split()[0])
+            worker = next(p for p in multiprocessing.active_children() if p.pid == pid)
+            os.kill(pid, signal.SIGKILL)
+            worker.join(10)
+
     config = SimulationConfig(progress=False, rounds=3, workers=2)
-    parallel = run_simulation(_softmax, digits.clients, algorithm, config, on_round=_kill_a_worker_after_round_one)
+    logged = replace(algorithm, client_update=pid_logged(algorithm.client_update, str(log)))
+    parallel = run_simulation(_softmax, digits.clients, logged, config, on_round=kill_a_worker_after_round_one)
     assert [r.failures for r in parallel.rounds] == [(), (), ()]
     assert _bits(parallel) == _bits(serial)
 

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedmodel import SpecError
 from fedmodel.algorithms import fedavg
-from fedmodel.data import federated_digits
+from fedmodel.data import ClientData, federated_digits
 from fedmodel.reference import SoftmaxRegression
 from fedmodel.simulation import MAX_CLIENT_TIMEOUT, SimulationConfig, run_simulation
 
@@ -80,3 +81,18 @@ def test_numpy_numbers_are_taken_as_the_python_numbers_they_equal(tmp_path: Path
 def test_a_timeout_at_the_cap_runs() -> None:
     result = _run(rounds=1, client_timeout=float(MAX_CLIENT_TIMEOUT))
     assert result.rounds[0].failures == ()
+
+
+def test_test_data_that_does_not_fit_the_model_is_refused_before_a_round_trains() -> None:
+    """Before, it failed after round 1 had trained, naming a batch at 'x' and not test_data."""
+    narrow = ClientData(DATA.test.x[:, :32], DATA.test.y)
+    with pytest.raises(SpecError, match=r"test_data does not fit the model: .*x"):
+        run_simulation(_factory, DATA.clients, fedavg(), SimulationConfig(progress=False), test_data=narrow)
+    with pytest.raises(TypeError, match=r"test_data must be a fedmodel.data.ClientData, got tuple"):
+        run_simulation(
+            _factory, DATA.clients, fedavg(), SimulationConfig(progress=False), test_data=(DATA.test.x, DATA.test.y)
+        )  # type: ignore[arg-type]
+
+
+def _factory() -> SoftmaxRegression:
+    return SoftmaxRegression(64, 10, seed=0)
