@@ -5,9 +5,10 @@ of the contract (validation, metrics, mode switching) shows most, and a wider 78
 (MNIST-sized), where it is amortized; batches of 32 numpy examples. The contract
 side is what a federated client runs: ``model.forward_pass(batch, training=False)``, and
 ``backend.train_step(model, backend.to_native(model, batch), optimizer)`` with the neutral
-``SGD(0.1)``, after the backend's optional ``seed_training`` (as ``train_client`` calls it). The native side is a hand-written step on the model's own network doing the same work
-(logits, mean cross-entropy, running loss/correct/count; for training also backward and an SGD
-step), from the same numpy arrays. Bar: ratio <= 1.10 for both.
+``SGD(0.1)``, after the backend's optional ``seed_training`` (as ``train_client`` calls it). The native
+side is a hand-written step on the model's own network doing the same work (logits, mean cross-entropy,
+running loss/correct/count; for training also backward and an SGD step), from the same numpy arrays.
+Bar: ratio <= 1.10 for both.
 """
 
 from __future__ import annotations

@@ -447,6 +447,11 @@ def run_simulation(
     fresh = algorithm.init(get_weights(runner.model, backend=runner.backend))
     if config.checkpoint_path is not None:
         carry_metadata(fresh.aggregator_state)  # an aggregator whose carry cannot be saved fails now, not later
+    if initial_state is not None and initial_state.round > config.rounds:
+        raise ValueError(
+            f"initial_state is at round {initial_state.round}, past SimulationConfig.rounds={config.rounds} "
+            "(rounds counts from the start of the run)"
+        )
     state = initial_state or load_state(config, algorithm, fresh, len(clients))
     result = SimulationResult(state)
     from tqdm.auto import tqdm

@@ -284,7 +284,13 @@ class LeafTask:
                 non-numeric values, label range).
         """
         if self.name == "femnist":
-            return _rows(xs, where, 784).reshape(-1, 28, 28), _labels(ys, where, self.num_classes)
+            pixels = _rows(xs, where, 784)
+            if pixels.size and (pixels.min() < 0 or pixels.max() > 1):
+                raise DataError(
+                    f"{where}x: FEMNIST pixels are gray values in [0, 1], got {pixels.min()}..{pixels.max()} "
+                    "(standardised features: task=features)"
+                )
+            return pixels.reshape(-1, 28, 28), _labels(ys, where, self.num_classes)
         if self.name == "shakespeare":
             x = text.leaf_char_ids(xs, length=80, where=f"{where}x: ")
             return x, text.leaf_char_ids(ys, length=1, where=f"{where}y: ")[:, 0]

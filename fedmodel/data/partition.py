@@ -30,7 +30,7 @@ __all__ = ["split_by_id", "split_dirichlet", "split_iid", "split_quantity_skew",
 def split_iid(data: ClientData, num_clients: int, *, seed: int = 0) -> list[ClientData]:
     """A seeded shuffle cut into ``num_clients`` parts whose sizes differ by at most one."""
     _check_clients(data, num_clients)
-    order = np.random.default_rng(seed).permutation(len(data))
+    order = np.random.default_rng(_seed(seed)).permutation(len(data))
     return [data.subset(part) for part in np.array_split(order, num_clients)]
 
 
@@ -46,7 +46,7 @@ def split_dirichlet(data: ClientData, num_clients: int, *, alpha: float, seed: i
     _check_clients(data, num_clients)
     _check_alpha(alpha)
     _check_labels(data)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_seed(seed))
     parts: list[list[int]] = [[] for _ in range(num_clients)]
     inverse = np.unique(data.y, return_inverse=True)[1]
     by_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
@@ -91,7 +91,7 @@ def split_shards(data: ClientData, num_clients: int, *, shards_per_client: int =
         raise DataError(
             f"{num_clients} clients x {shards_per_client} shards need {num_shards} examples, got {len(data)}"
         )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_seed(seed))
     shuffled = rng.permutation(len(data))
     by_label = shuffled[np.argsort(data.y[shuffled], kind="stable")]
     shards = np.array_split(by_label, num_shards)
@@ -190,7 +190,7 @@ def split_quantity_skew(
     _check_positive_int("min_size", min_size)
     if num_clients * min_size > len(data):
         raise DataError(f"min_size={min_size} for {num_clients} clients does not fit {len(data)} examples")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_seed(seed))
     order = rng.permutation(len(data))
     shares = rng.dirichlet(np.full(num_clients, alpha))
     spare = len(data) - num_clients * min_size
@@ -209,6 +209,13 @@ def _check_clients(data: ClientData, num_clients: int) -> None:
         or not 1 <= num_clients <= len(data)
     ):
         raise DataError(f"num_clients must be an int between 1 and the {len(data)} examples, got {num_clients!r}")
+
+
+def _seed(seed: object) -> int:
+    """``seed`` if it is an int >= 0 (numpy's too), what ``np.random.default_rng`` takes; a DataError otherwise."""
+    if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
+        raise DataError(f"seed must be an int >= 0, got {seed!r}")
+    return int(seed)
 
 
 def _check_positive_int(name: str, value: int) -> None:

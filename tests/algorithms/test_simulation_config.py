@@ -96,3 +96,11 @@ def test_test_data_that_does_not_fit_the_model_is_refused_before_a_round_trains(
 
 def _factory() -> SoftmaxRegression:
     return SoftmaxRegression(64, 10, seed=0)
+
+
+def test_an_initial_state_past_the_last_round_is_refused() -> None:
+    """Before, it ran nothing and returned as if the run were done."""
+    done = _run(rounds=2)
+    with pytest.raises(ValueError, match=r"initial_state is at round 2, past SimulationConfig.rounds=1"):
+        config = SimulationConfig(rounds=1, progress=False)
+        run_simulation(_factory, DATA.clients, fedavg(), config, initial_state=done.state)

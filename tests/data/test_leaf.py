@@ -428,6 +428,17 @@ def test_fedprox_mnist_standardised_pixels_stay_float32_features(
     assert detect_task({"x": [_image(3)], "y": [4]}) == "femnist"  # LEAF's gray values in [0, 1]
 
 
+def test_a_forced_femnist_task_refuses_pixels_outside_the_unit_range(
+    tmp_path: Path, leaf_file: Callable[..., Path]
+) -> None:
+    """``task=femnist`` on standardised pixels trained a CNN on values LEAF's FEMNIST never holds."""
+    rng = np.random.default_rng(0)
+    train = _features(tmp_path, leaf_file, {"f_00000": {"x": rng.normal(size=(2, 784)).tolist(), "y": [0, 9]}})
+    train.task = leaf_task("femnist", train)
+    with pytest.raises(DataError, match=r"user 'f_00000': x: FEMNIST pixels are gray values in \[0, 1\], got -"):
+        train[0]
+
+
 def test_detection_uses_the_first_user_with_examples(tmp_path: Path, leaf_file: Callable[..., Path]) -> None:
     leaf_file(tmp_path / "train" / "a.json", {"a": {"x": [], "y": []}, "b": {"x": ["a" * 80], "y": ["b"]}})
     train = LeafClients(tmp_path / "train")

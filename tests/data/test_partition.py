@@ -265,3 +265,17 @@ def test_split_by_id_of_no_examples_is_an_error() -> None:
         split_by_id(empty, [1, 2])
     with pytest.raises(DataError, match="2 examples, ids of shape \\(2, 1\\)"):
         split_by_id(_indexed(2), np.zeros((2, 1)))
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", None])
+@pytest.mark.parametrize("split", ["iid", "dirichlet", "shards", "quantity"])
+def test_a_seed_that_is_not_a_non_negative_int_is_a_data_error_naming_it(split: str, seed: object) -> None:
+    data = ClientData(np.zeros((20, 2), np.float32), np.arange(20) % 4)
+    call = {
+        "iid": lambda: split_iid(data, 2, seed=seed),  # type: ignore[arg-type]
+        "dirichlet": lambda: split_dirichlet(data, 2, alpha=1.0, seed=seed),  # type: ignore[arg-type]
+        "shards": lambda: split_shards(data, 2, seed=seed),  # type: ignore[arg-type]
+        "quantity": lambda: split_quantity_skew(data, 2, alpha=1.0, seed=seed),  # type: ignore[arg-type]
+    }[split]
+    with pytest.raises(DataError, match=rf"seed must be an int >= 0, got {seed!r}"):
+        call()
